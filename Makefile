@@ -1,0 +1,27 @@
+# Two commands on a fresh machine: `make repro` (the default pipeline) and `make test` (the test suite).
+# Both create .venv from the pinned requirements when it is missing or older than requirements.txt.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+# Stage commands call `python` and `dvc`: run them from the venv.
+RUN := PATH="$(BIN):$$PATH"
+
+.PHONY: repro test compare bench clean-venv
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+repro: $(STAMP)
+	$(RUN) dvc repro
+
+test: $(STAMP)
+	$(RUN) python -m pytest -q
+
+compare: $(STAMP)
+	$(RUN) python -m pipeline.compare
+
+clean-venv:
+	rm -rf $(VENV)

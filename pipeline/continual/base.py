@@ -1,0 +1,93 @@
+"""What a continual-learning method sees of a task, and the interface every method implements."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from pipeline import io, paths
+from pipeline.config import E0, Params
+from pipeline.data import TaskData
+from pipeline.models import clip as clip_lib
+
+
+@dataclass(frozen=True)
+class TeacherFeatures:
+    """A frozen teacher's features of one task: every training image (N, d) and every class text (C, d).
+
+    The default data have no random augmentation, so a teacher's view of a training image never changes
+    during a task: computing it once replaces a teacher forward pass at every step (spec, "Cost by
+    construction")."""
+
+    image: torch.Tensor
+    text: torch.Tensor
+
+
+@dataclass
+class TaskContext:
+    """Task m: its data, the student (initialised from E_{m-1}) and lazily computed teacher features."""
+
+    params: Params
+    name: str
+    task: TaskData
+    student: clip_lib.Clip
+    device: torch.device
+
+    @property
+    def prev_name(self) -> str:
+        return self.params.tasks[self.name].prev
+
+    @functools.cached_property
+    def e0_features(self) -> TeacherFeatures:
+        """E0's features come from the prototypes stage, which computes them anyway for the prototypes."""
+        cached = io.load_tensors(paths.prototypes_file(self.name))
+        return TeacherFeatures(image=cached["features"].to(self.device), text=cached["text_features"].to(self.device))
+
+    @functools.cached_property
+    def prev_features(self) -> TeacherFeatures | None:
+        """E_{m-1}'s features, or None for the first task (where E_{m-1} is E0 itself)."""
+        if self.prev_name == E0:
+            return None
+        teacher = clip_lib.freeze(clip_lib.load(paths.model_dir(self.prev_name)))
+        teacher.model.to(self.device)
+        image = clip_lib.encode_images_batched(teacher, self.task.train_images, self.params.eval.batch_size, progress=f"E_{self.prev_name} features")
+        with torch.no_grad():
+            text = clip_lib.class_text_features(teacher, self.task.prompts())
+        return TeacherFeatures(image=image.to(self.device), text=text)
+
+    @functools.cached_property
+    def prototypes(self) -> torch.Tensor:
+        """Initial class prototypes from E0 (prototypes stage), (C, d)."""
+        return io.load_tensors(paths.prototypes_file(self.name))["prototypes"].to(self.device)
+
+
+    def student_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's image features V (B, d) and class text features U (C, d), with gradient."""
+        return clip_lib.encode_images(self.student, images), clip_lib.class_text_features(self.student, self.task.prompts())
+
+
+class Method:
+    """A continual-learning method: named loss terms per step, weighted by `weights()`.
+
+    Subclasses set `name`, implement `terms`, and may keep state updated in `after_step` (buffers, not
+    parameters: the optimiser only ever sees the student's parameters)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, ctx: TaskContext):
+        self.ctx = ctx
+
+    def weights(self) -> dict[str, float]:
+        return {"ce": self.ctx.params.loss.ce_weight}
+
+    def terms(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Called after every optimiser step."""
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Tensors saved beside the trained model (for inspection; inference never needs them)."""
+        return {}

@@ -1,0 +1,16 @@
+"""Sequential fine-tuning: L_ce only. The lower bound every continual method is compared with."""
+from __future__ import annotations
+
+from pipeline.continual.base import Method
+from pipeline.continual.registry import register_method
+from pipeline.losses import clip_ce
+
+
+@register_method
+class Finetune(Method):
+    name = "finetune"
+
+    def terms(self, images, labels, indices):
+        v, u = self.ctx.student_features(images)
+        loss = self.ctx.params.loss
+        return {"ce": clip_ce(v, u, labels, self.ctx.student.logit_scale, loss.label_smoothing)}

@@ -1,0 +1,45 @@
+"""The loop that trains one task with any registered method."""
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+from pipeline import optim
+from pipeline.continual.base import Method
+from pipeline.runtime import stable_seed
+
+
+def train_task(method: Method, live=None) -> dict[str, float]:
+    """Optimise the student of `method.ctx` for `train.steps` steps; return the last step's terms.
+
+    The logit scale stays frozen (ZSCL); every term and the weighted total are logged by name."""
+    ctx, train = method.ctx, method.ctx.params.train
+    model = ctx.student.model
+    model.train()
+    model.logit_scale.requires_grad_(False)
+    optimizer = optim.adamw(model.parameters(), train.lr, train.weight_decay)
+    schedule = optim.warmup_cosine(optimizer, train.warmup_steps, train.steps)
+    weights = method.weights()
+    images, labels = ctx.task.train_images, ctx.task.train_labels
+    # The batch order depends on the seed and the task only, so methods see the same batches.
+    order = optim.batches(len(labels), train.batch_size, train.steps, stable_seed(train.seed, ctx.name))
+    logged: dict[str, float] = {}
+    for indices in tqdm(order, total=train.steps, desc=f"train {ctx.name} ({method.name})"):
+        terms = method.terms(images[indices].to(ctx.device), labels[indices].to(ctx.device), indices.to(ctx.device))
+        unknown = set(terms) - set(weights)
+        if unknown:
+            raise KeyError(f"method {method.name!r} returned terms without a weight: {sorted(unknown)}")
+        total = sum(weights[k] * v for k, v in terms.items())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        schedule.step()
+        method.after_step()
+        logged = {f"loss/{k}": float(v) for k, v in terms.items()} | {"loss/total": float(total)}
+        if live is not None:
+            for key, value in logged.items():
+                live.log_metric(key, value, plot=True)
+            live.log_metric("lr", schedule.get_last_lr()[0])
+            live.next_step()
+    model.eval()
+    return logged

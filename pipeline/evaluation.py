@@ -1,0 +1,27 @@
+"""Zero-shot classification accuracy of a CLIP model on a task's test split."""
+from __future__ import annotations
+
+import torch
+
+from pipeline.data import TaskData
+from pipeline.models import clip as clip_lib
+
+
+@torch.no_grad()
+def predict(clip: clip_lib.Clip, task: TaskData, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Class probabilities (N, C): image features against the prompt-ensembled class texts (spec, step 6)."""
+    clip.model.eval()
+    text = clip_lib.class_text_features(clip, task.prompts()).cpu()
+    image = clip_lib.encode_images_batched(clip, images, batch_size)
+    return (clip.logit_scale.exp().cpu() * image @ text.T).softmax(dim=-1)
+
+
+def accuracy(clip: clip_lib.Clip, task: TaskData, batch_size: int) -> float:
+    """Top-1 accuracy in percent on the test split."""
+    probs = predict(clip, task, task.test_images, batch_size)
+    return 100.0 * (probs.argmax(dim=-1) == task.test_labels).float().mean().item()
+
+
+def accuracy_row(clip: clip_lib.Clip, tasks: dict[str, TaskData], batch_size: int) -> dict[str, float]:
+    """One row of the accuracy matrix: the model's accuracy on every task, rounded for stable JSON."""
+    return {name: round(accuracy(clip, task, batch_size), 4) for name, task in tasks.items()}

@@ -1,0 +1,121 @@
+"""CLIP models through open_clip: our small architectures, loading, saving, and feature encoders.
+
+A checkpoint is a folder with `model.safetensors` (weights, no pickle) and `model.json` (architecture,
+image size, the params that made it, provenance), so any stage can rebuild the model without the code
+that trained it.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline import io
+
+CONFIGS = Path(__file__).parent / "configs"
+WEIGHTS, META = "model.safetensors", "model.json"
+
+
+@functools.cache
+def _open_clip():
+    import open_clip  # slow import: only when a model is needed
+
+    open_clip.add_model_config(CONFIGS)
+    return open_clip
+
+
+def available_archs() -> list[str]:
+    return _open_clip().list_models()
+
+
+@dataclass
+class Clip:
+    """An open_clip CLIP model with its tokenizer and the input normalisation it expects."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    arch: str
+    image_size: int
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale
+
+
+def build(arch: str, image_size: int, pretrained: str | None = None) -> Clip:
+    """A fresh model (`pretrained=None`), an open_clip tag, or a local open_clip checkpoint file."""
+    oc = _open_clip()
+    if pretrained is not None and not (Path(pretrained).is_file() or pretrained in oc.list_pretrained_tags_by_model(arch)):
+        raise ValueError(f"model.pretrained: {pretrained!r} is neither a file nor an open_clip tag of {arch!r}")
+    try:
+        model = oc.create_model(arch, pretrained=pretrained, force_image_size=image_size)
+    except Exception as e:  # a tag needs its weights in the local cache: no download here
+        raise RuntimeError(f"model.pretrained: could not load {pretrained!r} for {arch!r}: {e}") from e
+    return Clip(model=model, tokenizer=oc.get_tokenizer(arch), arch=arch, image_size=image_size)
+
+
+def save(clip: Clip, directory: str | Path, meta: dict) -> None:
+    directory = Path(directory)
+    io.save_tensors(directory / WEIGHTS, dict(clip.model.state_dict()))
+    io.write_json(directory / META, {"arch": clip.arch, "image_size": clip.image_size, **meta})
+
+
+def load(directory: str | Path) -> Clip:
+    directory = Path(directory)
+    meta = io.read_json(directory / META)
+    clip = build(meta["arch"], meta["image_size"])
+    missing, unexpected = clip.model.load_state_dict(io.load_tensors(directory / WEIGHTS), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{directory / WEIGHTS}: weights do not fit {meta['arch']} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return clip
+
+
+def freeze(clip: Clip) -> Clip:
+    """A teacher: eval mode, no parameter takes gradient."""
+    clip.model.eval().requires_grad_(False)
+    return clip
+
+
+def image_input(clip: Clip, images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> the normalised float input open_clip's transforms would give."""
+    visual = clip.model.visual
+    mean = torch.tensor(visual.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(visual.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean.to(images.device)) / std.to(images.device)
+
+
+def encode_images(clip: Clip, images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> L2-normalised image features (N, d)."""
+    return F.normalize(clip.model.encode_image(image_input(clip, images)), dim=-1)
+
+
+def encode_texts(clip: Clip, texts: list[str]) -> torch.Tensor:
+    """Texts -> L2-normalised text features (len(texts), d)."""
+    device = clip.logit_scale.device
+    return F.normalize(clip.model.encode_text(clip.tokenizer(texts).to(device)), dim=-1)
+
+
+def class_text_features(clip: Clip, prompts: list[list[str]]) -> torch.Tensor:
+    """Per class, the normalised mean of its normalised prompt features (CLIP's prompt ensemble): (C, d)."""
+    n = len(prompts[0])
+    if any(len(p) != n for p in prompts):
+        raise ValueError("every class needs the same number of prompts")
+    feats = encode_texts(clip, [t for p in prompts for t in p]).view(len(prompts), n, -1)
+    return F.normalize(feats.mean(dim=1), dim=-1)
+
+
+@torch.no_grad()
+def encode_images_batched(clip: Clip, images: torch.Tensor, batch_size: int, progress: str | None = None) -> torch.Tensor:
+    """Features of many images in eval mode, without gradient (teachers, prototypes, evaluation)."""
+    from tqdm import tqdm
+
+    was_training = clip.model.training
+    clip.model.eval()
+    device = clip.logit_scale.device
+    chunks = range(0, len(images), batch_size)
+    out = [encode_images(clip, images[i : i + batch_size].to(device)).cpu() for i in tqdm(chunks, desc=progress, disable=progress is None, leave=False)]
+    clip.model.train(was_training)
+    return torch.cat(out)

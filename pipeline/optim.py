@@ -1,0 +1,42 @@
+"""Optimiser and learning-rate schedule shared by pretraining and continual training."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def adamw(parameters, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW without decay on gains, biases and embeddings' scale-like 1-D parameters (as CLIP trains)."""
+    params = [p for p in parameters if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the base rate, then cosine decay to zero at `total_steps` (ZSCL's schedule)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def batches(num_items: int, batch_size: int, steps: int, seed: int):
+    """`steps` index batches drawn epoch by epoch from seeded permutations (the last partial batch of an
+    epoch is dropped so every step sees `batch_size` items, unless the set is smaller than a batch)."""
+    generator = torch.Generator().manual_seed(seed)
+    size = min(batch_size, num_items)
+    done = 0
+    while True:
+        perm = torch.randperm(num_items, generator=generator)
+        for start in range(0, num_items - size + 1, size):
+            if done == steps:
+                return
+            yield perm[start : start + size]
+            done += 1

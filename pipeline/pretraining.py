@@ -1,0 +1,45 @@
+"""Contrastive pretraining of E0 on an image-caption corpus (CLIP's objective)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm import tqdm
+
+from pipeline import optim
+from pipeline.config import PretrainParams
+from pipeline.data import CaptionCorpus
+from pipeline.losses import clip_contrastive
+from pipeline.models import clip as clip_lib
+
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned temperature at 100
+
+
+def pretrain(clip: clip_lib.Clip, corpus: CaptionCorpus, cfg: PretrainParams, device: torch.device, live=None) -> float:
+    """Train `clip` in place; returns the final loss."""
+    model = clip.model.to(device).train()
+    optimizer = optim.adamw(model.parameters(), cfg.lr, cfg.weight_decay)
+    schedule = optim.warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps)
+    # Tokenise once: captions are fixed, and the tokenizer is slow Python.
+    tokens = clip.tokenizer(corpus.captions)
+    loss = torch.tensor(float("nan"))
+    bar = tqdm(optim.batches(len(corpus.captions), cfg.batch_size, cfg.steps, cfg.seed), total=cfg.steps, desc="pretrain E0")
+    for step, idx in enumerate(bar):
+        image = clip_lib.encode_images(clip, corpus.images[idx].to(device))
+        text = torch.nn.functional.normalize(model.encode_text(tokens[idx].to(device)), dim=-1)
+        loss = clip_contrastive(image, text, model.logit_scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if live is not None:
+                live.step = step  # log every 10th step, against the real step number
+                live.log_metric("loss/contrastive", loss.item())
+                live.log_metric("logit_scale", model.logit_scale.exp().item())
+                live.next_step()
+    model.eval()
+    return float(loss)

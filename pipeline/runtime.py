@@ -1,0 +1,32 @@
+"""Seeding, threads and device: what makes a CPU run repeatable."""
+from __future__ import annotations
+
+import logging
+import random
+import zlib
+
+import numpy as np
+import torch
+
+from pipeline.config import RuntimeParams
+
+
+def setup(runtime: RuntimeParams, seed: int) -> torch.device:
+    """Fix every random stream and the thread count; return the device to run on."""
+    torch.set_num_threads(runtime.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    # open_clip warns on every fresh model that no pretrained weights were loaded: that is our default.
+    logging.getLogger().setLevel(logging.ERROR)
+    if runtime.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if runtime.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device: 'cuda' requested but no CUDA device is available")
+    return torch.device(runtime.device)
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed derived from names and numbers that is the same in every process (unlike hash())."""
+    return zlib.crc32("/".join(map(str, parts)).encode())

@@ -1,0 +1,32 @@
+"""Stage `prototypes`: E0 features of every task's training images and class texts, and the initial class
+prototypes (the teacher features E0 contributes to every later step)."""
+from __future__ import annotations
+
+import torch
+
+from pipeline import io, paths, runtime
+from pipeline.config import E0
+from pipeline.continual.prototypes import initial_prototypes
+from pipeline.data.benchmarks import load_tasks
+from pipeline.models import clip as clip_lib
+from pipeline.stages.common import load_params, stage
+
+
+@stage
+def main(argv):
+    params = load_params()
+    device = runtime.setup(params.runtime, 0)
+    tasks = load_tasks(params.task_names)
+    e0 = clip_lib.freeze(clip_lib.load(paths.model_dir(E0)))
+    e0.model.to(device)
+    for name, task in tasks.items():
+        features = clip_lib.encode_images_batched(e0, task.train_images, params.eval.batch_size, progress=f"E0 features {name}")
+        prototypes = initial_prototypes(features, task.train_labels, len(task.classes))
+        with torch.no_grad():
+            text_features = clip_lib.class_text_features(e0, task.prompts()).cpu()
+        io.save_tensors(paths.prototypes_file(name), {"prototypes": prototypes, "features": features, "text_features": text_features})
+    print(f"prototypes of {len(tasks)} tasks written to {paths.PROTOTYPES}")
+
+
+if __name__ == "__main__":
+    main()
