@@ -1,0 +1,148 @@
+"""The ``folder`` benchmark: users' own image data, one directory per task.
+
+Layout of a task directory::
+
+    task_dir/
+      classnames.txt        optional, see below
+      train/<class_folder>/<image files>
+      test/<class_folder>/<image files>
+
+Classes are the sub-directories of ``train/`` in sorted order; ``test/`` must have the same set. The class
+text used in prompts is the folder name with ``_`` and ``-`` turned into spaces, unless ``classnames.txt``
+overrides it: one ``folder_name: class text`` line per class to rename (blank lines and lines starting
+with ``#`` are ignored; folders not listed keep the default text; a line naming an unknown folder is an
+error). Image files are those with an extension PIL registers (jpg, png, webp, ...); hidden files and other
+files are skipped. Each image is converted to RGB, its shorter side resized to ``image_size`` and centre
+cropped to a square, and stored as uint8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .types import SPLITS, CaptionCorpus, TaskData
+
+CLASSNAMES_FILE = "classnames.txt"
+
+
+def _image_extensions() -> set[str]:
+    Image.init()  # registers every plugin so the extension table is complete
+    return {ext.lower() for ext in Image.registered_extensions()}
+
+
+def _class_dirs(split_dir: Path) -> list[Path]:
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"{split_dir}: split directory not found")
+    dirs = sorted((p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: p.name)
+    if not dirs:
+        raise ValueError(f"{split_dir}: no class sub-directories")
+    return dirs
+
+
+def _image_files(class_dir: Path, extensions: set[str]) -> list[Path]:
+    files = sorted(p for p in class_dir.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
+    if not files:
+        raise ValueError(f"{class_dir}: class folder has no image files")
+    return files
+
+
+def load_image(path: Path, image_size: int) -> np.ndarray:
+    """uint8 (3, S, S): RGB, shorter side resized to S, centre crop. Unreadable files raise ValueError."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")  # also forces a full decode, so truncated files fail here
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ... for bad files
+        raise ValueError(f"{path}: cannot read image ({e})") from e
+    w, h = im.size
+    scale = image_size / min(w, h)
+    nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
+    im = im.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - image_size) // 2, (nh - image_size) // 2
+    im = im.crop((left, top, left + image_size, top + image_size))
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _class_texts(task_dir: Path, folders: list[str]) -> list[str]:
+    texts = {f: f.replace("_", " ").replace("-", " ").strip() for f in folders}
+    path = task_dir / CLASSNAMES_FILE
+    if path.is_file():
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            folder, sep, text = line.partition(":")
+            folder, text = folder.strip(), text.strip()
+            if not sep or not text:
+                raise ValueError(f"{path}:{lineno}: expected 'folder_name: class text', got {line!r}")
+            if folder not in texts:
+                raise ValueError(f"{path}:{lineno}: unknown class folder {folder!r}; known: {folders}")
+            texts[folder] = text
+    out = [texts[f] for f in folders]
+    if len(set(out)) != len(out):
+        raise ValueError(f"{task_dir}: class texts are not distinct: {out}")
+    return out
+
+
+def _scan(task_dir: Path) -> tuple[list[str], dict[str, list[list[Path]]]]:
+    """Class folder names and, per split, the image files of each class (same class order)."""
+    task_dir = Path(task_dir)
+    if not task_dir.is_dir():
+        raise FileNotFoundError(f"{task_dir}: task directory not found")
+    extensions = _image_extensions()
+    dirs = {s: _class_dirs(task_dir / s) for s in SPLITS}
+    folders = [d.name for d in dirs["train"]]
+    test_folders = [d.name for d in dirs["test"]]
+    if folders != test_folders:
+        raise ValueError(f"{task_dir}: train/ and test/ class folders differ: only in train "
+                         f"{sorted(set(folders) - set(test_folders))}, only in test "
+                         f"{sorted(set(test_folders) - set(folders))}")
+    return folders, {s: [_image_files(d, extensions) for d in dirs[s]] for s in SPLITS}
+
+
+def _stack(files: list[list[Path]], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images = np.empty((sum(map(len, files)), 3, image_size, image_size), np.uint8)
+    labels = np.empty(len(images), np.int64)
+    i = 0
+    for label, class_files in enumerate(files):
+        for path in class_files:
+            images[i], labels[i] = load_image(path, image_size), label
+            i += 1
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def build_folder_task(task_dir: Path, *, name: str, image_size: int, templates: list[str]) -> TaskData:
+    """Read one task directory (layout in the module docstring) into a :class:`TaskData`."""
+    task_dir = Path(task_dir)
+    folders, files = _scan(task_dir)
+    train_x, train_y = _stack(files["train"], image_size)
+    test_x, test_y = _stack(files["test"], image_size)
+    return TaskData(name=name, classes=_class_texts(task_dir, folders), templates=list(templates),
+                    train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y)
+
+
+def build_folder_corpus(root: Path, task_names: list[str], *, image_size: int, templates: list[str],
+                        per_class: int | None) -> CaptionCorpus:
+    """Train images of ``root/<task>`` for each task (the first ``per_class`` files per class in sorted
+    order when given), captioned by filling the templates with the class text, round-robin per class."""
+    if not templates or any(t.count("{}") != 1 for t in templates):
+        raise ValueError(f"templates: need at least one, each with exactly one '{{}}', got {templates!r}")
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"per_class: must be >= 1 or None, got {per_class}")
+    chunks, captions = [], []
+    for name in task_names:
+        task_dir = Path(root) / name
+        folders, files = _scan(task_dir)
+        texts = _class_texts(task_dir, folders)
+        chosen = [class_files[:per_class] for class_files in files["train"]]
+        chunks.append(_stack(chosen, image_size)[0])
+        for text, class_files in zip(texts, chosen):
+            captions += [templates[j % len(templates)].replace("{}", text) for j in range(len(class_files))]
+    if not chunks:
+        raise ValueError("task_names: need at least one task")
+    return CaptionCorpus(images=torch.cat(chunks), captions=captions)
