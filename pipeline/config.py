@@ -123,6 +123,17 @@ class RuntimeParams(Section):
     threads: int = Field(2, ge=1)
 
 
+Scalar = bool | int | float | str
+
+
+class CompareParams(Section):
+    """`make compare`: every variant (dotted-key overrides of params.yaml) x every seed (`train.seed`).
+    Read by pipeline/compare.py only, so no stage reruns when it changes."""
+
+    seeds: list[int] = [0, 1, 2]
+    variants: dict[str, dict[str, Scalar]] = {"finetune": {"train.method": "finetune"}, "dual_teacher": {}}
+
+
 class Params(Section):
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
@@ -132,6 +143,7 @@ class Params(Section):
     tasks: dict[str, TaskLink]
     eval: EvalParams = EvalParams()
     runtime: RuntimeParams = RuntimeParams()
+    compare: CompareParams = CompareParams()
 
     @field_validator("tasks")
     @classmethod

@@ -42,4 +42,4 @@ def pretrain(clip: clip_lib.Clip, corpus: CaptionCorpus, cfg: PretrainParams, de
                 live.log_metric("logit_scale", model.logit_scale.exp().item())
                 live.next_step()
     model.eval()
-    return float(loss)
+    return loss.item()

@@ -30,16 +30,17 @@ def train_task(method: Method, live=None) -> dict[str, float]:
         if unknown:
             raise KeyError(f"method {method.name!r} returned terms without a weight: {sorted(unknown)}")
         total = sum(weights[k] * v for k, v in terms.items())
+        lr = schedule.get_last_lr()[0]  # the rate this step trains with
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
         schedule.step()
         method.after_step()
-        logged = {f"loss/{k}": float(v) for k, v in terms.items()} | {"loss/total": float(total)}
+        logged = {f"loss/{k}": v.item() for k, v in terms.items()} | {"loss/total": total.item()}
         if live is not None:
             for key, value in logged.items():
                 live.log_metric(key, value, plot=True)
-            live.log_metric("lr", schedule.get_last_lr()[0])
+            live.log_metric("lr", lr)
             live.next_step()
     model.eval()
     return logged

@@ -22,7 +22,7 @@ def main(argv):
         save_task(task, paths.task_dir(name))
     save_corpus(corpus, paths.CORPUS)
     for stale in paths.TASKS.iterdir():  # tasks removed from params.yaml
-        if stale.name not in tasks:
+        if stale.is_dir() and stale.name not in tasks:
             shutil.rmtree(stale)
     print(f"prepared {len(tasks)} tasks ({', '.join(names)}) and {len(corpus.captions)} captions")
 

@@ -1,0 +1,135 @@
+"""Shared fixtures: micro params, a throw-away git+DVC copy of the project, and a command runner for it.
+
+Nothing here hard-codes where the repository or its virtual environment lives: the repository is the parent
+of this folder and the venv is the folder of the running interpreter (`sys.executable`), so CI may clone
+anywhere.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent  # the venv's bin/ (python, dvc); not resolved: a venv python is a symlink
+
+# Top-level files a project copy needs besides the `pipeline` package (copied when present).
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "pytest.ini")
+MICRO_TASKS = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}, "fill": {"prev": "colour"}}
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Pipeline Tests",
+    "GIT_AUTHOR_EMAIL": "tests@example.invalid",
+    "GIT_COMMITTER_NAME": "Pipeline Tests",
+    "GIT_COMMITTER_EMAIL": "tests@example.invalid",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "dvc: drives the dvc CLI (repro, exp run, metrics diff) in a temporary git copy")
+
+
+def committed_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def make_micro_params() -> dict:
+    """The committed params.yaml with tiny sizes and three tasks: seconds per stage on a laptop CPU."""
+    p = copy.deepcopy(committed_params())
+    p["data"].update(train_per_class=6, test_per_class=4, corpus_size=256)
+    p["pretrain"].update(steps=4, batch_size=32)
+    p["train"].update(steps=3, batch_size=8)
+    p["eval"].update(batch_size=64)
+    p["tasks"] = copy.deepcopy(MICRO_TASKS)
+    return p
+
+
+@pytest.fixture
+def micro_params() -> dict:
+    return make_micro_params()
+
+
+def _ignore_build_junk(_dir, names):
+    return [n for n in names if n == "__pycache__" or n.endswith((".pyc", ".pyo"))]
+
+
+@dataclass
+class Project:
+    """A copy of the project in its own git repository, with the env every command there runs under."""
+
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run(self, *args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run a command with cwd = the copy; stdout and stderr are captured as text."""
+        proc = subprocess.run(list(args), cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    def python(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.run("python", *args, **kw)
+
+    def stage(self, module: str, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.python("-m", f"pipeline.stages.{module}", *args, **kw)
+
+    def dvc(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.run("dvc", *args, **kw)
+
+    def git(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.run("git", *args, **kw)
+
+    def write_params(self, params: dict) -> None:
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def commit(self, message: str) -> None:
+        self.git("add", "-A", check=True)
+        self.git("commit", "-q", "--no-verify", "-m", message, check=True)
+
+
+def project_env(scratch: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_", "PIPELINE_"))}
+    env.pop("PYTHONPATH", None)  # the copy's own `pipeline` must be the one imported (cwd, via -m)
+    env.update(GIT_IDENTITY)
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        VIRTUAL_ENV=str(VENV_BIN.parent),
+        DVC_SITE_CACHE_DIR=str(scratch / "dvc-site-cache"),
+        DVC_NO_ANALYTICS="1",
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return env
+
+
+def make_project(root: Path, params: dict, scratch: Path | None = None) -> Project:
+    """Copy the pipeline package and project files into `root`, write `params`, git init and commit."""
+    root = Path(root)
+    scratch = Path(scratch) if scratch is not None else root.parent / f"{root.name}-scratch"
+    root.mkdir(parents=True, exist_ok=True)
+    scratch.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=_ignore_build_junk)
+    for name in PROJECT_FILES:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    project = Project(root=root, env=project_env(scratch))
+    project.write_params(params)
+    project.git("-c", "init.defaultBranch=main", "init", "-q", check=True)
+    project.commit("project copy with micro params")
+    return project
+
+
+@pytest.fixture
+def project_copy(tmp_path, micro_params) -> Project:
+    return make_project(tmp_path / "project", micro_params, tmp_path / "scratch")

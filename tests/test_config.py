@@ -1,0 +1,204 @@
+"""Tests of pipeline.config: the committed params validate, and every kind of bad value is rejected before any
+compute with a message that names the key (in-process and through a stage's command line)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from conftest import REPO, committed_params
+from pipeline.config import Params, ParamsError
+
+COMMITTED_ORDER = ["shape", "colour", "fill", "count", "size", "background"]
+
+
+def _with(params: dict, dotted: str, value) -> dict:
+    """A deep copy of `params` with `dotted` (e.g. "loss.dis_weight") set to `value`."""
+    out = copy.deepcopy(params)
+    *parents, last = dotted.split(".")
+    node = out
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return out
+
+
+def _rejected(raw: dict) -> str:
+    with pytest.raises(ParamsError) as info:
+        Params.from_dict(raw)
+    message = str(info.value)
+    assert "\n" not in message, f"the error should be one line: {message!r}"
+    return message
+
+
+# --- what is accepted ---------------------------------------------------------------------------------------
+
+
+def test_committed_params_validate():
+    params = Params.load(REPO / "params.yaml")
+    assert params.task_names == COMMITTED_ORDER
+    assert params.data.benchmark == "synthetic"
+    assert params.train.method == "dual_teacher"
+    # The loss section is where `dvc exp run -S loss.dis_weight=...` edits: it must exist with these names.
+    assert {"ce_weight", "con_weight", "dis_weight", "tau", "gamma"} <= set(params.loss.model_dump())
+
+
+def test_micro_params_validate(micro_params):
+    params = Params.from_dict(micro_params)
+    assert params.task_names == ["shape", "colour", "fill"]
+    assert (params.train.steps, params.data.corpus_size) == (3, 256)
+
+
+def test_task_names_follow_the_chain_not_the_file_order(micro_params):
+    raw = _with(micro_params, "tasks", {"fill": {"prev": "colour"}, "shape": {"prev": "e0"}, "colour": {"prev": "shape"}})
+    assert Params.from_dict(raw).task_names == ["shape", "colour", "fill"]
+
+
+def test_int_accepted_for_float(micro_params):
+    # `dvc exp run -S loss.dis_weight=0` writes an int into params.yaml.
+    assert Params.from_dict(_with(micro_params, "loss.dis_weight", 0)).loss.dis_weight == 0
+
+
+def test_params_are_frozen(micro_params):
+    params = Params.from_dict(micro_params)
+    with pytest.raises(ValidationError):
+        params.train.steps = 10
+    with pytest.raises(ValidationError):
+        params.loss = params.loss
+    assert params.train.steps == 3
+
+
+# --- what is rejected, and the message names the key --------------------------------------------------------
+
+
+def test_unknown_top_level_key(micro_params):
+    message = _rejected({**micro_params, "trian": {"steps": 3}})
+    assert "trian" in message and "unknown key" in message
+
+
+def test_unknown_nested_key(micro_params):
+    raw = copy.deepcopy(micro_params)
+    raw["loss"]["dis_wieght"] = 0.1
+    message = _rejected(raw)
+    assert "loss.dis_wieght" in message and "unknown key" in message
+
+
+def test_wrong_type(micro_params):
+    message = _rejected(_with(micro_params, "train.steps", "ten"))
+    assert "train.steps" in message
+
+
+def test_float_rejected_for_int(micro_params):
+    assert "train.steps" in _rejected(_with(micro_params, "train.steps", 2.5))
+
+
+def test_negative_weight(micro_params):
+    message = _rejected(_with(micro_params, "loss.dis_weight", -0.1))
+    assert "loss.dis_weight" in message
+
+
+def test_unknown_method(micro_params):
+    message = _rejected(_with(micro_params, "train.method", "nope"))
+    assert "train.method" in message and "nope" in message
+    assert "dual_teacher" in message  # lists the known ones
+
+
+def test_unknown_arch(micro_params):
+    message = _rejected(_with(micro_params, "model.arch", "nope"))
+    assert "model.arch" in message and "nope" in message
+
+
+def test_unknown_synthetic_task(micro_params):
+    raw = _with(micro_params, "tasks", {"shape": {"prev": "e0"}, "texture": {"prev": "shape"}})
+    message = _rejected(raw)
+    assert "tasks.texture" in message
+
+
+@pytest.mark.parametrize(
+    "tasks, names",
+    [
+        pytest.param({"shape": {"prev": "e0"}, "fill": {"prev": "colour"}}, ["fill", "colour"], id="gap"),
+        pytest.param(
+            {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}, "fill": {"prev": "shape"}}, ["colour", "fill", "shape"], id="fork"
+        ),
+        pytest.param({"shape": {"prev": "e0"}, "colour": {"prev": "fill"}, "fill": {"prev": "colour"}}, ["cycle"], id="cycle"),
+        pytest.param({"shape": {"prev": "colour"}, "colour": {"prev": "shape"}}, ["e0"], id="no-first-task"),
+        pytest.param({"e0": {"prev": "e0"}}, ["e0"], id="task-named-e0"),
+        pytest.param({}, ["task"], id="empty"),
+    ],
+)
+def test_broken_chain(micro_params, tasks, names):
+    message = _rejected(_with(micro_params, "tasks", tasks))
+    assert message.startswith("params: tasks"), message  # names the section (then the task and its prev)
+    for name in names:
+        assert name in message
+
+
+def test_task_without_prev(micro_params):
+    message = _rejected(_with(micro_params, "tasks", {"shape": {}}))
+    assert "tasks.shape.prev" in message and "missing" in message
+
+
+def test_folder_benchmark_needs_existing_root(micro_params, tmp_path):
+    missing = tmp_path / "no-such-folder"
+    raw = _with(micro_params, "data", {**micro_params["data"], "benchmark": "folder", "root": str(missing)})
+    message = _rejected(raw)
+    assert "data.root" in message and str(missing) in message
+
+
+def test_folder_benchmark_without_root(micro_params):
+    raw = _with(micro_params, "data.benchmark", "folder")
+    assert "data.root" in _rejected(raw)
+
+
+def test_folder_benchmark_missing_task_folder(micro_params, tmp_path):
+    (tmp_path / "shape" / "train").mkdir(parents=True)  # no test split, no other tasks
+    raw = _with(micro_params, "data", {**micro_params["data"], "benchmark": "folder", "root": str(tmp_path)})
+    message = _rejected(raw)
+    assert "tasks.shape" in message and str(tmp_path / "shape" / "test") in message
+
+
+def test_load_names_the_file(tmp_path):
+    missing = tmp_path / "params.yaml"
+    with pytest.raises(ParamsError, match="params.yaml: file not found"):
+        Params.load(missing)
+    missing.write_text("data: [unclosed\n")
+    with pytest.raises(ParamsError, match="params.yaml: not valid YAML"):
+        Params.load(missing)
+
+
+def test_load_reports_source_and_key(tmp_path, micro_params):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(_with(micro_params, "train.steps", 0)))
+    with pytest.raises(ParamsError) as info:
+        Params.load(path)
+    assert str(info.value).startswith(f"{path}: train.steps:")
+
+
+# --- through a stage's command line -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dotted, value, key",
+    [("loss.dis_wieght", 0.1, "loss.dis_wieght"), ("train.steps", "ten", "train.steps")],
+    ids=["unknown-key", "wrong-type"],
+)
+def test_stage_with_invalid_params_fails_cleanly(project_copy, micro_params, dotted, value, key):
+    sentinel = project_copy.root / "data" / "tasks" / "shape" / "task.json"
+    sentinel.parent.mkdir(parents=True)
+    sentinel.write_bytes(b'{"sentinel": "from an earlier run"}\n')
+    before = sentinel.read_bytes()
+    project_copy.write_params(_with(micro_params, dotted, value))
+
+    proc = project_copy.stage("prepare")
+
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{proc.stderr}"
+    assert key in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert sentinel.read_bytes() == before
+    assert sorted(p.name for p in (project_copy.root / "data").rglob("*")) == ["shape", "task.json", "tasks"]
+    assert not (project_copy.root / "data" / "corpus").exists()

@@ -1,0 +1,313 @@
+"""End-to-end tests on the micro configuration, in temporary git copies of the project.
+
+Two copies are built once per module and shared:
+- `micro_run` (copy A) runs every stage's command line by hand, in DAG order;
+- `dvc_repro` (copy B) runs `dvc repro` with the same params, started in the background while copy A runs
+  (2 cores: the two runs overlap their start-up and import time).
+A second run of the same params is therefore also a check that `dvc repro` runs exactly the stage commands.
+The DVC tests then drive copy B further: a no-op `dvc repro`, a commit, `dvc exp run -S`, `dvc metrics diff`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors import safe_open
+
+from conftest import REPO, Project, make_micro_params, make_project
+from pipeline import metrics
+from pipeline.config import Params
+
+TASKS = ["shape", "colour", "fill"]
+MODELS = ["e0", *TASKS]
+ALL_STAGES = ["prepare", "pretrain", "prototypes", *(f"train@{t}" for t in TASKS), "evaluate"]
+STAGE_COMMANDS = [("prepare",), ("pretrain",), ("prototypes",), *(("train", t) for t in TASKS), ("evaluate",)]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
+
+
+def pipeline_params() -> dict:
+    """The micro params, on one thread: copies A and B run side by side on 2 cores without oversubscribing."""
+    params = make_micro_params()
+    params["runtime"]["threads"] = 1
+    return params
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read(project: Project, rel: str):
+    return json.loads((project.root / rel).read_text())
+
+
+# --- shared runs --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Background:
+    project: Project
+    proc: subprocess.Popen
+    log: Path
+
+    def wait(self, timeout: float = 540) -> tuple[int, str]:
+        rc = self.proc.wait(timeout=timeout)
+        return rc, self.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def dvc_started(tmp_path_factory):
+    """Copy B with `dvc repro` running in the background (output to a file: a pipe could fill and block)."""
+    base = tmp_path_factory.mktemp("dvc")
+    project = make_project(base / "project", pipeline_params(), base / "scratch")
+    log = base / "repro.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["dvc", "repro"], cwd=project.root, env=project.env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    yield Background(project, proc, log)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory, dvc_started):
+    """Copy A: every stage's command, in DAG order; stdout of each, by stage name."""
+    base = tmp_path_factory.mktemp("micro")
+    project = make_project(base / "project", pipeline_params(), base / "scratch")
+    stale = project.root / "data" / "tasks" / "size" / "task.json"  # a task from an earlier params.yaml
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}\n")
+    outputs = {}
+    for command in STAGE_COMMANDS:
+        proc = project.stage(*command, check=True)
+        outputs["@".join(command)] = proc.stdout
+    return project, outputs
+
+
+@pytest.fixture(scope="module")
+def dvc_repro(dvc_started):
+    """Copy B after its first `dvc repro`: the output and a snapshot of what it wrote."""
+    rc, output = dvc_started.wait()
+    assert rc == 0, f"dvc repro failed:\n{output[-6000:]}"
+    project = dvc_started.project
+    snapshot = {rel: (project.root / rel).read_bytes() for rel in ("metrics/cl.json", "metrics/accuracy_matrix.json", "metrics/zero_shot.json")}
+    snapshot.update({f"metrics/tasks/{t}.json": (project.root / f"metrics/tasks/{t}.json").read_bytes() for t in TASKS})
+    weights = {m: _sha(project.root / "models" / m / "model.safetensors") for m in MODELS}
+    return project, output, snapshot, weights
+
+
+@pytest.fixture(scope="module")
+def dvc_noop(dvc_repro):
+    project, _, _, _ = dvc_repro
+    return project.dvc("repro", check=True)
+
+
+@pytest.fixture(scope="module")
+def dvc_exp(dvc_repro, dvc_noop):
+    """Commit the first results (so HEAD holds them), then `dvc exp run -S loss.dis_weight=0.0`."""
+    project, _, _, _ = dvc_repro
+    project.commit("micro results")
+    before = {m: _sha(project.root / "models" / m / "model.safetensors") for m in MODELS}
+    proc = project.dvc("exp", "run", "-S", "loss.dis_weight=0.0", check=True)
+    after = {m: _sha(project.root / "models" / m / "model.safetensors") for m in MODELS}
+    return project, proc, before, after
+
+
+# --- (1) smoke run of every stage ---------------------------------------------------------------------------
+
+
+def test_stages_write_their_outputs(micro_run):
+    project, outputs = micro_run
+    root = project.root
+    for name in MODELS:
+        assert (root / "models" / name / "model.safetensors").stat().st_size > 1000
+        assert (root / "models" / name / "model.json").is_file()
+    for task in TASKS:
+        assert (root / "data" / "tasks" / task / "task.json").is_file()
+        assert (root / "data" / "prototypes" / f"{task}.safetensors").is_file()
+        assert (root / "metrics" / "tasks" / f"{task}.json").is_file()
+    assert sorted(p.name for p in (root / "data" / "tasks").iterdir()) == sorted(TASKS)  # stale `size` removed
+    assert (root / "data" / "corpus").is_dir()
+    pngs = sorted((root / "metrics" / "plots").glob("*.png"))
+    assert [p.name for p in pngs] == ["accuracy_matrix.png", "task_accuracy.png"]
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in pngs)
+    assert "prepared 3 tasks (shape, colour, fill)" in outputs["prepare"]
+    assert re.search(r"transfer [\d.]+, average [\d.]+, last [\d.]+", outputs["evaluate"])
+    leftovers = [p for p in root.rglob("*.tmp")]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+
+
+def test_cl_json(micro_run):
+    project, _ = micro_run
+    cl = _read(project, "metrics/cl.json")
+    assert set(cl) == {"transfer", "average", "last", "method", "zero_shot"}
+    assert cl["method"] == "dual_teacher"
+    assert cl["zero_shot"] == _read(project, "metrics/zero_shot.json")
+    matrix = _read(project, "metrics/accuracy_matrix.json")
+    assert {k: cl[k] for k in ("transfer", "average", "last")} == metrics.summary(matrix["matrix"])
+
+
+def test_zero_shot_json(micro_run):
+    project, _ = micro_run
+    zero_shot = _read(project, "metrics/zero_shot.json")
+    assert set(zero_shot) == {"transfer", "tasks"}
+    assert list(zero_shot["tasks"]) == sorted(TASKS)  # write_json sorts keys
+    for task in TASKS:
+        entry = zero_shot["tasks"][task]
+        assert set(entry) == {"accuracy", "chance"}
+        classes = _read(project, f"data/tasks/{task}/task.json")["classes"]
+        assert entry["chance"] == pytest.approx(100 / len(classes), abs=1e-4)
+        assert 0 <= entry["accuracy"] <= 100
+    row0 = [zero_shot["tasks"][t]["accuracy"] for t in TASKS]  # training order, not key order
+    assert zero_shot["transfer"] == pytest.approx(metrics.zero_shot_transfer(row0), abs=1e-4)
+
+
+def test_accuracy_matrix_json(micro_run):
+    project, _ = micro_run
+    matrix = _read(project, "metrics/accuracy_matrix.json")
+    assert matrix["rows"] == MODELS and matrix["columns"] == TASKS
+    zero_shot = _read(project, "metrics/zero_shot.json")
+    assert matrix["matrix"][0] == [zero_shot["tasks"][t]["accuracy"] for t in TASKS]
+    for j, task in enumerate(TASKS, start=1):
+        row = _read(project, f"metrics/tasks/{task}.json")
+        assert row["task"] == task and row["method"] == "dual_teacher"
+        assert list(row["accuracy"]) == sorted(TASKS)
+        assert matrix["matrix"][j] == [row["accuracy"][t] for t in TASKS]
+    assert all(0 <= a <= 100 for r in matrix["matrix"] for a in r)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_dvclive_curves(micro_run, task):
+    project, _ = micro_run
+    folder = project.root / "metrics" / "train" / task
+    tsvs = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*.tsv")}
+    names = {f"plots/metrics/loss/{k}.tsv" for k in ("ce", "con", "dis", "total")} | {"plots/metrics/lr.tsv"}
+    assert names <= set(tsvs), sorted(tsvs)
+    for rel in names:
+        lines = tsvs[rel].read_text().splitlines()
+        assert lines[0] == f"step\t{Path(rel).stem}"
+        assert [int(line.split("\t")[0]) for line in lines[1:]] == [0, 1, 2]  # train.steps = 3
+        assert all(float(line.split("\t")[1]) == float(line.split("\t")[1]) for line in lines[1:])  # no NaN
+    assert (project.root / "dvc.yaml").read_bytes() == (REPO / "dvc.yaml").read_bytes(), "DVCLive rewrote dvc.yaml"
+
+
+def test_logged_lr_is_the_rate_used_at_that_step(micro_run):
+    project, _ = micro_run
+    lines = (project.root / "metrics/train/shape/plots/metrics/lr.tsv").read_text().splitlines()[1:]
+    train = make_micro_params()["train"]
+    # warm-up over train.warmup_steps: step s trains with lr * (s + 1) / warmup_steps
+    expected = [train["lr"] * (s + 1) / train["warmup_steps"] for s in range(train["steps"])]
+    assert [float(line.split("\t")[1]) for line in lines] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_checkpoints_load_without_pickle(micro_run, name):
+    from pipeline.models import clip as clip_lib
+
+    project, _ = micro_run
+    folder = project.root / "models" / name
+    assert (folder / "model.safetensors").read_bytes()[:1] != b"\x80"  # not a pickle (torch.save) file
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        keys = set(f.keys())
+        logit_scale = f.get_tensor("logit_scale")
+    assert "logit_scale" in keys and any(k.startswith("visual.") for k in keys)
+
+    clip = clip_lib.load(folder)
+    state = clip.model.state_dict()
+    assert set(state) == keys
+    assert float(state["logit_scale"]) == float(logit_scale)
+
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["arch"] == "synth-vit-tiny" and meta["image_size"] == 32 and meta["name"] == name
+    params = Params.from_dict(meta["params"])  # the params that made it, complete and valid
+    assert params.task_names == TASKS and params.train.steps == 3
+    if name != "e0":
+        assert meta["prev"] == make_micro_params()["tasks"][name]["prev"]
+        assert meta["method"] == "dual_teacher"
+
+
+def test_same_params_same_metrics(micro_run, dvc_repro):
+    """Copy A (stages by hand) and copy B (`dvc repro`) ran the same params: byte-identical metrics."""
+    project, _ = micro_run
+    _, _, snapshot, weights = dvc_repro
+    assert (project.root / "metrics/cl.json").read_bytes() == snapshot["metrics/cl.json"]
+    for rel, content in snapshot.items():
+        assert (project.root / rel).read_bytes() == content, rel
+    # Stronger than the rounded metrics: the weights themselves are reproducible on CPU.
+    assert {m: _sha(project.root / "models" / m / "model.safetensors") for m in MODELS} == weights
+
+
+# --- (2) DVC behaviour --------------------------------------------------------------------------------------
+
+
+@pytest.mark.dvc
+def test_dvc_repro_runs_every_stage_in_order(dvc_repro):
+    project, output, _, _ = dvc_repro
+    assert RUNNING.findall(output) == ALL_STAGES
+    lock = yaml.safe_load((project.root / "dvc.lock").read_text())
+    assert sorted(lock["stages"]) == sorted(ALL_STAGES)
+
+
+@pytest.mark.dvc
+def test_second_dvc_repro_runs_nothing(dvc_repro, dvc_noop):
+    project, _, snapshot, _ = dvc_repro
+    output = dvc_noop.stdout + dvc_noop.stderr
+    assert RUNNING.findall(output) == []
+    assert sorted(re.findall(r"Stage '([^']+)' didn't change", output)) == sorted(ALL_STAGES)
+    assert "Data and pipelines are up to date" in output
+    assert (project.root / "metrics/cl.json").read_bytes() == snapshot["metrics/cl.json"]
+
+
+@pytest.mark.dvc
+def test_exp_run_reruns_only_train_and_evaluate(dvc_exp):
+    project, proc, before, after = dvc_exp
+    output = proc.stdout + proc.stderr
+    assert RUNNING.findall(output) == [*(f"train@{t}" for t in TASKS), "evaluate"]
+    for stage in ("prepare", "pretrain", "prototypes"):
+        assert f"Stage '{stage}' didn't change" in output
+    assert yaml.safe_load((project.root / "params.yaml").read_text())["loss"]["dis_weight"] == 0.0
+    assert after["e0"] == before["e0"]
+    assert all(after[t] != before[t] for t in TASKS)
+
+
+@pytest.mark.dvc
+def test_metrics_diff_between_head_and_workspace(dvc_exp):
+    project, _, _, _ = dvc_exp
+    proc = project.dvc("metrics", "diff", "--all", "--json", check=True)
+    diff = json.loads(proc.stdout)
+    rows = sorted((path, key, v.get("old"), v.get("new")) for path, entries in diff.items() for key, v in entries.items())
+    cl_rows = {key: (old, new) for path, key, old, new in rows if path == "metrics/cl.json"}
+    assert {"transfer", "average", "last"} <= set(cl_rows)
+    head = json.loads(project.git("show", "HEAD:metrics/cl.json", check=True).stdout)
+    workspace = _read(project, "metrics/cl.json")
+    for key in ("transfer", "average", "last"):
+        assert cl_rows[key] == (head[key], workspace[key])
+    assert head != workspace  # dis_weight changed the model, so the summary moved
+    assert {p for p, *_ in rows} >= {"metrics/cl.json", "metrics/zero_shot.json", *(f"metrics/tasks/{t}.json" for t in TASKS)}
+
+
+# --- (3) stage command-line errors --------------------------------------------------------------------------
+
+
+def test_train_unknown_task_is_named(project_copy):
+    proc = project_copy.stage("train", "nope")
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nope" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (project_copy.root / "models").exists()
+
+
+def test_prepare_tolerates_a_stray_file_under_data_tasks(project_copy):
+    stray = project_copy.root / "data" / "tasks" / ".DS_Store"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"\0")
+    proc = project_copy.stage("prepare")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
