@@ -67,9 +67,11 @@ def load(directory: str | Path) -> Clip:
     directory = Path(directory)
     meta = io.read_json(directory / META)
     clip = build(meta["arch"], meta["image_size"])
-    missing, unexpected = clip.model.load_state_dict(io.load_tensors(directory / WEIGHTS), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{directory / WEIGHTS}: weights do not fit {meta['arch']} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    try:
+        clip.model.load_state_dict(io.load_tensors(directory / WEIGHTS))
+    except RuntimeError as e:  # shapes or names differ: the architecture config changed since it was saved
+        first = str(e).strip().splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise ValueError(f"{directory / WEIGHTS}: weights do not fit architecture {meta['arch']!r} ({first})") from None
     return clip
 
 
