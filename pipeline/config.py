@@ -57,7 +57,7 @@ class DataParams(Section):
 
 
 class ModelParams(Section):
-    arch: str = "synth-vit-tiny"  # open_clip architecture; ours are registered from pipeline/models/configs
+    arch: str = "synth-rn-tiny"  # open_clip architecture; ours are registered from pipeline/models/configs
     pretrained: str | None = None  # null: pretrain E0 here; else an open_clip tag or a local checkpoint file
 
     @field_validator("arch")
@@ -71,9 +71,9 @@ class ModelParams(Section):
 
 
 class PretrainParams(Section):
-    steps: int = Field(600, ge=1)
+    steps: int = Field(900, ge=1)
     batch_size: int = Field(128, ge=2)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(50, ge=0)
     seed: int = 0
@@ -83,7 +83,7 @@ class LossParams(Section):
     ce_weight: float = Field(1.0, ge=0)
     con_weight: float = Field(0.2, ge=0)
     dis_weight: float = Field(0.2, ge=0)
-    tau: float = Field(0.07, gt=0)  # L_con temperature [choice]
+    tau: float = Field(1.0, gt=0)  # L_con temperature [choice]; the spec suggests 0.07, see README
     gamma: float = Field(0.99, ge=0, le=1)  # sliding prototype coefficient [choice]
     teacher_weighting: Literal["mean", "adaptive"] = "mean"
     adaptive_k: float = Field(6.0, gt=0)  # Select-and-Distill rule, arXiv 2403.09296
@@ -95,9 +95,10 @@ class TrainParams(Section):
     method: str = "dual_teacher"
     steps: int = Field(100, ge=1)  # optimisation steps per task
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-4, gt=0)
+    lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(10, ge=0)
+    freeze_bn: bool = True  # keep BatchNorm statistics of a CNN image tower as E0 left them
     seed: int = 0
 
     @field_validator("method")

@@ -157,3 +157,20 @@ def test_prototypes_stage_output(workspace, monkeypatch):
     saved = io.load_tensors(paths.prototypes_file("shape"))
     assert saved["prototypes"].shape == (6, saved["features"].shape[1])
     torch.testing.assert_close(saved["prototypes"].norm(dim=1), torch.ones(6))
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_frozen_batchnorm_keeps_a_cnn_student_equal_to_its_teacher(freeze_bn):
+    """With a CNN tower (BatchNorm), train mode with frozen BN gives E0's own features; plain train mode not."""
+    from pipeline.continual.trainer import set_train_mode
+
+    torch.manual_seed(0)
+    clip = clip_lib.build("synth-rn-tiny", 32)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    clip.model.eval()
+    with torch.no_grad():
+        teacher = clip_lib.encode_images(clip, images)
+        set_train_mode(clip.model, freeze_bn)
+        student = clip_lib.encode_images(clip, images)
+    assert clip.model.training
+    assert torch.allclose(student, teacher, atol=1e-6) == freeze_bn

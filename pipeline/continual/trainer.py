@@ -9,13 +9,24 @@ from pipeline.continual.base import Method
 from pipeline.runtime import stable_seed
 
 
+def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
+    """Training mode, except (with `freeze_bn`) BatchNorm layers, which keep using E0's statistics: batch
+    statistics of one task's small batches would drift E0's normalisation (a forgetting of its own) and make
+    the student differ from E0 at the first step, where L_dis must be 0."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def train_task(method: Method, live=None) -> dict[str, float]:
     """Optimise the student of `method.ctx` for `train.steps` steps; return the last step's terms.
 
     The logit scale stays frozen (ZSCL); every term and the weighted total are logged by name."""
     ctx, train = method.ctx, method.ctx.params.train
     model = ctx.student.model
-    model.train()
+    set_train_mode(model, train.freeze_bn)
     model.logit_scale.requires_grad_(False)
     optimizer = optim.adamw(model.parameters(), train.lr, train.weight_decay)
     schedule = optim.warmup_cosine(optimizer, train.warmup_steps, train.steps)
