@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         model_name = args.model or params.task_names[-1]
         meta = io.read_json(paths.task_dir(args.task) / "task.json")
         clip = clip_lib.load(paths.model_dir(model_name))
-        images = torch.stack([torch.from_numpy(load_image(p, clip.image_size)) for p in args.images])
+        images = torch.stack([torch.tensor(load_image(p, clip.image_size)) for p in args.images])
     except (ParamsError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from conftest import REPO, committed_params
 from pipeline.config import Params, ParamsError
 
-COMMITTED_ORDER = ["shape", "colour", "fill", "count", "size", "background"]
+COMMITTED_ORDER = ["colour", "fill", "count", "size", "background"]
 
 
 def _with(params: dict, dotted: str, value) -> dict:

@@ -212,7 +212,10 @@ def test_checkpoints_load_without_pickle(micro_run, name):
 
     project, _ = micro_run
     folder = project.root / "models" / name
-    assert (folder / "model.safetensors").read_bytes()[:1] != b"\x80"  # not a pickle (torch.save) file
+    raw = (folder / "model.safetensors").read_bytes()
+    # safetensors: an 8-byte little-endian header length, then a JSON header (not a pickle or a torch.save zip)
+    header_len = int.from_bytes(raw[:8], "little")
+    assert raw[8:9] == b"{" and json.loads(raw[8 : 8 + header_len])
     with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
         keys = set(f.keys())
         logit_scale = f.get_tensor("logit_scale")
@@ -224,7 +227,7 @@ def test_checkpoints_load_without_pickle(micro_run, name):
     assert float(state["logit_scale"]) == float(logit_scale)
 
     meta = json.loads((folder / "model.json").read_text())
-    assert meta["arch"] == "synth-vit-tiny" and meta["image_size"] == 32 and meta["name"] == name
+    assert meta["arch"] == make_micro_params()["model"]["arch"] and meta["image_size"] == 32 and meta["name"] == name
     params = Params.from_dict(meta["params"])  # the params that made it, complete and valid
     assert params.task_names == TASKS and params.train.steps == 3
     if name != "e0":
