@@ -2,9 +2,10 @@
 tabulate Transfer / Average / Last (mean and sample std over seeds) in metrics/compare.json, a markdown
 table in metrics/compare.md, and the README between its `compare` markers.
 
-Each run is `dvc exp run --temp` (a copy of the workspace, uncommitted changes of tracked files included),
-so the workspace is left as it is; the upstream stages (data, E0, prototypes) come from the DVC cache, so
-only the train stages and evaluate run per experiment. Results are read from the experiment's git ref."""
+Each run is a `dvc exp run` in the workspace, so the upstream stages (data, E0, prototypes) are reused and
+only the train stages and evaluate run per experiment (`--temp` copies would re-run everything: DVC does
+not check `persist` outputs out into them). The committed params.yaml, dvc.lock and metrics/ are restored
+afterwards (`git checkout` + `dvc checkout`), so they must have no uncommitted changes when it starts."""
 from __future__ import annotations
 
 import argparse
@@ -55,19 +56,29 @@ def check_variants(params: Params) -> None:
             raise ParamsError(str(e)) from None
 
 
+RESTORED = ("params.yaml", "dvc.lock", paths.METRICS.as_posix())
+
+
+def check_clean() -> None:
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", *RESTORED], check=True, capture_output=True, text=True).stdout
+    if dirty.strip():
+        raise ParamsError(f"uncommitted changes in {', '.join(RESTORED)} would be overwritten; commit or stash them first:\n{dirty}")
+
+
+def restore() -> None:
+    """Back to the committed params and results (the experiments stay in `dvc exp show`)."""
+    subprocess.run(["git", "checkout", "--", *RESTORED], check=True)
+    subprocess.run(["dvc", "checkout", "--quiet"], check=True)
+
+
 def run_experiment(name: str, sets: dict[str, object]) -> dict:
-    """One `dvc exp run --temp`; returns its metrics/cl.json."""
-    cmd = ["dvc", "exp", "run", "--temp", "--force", "--name", name]
+    """One `dvc exp run` in the workspace; returns its metrics/cl.json."""
+    cmd = ["dvc", "exp", "run", "--force", "--name", name]
     for key, value in sets.items():
         cmd += ["--set-param", f"{key}={value}"]
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], check=True, capture_output=True, text=True)
-    ref = [r for r in refs.stdout.split() if r.endswith(f"/{name}")]
-    if len(ref) != 1:
-        raise RuntimeError(f"experiment {name}: expected one git ref, found {ref}")
-    shown = subprocess.run(["git", "show", f"{ref[0]}:{paths.CL.as_posix()}"], check=True, capture_output=True, text=True)
-    return json.loads(shown.stdout)
+    return io.read_json(paths.CL)
 
 
 def aggregate(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
@@ -127,12 +138,20 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     seeds = args.seeds if args.seeds else params.compare.seeds
-    subprocess.run(["dvc", "repro"], check=True)  # the shared upstream stages must be in the cache first
+    subprocess.run(["dvc", "repro"], check=True)  # the shared upstream stages must be up to date first
+    try:
+        check_clean()
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     zero_shot = io.read_json(paths.ZERO_SHOT)
     runs: dict[str, list[dict]] = {}
     start = time.perf_counter()
-    for variant in variants:
-        runs[variant] = [run_experiment(experiment_name(variant, s), overrides(params, variant, s)) for s in seeds]
+    try:
+        for variant in variants:
+            runs[variant] = [run_experiment(experiment_name(variant, s), overrides(params, variant, s)) for s in seeds]
+    finally:
+        restore()
     summary = {"seeds": seeds, "zero_shot": {"transfer": zero_shot["transfer"]}, "variants": aggregate(runs, seeds)}
     io.write_json(paths.COMPARE, summary)
     table = markdown(summary)
