@@ -73,7 +73,9 @@ def restore() -> None:
 
 def run_experiment(name: str, sets: dict[str, object]) -> dict:
     """One `dvc exp run` in the workspace; returns its metrics/cl.json."""
-    cmd = ["dvc", "exp", "run", "--force", "--name", name]
+    # An earlier experiment of that name is removed first: `exp run --force` would also re-run every stage.
+    subprocess.run(["dvc", "exp", "remove", name], capture_output=True)
+    cmd = ["dvc", "exp", "run", "--name", name]
     for key, value in sets.items():
         cmd += ["--set-param", f"{key}={value}"]
     print("$ " + " ".join(cmd), flush=True)
