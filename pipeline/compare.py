@@ -99,7 +99,7 @@ def aggregate(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
 def markdown(summary: dict) -> str:
     zs = summary["zero_shot"]
     lines = [
-        f"| variant | method | Transfer | Average | Last |",
+        "| variant | method | Transfer | Average | Last |",
         "|---|---|---|---|---|",
         f"| E0 zero-shot | - | {zs['transfer']:.2f} | - | - |",
     ]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from conftest import REPO, committed_params
+from conftest import REPO
 from pipeline.config import Params, ParamsError
 
 COMMITTED_ORDER = ["colour", "fill", "count", "size", "background"]
