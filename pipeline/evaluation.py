@@ -8,17 +8,18 @@ from pipeline.models import clip as clip_lib
 
 
 @torch.no_grad()
-def predict(clip: clip_lib.Clip, task: TaskData, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Class probabilities (N, C): image features against the prompt-ensembled class texts (spec, step 6)."""
+def probabilities(clip: clip_lib.Clip, prompts: list[list[str]], images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Class probabilities (N, C) of uint8 images: image features against the prompt-ensembled class texts
+    (spec, step 6), at the model's logit scale. `prompts` holds each class's filled templates."""
     clip.model.eval()
-    text = clip_lib.class_text_features(clip, task.prompts()).cpu()
+    text = clip_lib.class_text_features(clip, prompts).cpu()
     image = clip_lib.encode_images_batched(clip, images, batch_size)
     return (clip.logit_scale.exp().cpu() * image @ text.T).softmax(dim=-1)
 
 
 def accuracy(clip: clip_lib.Clip, task: TaskData, batch_size: int) -> float:
     """Top-1 accuracy in percent on the test split."""
-    probs = predict(clip, task, task.test_images, batch_size)
+    probs = probabilities(clip, task.prompts(), task.test_images, batch_size)
     return 100.0 * (probs.argmax(dim=-1) == task.test_labels).float().mean().item()
 
 

@@ -13,6 +13,7 @@ import torch
 from pipeline import io, paths
 from pipeline.config import ParamsError
 from pipeline.data.folder import load_image
+from pipeline.evaluation import probabilities
 from pipeline.models import clip as clip_lib
 from pipeline.stages.common import load_params
 
@@ -27,12 +28,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def predict(clip: clip_lib.Clip, classes: list[str], templates: list[str], images: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (N, C) for uint8 images (N, 3, S, S), as evaluation computes them."""
-    with torch.no_grad():
-        clip.model.eval()
-        text = clip_lib.class_text_features(clip, [[t.replace("{}", c) for t in templates] for c in classes])
-        image = clip_lib.encode_images(clip, images)
-        return (clip.logit_scale.exp() * image @ text.T).softmax(dim=-1)
+    """Class probabilities (N, C) for uint8 images (N, 3, S, S), exactly as evaluation computes them."""
+    return probabilities(clip, [[t.replace("{}", c) for t in templates] for c in classes], images, batch_size=256)
 
 
 def main(argv: list[str] | None = None) -> None:

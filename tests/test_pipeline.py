@@ -98,6 +98,9 @@ def dvc_repro(dvc_started):
     project = dvc_started.project
     snapshot = {rel: (project.root / rel).read_bytes() for rel in ("metrics/cl.json", "metrics/accuracy_matrix.json", "metrics/zero_shot.json")}
     snapshot.update({f"metrics/tasks/{t}.json": (project.root / f"metrics/tasks/{t}.json").read_bytes() for t in TASKS})
+    # The checkpoint's JSON too: anything run-dependent in it (a wall time) changes the output's DVC hash
+    # and makes every downstream stage re-run although the weights are identical.
+    snapshot.update({f"models/{m}/model.json": (project.root / f"models/{m}/model.json").read_bytes() for m in MODELS})
     weights = {m: _sha(project.root / "models" / m / "model.safetensors") for m in MODELS}
     return project, output, snapshot, weights
 

@@ -35,7 +35,7 @@ def test_prints_top_classes_with_probabilities(workspace, monkeypatch, tmp_path,
 
 def test_matches_evaluation_probabilities(workspace, monkeypatch):  # noqa: F811
     """The CLI's probabilities are the ones evaluation uses (same features, prompts and scale)."""
-    from pipeline.evaluation import predict as evaluation_predict
+    from pipeline.evaluation import probabilities
     from pipeline.models import clip as clip_lib
 
     root, _ = workspace
@@ -43,7 +43,7 @@ def test_matches_evaluation_probabilities(workspace, monkeypatch):  # noqa: F811
     task = load_task(root / "data/tasks/shape")
     clip = clip_lib.load(root / "models/shape")
     ours = predict.predict(clip, task.classes, task.templates, task.test_images[:4])
-    theirs = evaluation_predict(clip, task, task.test_images[:4], batch_size=2)
+    theirs = probabilities(clip, task.prompts(), task.test_images[:4], batch_size=2)
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)
 
 

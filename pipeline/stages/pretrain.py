@@ -28,12 +28,15 @@ def main(argv):
         clip = clip_lib.build(params.model.arch, params.data.image_size, params.model.pretrained)
         clip.model.to(device)
     row = accuracy_row(clip, tasks, params.eval.batch_size)
-    meta = {"name": E0, "source": params.model.pretrained or "pretrain stage", "seconds": round(time.perf_counter() - start, 1)}
+    # No wall time in the checkpoint's JSON: it would change the output's hash on every run, and DVC would
+    # then re-run every downstream stage although the weights are byte-identical.
+    seconds = time.perf_counter() - start
+    meta = {"name": E0, "source": params.model.pretrained or "pretrain stage"}
     clip_lib.save(clip, paths.model_dir(E0), meta | {"params": params.model_dump(mode="json")})
     chance = {name: round(100.0 / len(task.classes), 4) for name, task in tasks.items()}
     per_task = {name: {"accuracy": row[name], "chance": chance[name]} for name in row}
     io.write_json(paths.ZERO_SHOT, {"transfer": round(metrics.zero_shot_transfer(list(row.values())), 4), "tasks": per_task})
-    print("E0 zero-shot: " + ", ".join(f"{n} {a:.1f}% (chance {chance[n]:.1f})" for n, a in row.items()))
+    print(f"E0 ({seconds:.0f}s) zero-shot: " + ", ".join(f"{n} {a:.1f}% (chance {chance[n]:.1f})" for n, a in row.items()))
 
 
 if __name__ == "__main__":

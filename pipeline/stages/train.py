@@ -31,7 +31,8 @@ def main(argv):
         final = train_task(method, logger)
     seconds = round(time.perf_counter() - start, 1)
     row = accuracy_row(student, tasks, params.eval.batch_size)
-    meta = {"name": name, "prev": params.tasks[name].prev, "method": method.name, "seconds": seconds, "final_loss": final}
+    # No wall time here: the checkpoint's bytes (and so its DVC hash) must depend on the params only.
+    meta = {"name": name, "prev": params.tasks[name].prev, "method": method.name, "final_loss": final}
     clip_lib.save(student, paths.model_dir(name), meta | {"params": params.model_dump(mode="json")})
     if method.state():
         io.save_tensors(paths.model_dir(name) / "method_state.safetensors", method.state())
