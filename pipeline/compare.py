@@ -9,7 +9,7 @@ afterwards (`git checkout` + `dvc checkout`), so they must have no uncommitted c
 from __future__ import annotations
 
 import argparse
-import json
+import copy
 import re
 import subprocess
 import sys
@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline import io, paths
 from pipeline.config import Params, ParamsError
-from pipeline.stages.common import load_params
+from pipeline.stages.common import load_params, stage
 
 KEYS = ("transfer", "average", "last")
 README = Path("README.md")
@@ -39,7 +39,7 @@ def check_variants(params: Params) -> None:
     """Every variant must give valid params: fail before the first (long) run, naming the variant."""
     base = params.model_dump(mode="json")
     for variant in params.compare.variants:
-        raw = json.loads(json.dumps(base))
+        raw = copy.deepcopy(base)
         for key, value in overrides(params, variant, 0).items():
             *parents, leaf = key.split(".")
             node = raw
@@ -50,10 +50,7 @@ def check_variants(params: Params) -> None:
             if leaf not in node:
                 raise ParamsError(f"compare.variants.{variant}: {key!r} is not a key of params.yaml")
             node[leaf] = value
-        try:
-            Params.from_dict(raw, source=f"compare.variants.{variant}")
-        except ParamsError as e:
-            raise ParamsError(str(e)) from None
+        Params.from_dict(raw, source=f"compare.variants.{variant}")
 
 
 RESTORED = ("params.yaml", "dvc.lock", paths.METRICS.as_posix())
@@ -124,28 +121,21 @@ def update_readme(table: str, readme: Path = README) -> None:
     io.write_text(readme, pattern.sub(lambda _: f"{start}\n{table}{end}", text))
 
 
-def main(argv: list[str] | None = None) -> None:
+@stage
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="*", help="subset of params.yaml compare.variants (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, help="override compare.seeds")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        params = load_params()
-        check_variants(params)
-        variants = args.variants or list(params.compare.variants)
-        unknown = [v for v in variants if v not in params.compare.variants]
-        if unknown:
-            raise ParamsError(f"--variants: {unknown[0]!r} is not in compare.variants ({', '.join(params.compare.variants)})")
-    except ParamsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    args = parser.parse_args(argv)
+    params = load_params()
+    check_variants(params)
+    variants = args.variants or list(params.compare.variants)
+    unknown = [v for v in variants if v not in params.compare.variants]
+    if unknown:
+        raise ParamsError(f"--variants: {unknown[0]!r} is not in compare.variants ({', '.join(params.compare.variants)})")
     seeds = args.seeds if args.seeds else params.compare.seeds
     subprocess.run(["dvc", "repro"], check=True)  # the shared upstream stages must be up to date first
-    try:
-        check_clean()
-    except ParamsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    check_clean()
     zero_shot = io.read_json(paths.ZERO_SHOT)
     runs: dict[str, list[dict]] = {}
     start = time.perf_counter()

@@ -5,17 +5,15 @@ zero-shot, `--model NAME` the model after task NAME. Classes and prompts come fr
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 from pipeline import io, paths
-from pipeline.config import ParamsError
 from pipeline.data.folder import load_image
 from pipeline.evaluation import probabilities
 from pipeline.models import clip as clip_lib
-from pipeline.stages.common import load_params
+from pipeline.stages.common import load_params, stage
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -32,19 +30,15 @@ def predict(clip: clip_lib.Clip, classes: list[str], templates: list[str], image
     return probabilities(clip, [[t.replace("{}", c) for t in templates] for c in classes], images, batch_size=256)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse(sys.argv[1:] if argv is None else argv)
-    try:
-        params = load_params()
-        if args.task not in params.tasks:
-            raise ValueError(f"--task: {args.task!r} is not a task of params.yaml ({', '.join(params.task_names)})")
-        model_name = args.model or params.task_names[-1]
-        meta = io.read_json(paths.task_dir(args.task) / "task.json")
-        clip = clip_lib.load(paths.model_dir(model_name))
-        images = torch.stack([torch.tensor(load_image(p, clip.image_size)) for p in args.images])
-    except (ParamsError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+@stage
+def main(argv: list[str]) -> None:
+    args = parse(argv)
+    params = load_params()
+    if args.task not in params.tasks:
+        raise ValueError(f"--task: {args.task!r} is not a task of params.yaml ({', '.join(params.task_names)})")
+    meta = io.read_json(paths.task_dir(args.task) / "task.json")
+    clip = clip_lib.load(paths.model_dir(args.model or params.task_names[-1]))
+    images = torch.stack([torch.tensor(load_image(p, clip.image_size)) for p in args.images])
     probs = predict(clip, meta["classes"], meta["templates"], images)
     top = min(args.top, len(meta["classes"]))
     for path, p in zip(args.images, probs):

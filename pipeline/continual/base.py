@@ -40,10 +40,15 @@ class TaskContext:
         return self.params.tasks[self.name].prev
 
     @functools.cached_property
+    def _from_prototypes_stage(self) -> dict[str, torch.Tensor]:
+        """The prototypes stage's file of this task: E0's prototypes and features, read once."""
+        return {k: v.to(self.device) for k, v in io.load_tensors(paths.prototypes_file(self.name)).items()}
+
+    @property
     def e0_features(self) -> TeacherFeatures:
         """E0's features come from the prototypes stage, which computes them anyway for the prototypes."""
-        cached = io.load_tensors(paths.prototypes_file(self.name))
-        return TeacherFeatures(image=cached["features"].to(self.device), text=cached["text_features"].to(self.device))
+        cached = self._from_prototypes_stage
+        return TeacherFeatures(image=cached["features"], text=cached["text_features"])
 
     @functools.cached_property
     def prev_features(self) -> TeacherFeatures | None:
@@ -57,11 +62,10 @@ class TaskContext:
             text = clip_lib.class_text_features(teacher, self.task.prompts())
         return TeacherFeatures(image=image.to(self.device), text=text)
 
-    @functools.cached_property
+    @property
     def prototypes(self) -> torch.Tensor:
         """Initial class prototypes from E0 (prototypes stage), (C, d)."""
-        return io.load_tensors(paths.prototypes_file(self.name))["prototypes"].to(self.device)
-
+        return self._from_prototypes_stage["prototypes"]
 
     def student_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The student's image features V (B, d) and class text features U (C, d), with gradient."""

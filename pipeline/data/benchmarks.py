@@ -8,9 +8,6 @@ from pipeline.data.folder import build_folder_corpus, build_folder_task
 from pipeline.data.synthetic import build_synthetic_corpus, build_synthetic_task, synthetic_facets
 from pipeline.data.types import CaptionCorpus, TaskData, load_task
 
-BENCHMARKS = ("synthetic", "folder")
-
-
 def check_task_names(benchmark: str, root: str | None, names: list[str]) -> None:
     """Fail before any compute if a task of params.yaml does not exist in the benchmark."""
     if benchmark == "synthetic":
