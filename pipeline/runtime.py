@@ -32,3 +32,13 @@ def setup(runtime: RuntimeParams, seed: int) -> torch.device:
 def stable_seed(*parts: object) -> int:
     """A seed derived from names and numbers that is the same in every process (unlike hash())."""
     return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: CUDA's peak allocation on a GPU, else the peak resident set size
+    (ru_maxrss, which Linux reports in KiB), so it includes the interpreter, torch and the data."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

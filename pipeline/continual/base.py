@@ -10,6 +10,7 @@ import torch
 from pipeline import io, paths
 from pipeline.config import E0, Params
 from pipeline.data import TaskData
+from pipeline.data.benchmarks import load_tasks
 from pipeline.models import clip as clip_lib
 
 
@@ -27,17 +28,37 @@ class TeacherFeatures:
 
 @dataclass
 class TaskContext:
-    """Task m: its data, the student (initialised from E_{m-1}) and lazily computed teacher features."""
+    """Task m: its data, the student (initialised from E_{m-1}) and lazily computed teacher features.
+
+    `all_tasks` (every prepared task by name, as the train stage has them) saves reading the earlier tasks
+    again for methods that need them (`base_tasks`); without it they are read from data/tasks on demand."""
 
     params: Params
     name: str
     task: TaskData
     student: clip_lib.Clip
     device: torch.device
+    all_tasks: dict[str, TaskData] | None = None
 
     @property
     def prev_name(self) -> str:
         return self.params.tasks[self.name].prev
+
+    @functools.cached_property
+    def base_tasks(self) -> list[TaskData]:
+        """The tasks before this one in training order (empty for the first): their classes are the "base
+        classes" that LwF and LwM distil over."""
+        names = self.params.task_names
+        before = names[: names.index(self.name)]
+        known = self.all_tasks or {}
+        loaded = load_tasks([n for n in before if n not in known])
+        return [known[n] if n in known else loaded[n] for n in before]
+
+    def load_teacher(self, name: str) -> clip_lib.Clip:
+        """A frozen copy (eval mode, no gradient) of model `name` (E0 or a task's model) on this device."""
+        teacher = clip_lib.freeze(clip_lib.load(paths.model_dir(name)))
+        teacher.model.to(self.device)
+        return teacher
 
     @functools.cached_property
     def _from_prototypes_stage(self) -> dict[str, torch.Tensor]:
@@ -55,8 +76,7 @@ class TaskContext:
         """E_{m-1}'s features, or None for the first task (where E_{m-1} is E0 itself)."""
         if self.prev_name == E0:
             return None
-        teacher = clip_lib.freeze(clip_lib.load(paths.model_dir(self.prev_name)))
-        teacher.model.to(self.device)
+        teacher = self.load_teacher(self.prev_name)
         image = clip_lib.encode_images_batched(teacher, self.task.train_images, self.params.eval.batch_size, progress=f"E_{self.prev_name} features")
         with torch.no_grad():
             text = clip_lib.class_text_features(teacher, self.task.prompts())
@@ -91,6 +111,11 @@ class Method:
 
     def after_step(self) -> None:
         """Called after every optimiser step."""
+
+    def finish(self) -> None:
+        """Called once after the last step, before the student is put in eval mode and saved: the place for
+        changes of the trained weights themselves (ZSCL's weight ensemble, WiSE-FT's interpolation). Runs
+        under no_grad; whatever it leaves in `ctx.student` is the task's model."""
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors saved beside the trained model (for inspection; inference never needs them)."""

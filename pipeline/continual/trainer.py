@@ -53,5 +53,7 @@ def train_task(method: Method, live=None) -> dict[str, float]:
                 live.log_metric(key, value, plot=True)
             live.log_metric("lr", lr)
             live.next_step()
+    with torch.no_grad():
+        method.finish()  # end-of-task weight changes (weight ensembles, interpolation); see Method.finish
     model.eval()
     return logged

@@ -25,7 +25,7 @@ def main(argv):
     tasks = load_tasks(params.task_names)
     student = clip_lib.load(paths.model_dir(params.tasks[name].prev))
     student.model.to(device)
-    method = get_method(params.train.method)(TaskContext(params, name, tasks[name], student, device))
+    method = get_method(params.train.method)(TaskContext(params, name, tasks[name], student, device, all_tasks=tasks))
     start = time.perf_counter()
     with live(paths.train_live(name)) as logger:
         final = train_task(method, logger)
@@ -37,6 +37,8 @@ def main(argv):
     if method.state():
         io.save_tensors(paths.model_dir(name) / "method_state.safetensors", method.state())
     io.write_json(paths.task_row(name), {"task": name, "method": method.name, "accuracy": row})
+    # Kept apart from the accuracy row, which must depend on the params only (byte-identical reruns).
+    io.write_json(paths.task_cost(name), {"seconds": seconds, "peak_memory_mb": runtime.peak_memory_mb(device)})
     print(f"after {name}: " + ", ".join(f"{n} {a:.1f}%" for n, a in row.items()) + f" ({seconds}s training)")
 
 

@@ -1,0 +1,64 @@
+"""The base-class head that LwF and LwM distil over: the class texts of the earlier tasks, as the frozen
+teacher E_{m-1} sees them, and the teacher's features of the current task's training images.
+
+In class-incremental learning (LwF, LwM) the base classes are the outputs of the old model. A CLIP model's
+classifier is its text features of class prompts, so the old head is E_{m-1}'s text features of the earlier
+tasks' classes, and the student's head is its own (live, with gradient) text features of the same prompts.
+On the first task there are no earlier tasks; `loss.kd_first_task` decides: `current` distils E0's zero-shot
+head on the current task's classes (E0 plays E_{m-1}), `none` drops the term.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.config import E0
+from pipeline.data import TaskData
+from pipeline.models import clip as clip_lib
+
+
+@dataclass(frozen=True)
+class BaseHead:
+    """Teacher side of the base-class logits, computed once per task (the data have no augmentation).
+
+    tasks: the tasks whose classes form the head (C_b classes in all, in task order).
+    is_current: the head is the current task's own classes (first task, `kd_first_task: current`), so the
+        student's head is the text features it computes for L_ce anyway.
+    teacher_text: (C_b, d) teacher text features of the base classes.
+    teacher_image: (N, d) teacher features of every training image of the current task.
+    """
+
+    tasks: tuple[TaskData, ...]
+    is_current: bool
+    teacher_text: torch.Tensor
+    teacher_image: torch.Tensor
+
+    def student_text(self, student: clip_lib.Clip) -> torch.Tensor:
+        """The student's base-class text features (C_b, d), with gradient: one prompt ensemble per task,
+        since tasks may differ in their number of templates."""
+        return torch.cat([clip_lib.class_text_features(student, t.prompts()) for t in self.tasks])
+
+
+def base_head(ctx, teacher: clip_lib.Clip | None = None) -> BaseHead | None:
+    """The base head of task `ctx.name`, or None on the first task with `kd_first_task: none`.
+
+    `teacher` is E_{m-1} if the caller has it loaded already (frozen); otherwise it is loaded here when needed
+    (on the first task E0's features come from the prototypes stage, without any model).
+    """
+    if ctx.prev_name == E0:
+        if ctx.params.loss.kd_first_task == "none":
+            return None
+        if teacher is None:
+            e0 = ctx.e0_features
+            return BaseHead((ctx.task,), True, e0.text, e0.image)
+        tasks = (ctx.task,)
+    else:
+        tasks = tuple(ctx.base_tasks)
+    teacher = teacher if teacher is not None else ctx.load_teacher(ctx.prev_name)
+    with torch.no_grad():
+        text = torch.cat([clip_lib.class_text_features(teacher, t.prompts()) for t in tasks])
+    image = clip_lib.encode_images_batched(
+        teacher, ctx.task.train_images, ctx.params.eval.batch_size, progress=f"E_{ctx.prev_name} features"
+    )
+    return BaseHead(tasks, ctx.prev_name == E0, text, image.to(ctx.device))
