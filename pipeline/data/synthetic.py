@@ -172,23 +172,70 @@ def _sample_attrs(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {f.name: rng.integers(0, len(f.classes), n) for f in FACETS}
 
 
-def _split(facet: Facet, per_class: int, image_size: int, rng: np.random.Generator):
+def _split(facets: tuple[Facet, ...], per_class: int, image_size: int, rng: np.random.Generator,
+           class_weights: np.ndarray | None = None):
+    """Images labelled by the joint class of ``facets`` (row-major over their classes), ``per_class`` each,
+    scaled per class by ``class_weights`` (>= 1 image per class) for an imbalanced split."""
     if per_class < 1:
         raise ValueError(f"per_class: must be >= 1, got {per_class}")
-    attrs = _sample_attrs(per_class * len(facet.classes), rng)
-    labels = rng.permutation(np.repeat(np.arange(len(facet.classes)), per_class))
-    attrs[facet.name] = labels
+    sizes = [len(f.classes) for f in facets]
+    counts = np.full(int(np.prod(sizes)), per_class)
+    if class_weights is not None:
+        counts = np.maximum(1, np.rint(per_class * np.asarray(class_weights))).astype(np.int64)
+    attrs = _sample_attrs(int(counts.sum()), rng)  # before the labels: the streams of the facet tasks stay as they were
+    labels = rng.permutation(np.repeat(np.arange(len(counts)), counts))
+    for facet, index in zip(facets, np.unravel_index(labels, sizes)):
+        attrs[facet.name] = index
     images, _ = render_world(attrs, image_size, rng)
     return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
 
 
+def _joint(name: str) -> tuple[Facet, ...]:
+    """'count+colour' -> the facets whose joint values are the classes (a task of many similar classes)."""
+    facets = tuple(_facet(part) for part in name.split("+"))
+    if len({f.name for f in facets}) != len(facets):
+        raise ValueError(f"task {name!r}: a facet appears twice")
+    return facets
+
+
+def _joint_classes(facets: tuple[Facet, ...]) -> list[str]:
+    """Class texts of a joint task as noun phrases ('three red objects'), row-major like the labels."""
+    keep = {f.name for f in facets}
+    texts = []
+    for values in np.ndindex(*[len(f.classes) for f in facets]):
+        a = {f.name: 0 for f in FACETS} | {f.name: int(v) for f, v in zip(facets, values)}
+        # A fixed stream per class: describe() picks between equivalent wordings at random.
+        texts.append(describe(a, keep, np.random.default_rng(0)))
+    return texts
+
+
+def is_synthetic_task(name: str) -> bool:
+    """A facet ('shape') or a joint of distinct facets ('count+colour')."""
+    try:
+        _joint(name)
+    except ValueError:
+        return False
+    return True
+
+
 def build_synthetic_task(name: str, *, image_size: int, train_per_class: int, test_per_class: int,
-                         seed: int) -> TaskData:
-    """Images of the whole world labelled by facet ``name``, class balanced; train/test use separate streams."""
-    facet = _facet(name)
-    train_x, train_y = _split(facet, train_per_class, image_size, _rng(seed, "task", name, "train"))
-    test_x, test_y = _split(facet, test_per_class, image_size, _rng(seed, "task", name, "test"))
-    return TaskData(name=name, classes=list(facet.classes), templates=list(facet.templates),
+                         seed: int, imbalance: float = 1.0) -> TaskData:
+    """Images of the whole world labelled by facet ``name`` (or the joint of facets 'a+b'); train/test use
+    separate streams. ``imbalance`` > 1 makes the training split long-tailed: class k of K keeps
+    ``imbalance ** (-k / (K - 1))`` of ``train_per_class`` (class 0 the most, the last ``1/imbalance``);
+    the test split stays balanced so per-class accuracy is measured equally."""
+    if imbalance < 1:
+        raise ValueError(f"imbalance: must be >= 1, got {imbalance}")
+    facets = _joint(name)
+    if len(facets) == 1:
+        classes, templates = list(facets[0].classes), list(facets[0].templates)
+    else:
+        classes, templates = _joint_classes(facets), ["a picture of {}.", "{}.", "an image showing {}."]
+    k = len(classes)
+    weights = imbalance ** (-np.arange(k) / max(1, k - 1)) if imbalance > 1 else None
+    train_x, train_y = _split(facets, train_per_class, image_size, _rng(seed, "task", name, "train"), weights)
+    test_x, test_y = _split(facets, test_per_class, image_size, _rng(seed, "task", name, "test"))
+    return TaskData(name=name, classes=classes, templates=templates,
                     train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y)
 
 

@@ -10,6 +10,9 @@ from pipeline.losses.dual_teacher import (
     prototype_contrastive,
     similarity_distillation,
 )
+from pipeline.losses.distillation import hard_distillation, soft_distillation, student_ce
+from pipeline.losses.kd import cosine_logits, knowledge_distillation, lwm_distillation, zscl_distillation
+from pipeline.losses.attention import attention_distillation, grad_cam
 
 __all__ = [
     "LOSSES",
@@ -21,4 +24,13 @@ __all__ = [
     "similarity_distillation",
     "adaptive_teacher_weights",
     "dual_teacher_distillation",
+    "soft_distillation",
+    "hard_distillation",
+    "student_ce",
+    "cosine_logits",
+    "knowledge_distillation",
+    "lwm_distillation",
+    "zscl_distillation",
+    "grad_cam",
+    "attention_distillation",
 ]

@@ -1,0 +1,69 @@
+"""`make bench`: CPU inference throughput (images/s) of the distillation teacher and the student, written to
+metrics/throughput.json. A command, not a stage: timings vary from run to run, and the stages' metrics must
+depend on the params only.
+
+Each model classifies random uint8 images of the target's size in batches of `--batch-size` (64, as the
+issue asks) under no_grad on `runtime.threads` threads; after `--warmup` batches, `--repeats` batches are
+timed one by one and the median gives images/s. The student's time includes both heads and their fusion."""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+from pipeline import io, paths, runtime
+from pipeline.data import load_task
+from pipeline.distill.teachers import load_teacher
+from pipeline.models import classifier
+from pipeline.stages.common import load_params, stage
+
+
+def images_per_second(fn, images: torch.Tensor, warmup: int, repeats: int) -> dict:
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn(images)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(images)
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"images_per_s": round(len(images) / median, 1), "median_batch_ms": round(1000 * median, 2),
+            "batch_ms": [round(1000 * t, 2) for t in times]}
+
+
+@stage
+def main(argv):
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args(argv)
+    params = load_params()
+    device = runtime.setup(params.runtime.model_copy(update={"device": "cpu"}), 0)
+    task = load_task(paths.TARGET)
+    images = torch.randint(0, 256, (args.batch_size, 3, *task.test_images.shape[2:]), dtype=torch.uint8)
+    teacher = load_teacher(params, task, device)
+    student, _ = classifier.load(paths.STUDENT)
+    results = {
+        "teacher": {"name": teacher.name, "parameters": teacher.parameters,
+                    **images_per_second(teacher.logits, images, args.warmup, args.repeats)},
+        "student": {"name": "distillation-token student (fused heads)",
+                    "parameters": sum(p.numel() for p in student.parameters()),
+                    **images_per_second(lambda b: student.fused_probs(classifier.image_input(b)), images, args.warmup, args.repeats)},
+    }
+    results["speedup"] = round(results["student"]["images_per_s"] / results["teacher"]["images_per_s"], 2)
+    results["parameter_ratio"] = round(results["student"]["parameters"] / results["teacher"]["parameters"], 4)
+    results["setup"] = {"batch_size": args.batch_size, "threads": params.runtime.threads, "repeats": args.repeats,
+                        "torch": torch.__version__, "machine": platform.machine(), "cpus": torch.get_num_threads()}
+    io.write_json(paths.THROUGHPUT, results)
+    t, s = results["teacher"], results["student"]
+    print(f"teacher {t['images_per_s']:.0f} img/s ({t['parameters']:,} params) | student {s['images_per_s']:.0f} img/s "
+          f"({s['parameters']:,} params) | speed-up {results['speedup']}x, {100 * results['parameter_ratio']:.1f}% of the parameters")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Batches, augmentation and accuracy of the compression branch's classification task."""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from pipeline import optim
+
+
+def class_counts(labels: Tensor, num_classes: int) -> Tensor:
+    return torch.bincount(labels, minlength=num_classes)
+
+
+def class_weights(labels: Tensor, num_classes: int) -> Tensor:
+    """Inverse-frequency weights N / (K n_c) (1 for every class of a balanced set; 0 for an absent class)."""
+    counts = class_counts(labels, num_classes).double()
+    weights = torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
+    return weights.float()
+
+
+def batches(labels: Tensor, batch_size: int, steps: int, seed: int, balance: str) -> Iterator[Tensor]:
+    """`steps` index batches: epochs of seeded permutations, or with `balance == "sampler"` draws with
+    replacement where every class is equally likely (each image with probability 1 / (K n_c))."""
+    if balance != "sampler":
+        yield from optim.batches(len(labels), batch_size, steps, seed)
+        return
+    num_classes = int(labels.max()) + 1
+    probs = class_weights(labels, num_classes)[labels].double()
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        yield torch.multinomial(probs, batch_size, replacement=True, generator=generator)
+
+
+def steps_for(num_items: int, batch_size: int, epochs: int) -> int:
+    """Optimisation steps of `epochs` passes over the training set (full batches only, at least one)."""
+    return max(1, epochs * (num_items // min(batch_size, num_items)))
+
+
+def random_flips(n: int, generator: torch.Generator, enabled: bool) -> Tensor:
+    """(n,) bool: which images of the batch are mirrored left-right."""
+    if not enabled:
+        return torch.zeros(n, dtype=torch.bool)
+    return torch.rand(n, generator=generator) < 0.5
+
+
+def apply_flips(x: Tensor, flips: Tensor) -> Tensor:
+    return torch.where(flips.to(x.device)[:, None, None, None], x.flip(-1), x)
+
+
+@torch.no_grad()
+def predict(fn: Callable[[Tensor], Tensor], images: Tensor, batch_size: int, device: torch.device) -> Tensor:
+    """fn(uint8 batch on device) -> (B, K) scores, over all images in batches; returns (N, K) on the CPU."""
+    return torch.cat([fn(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)])
+
+
+def accuracy(scores: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy in percent, rounded to 4 decimals (the metrics files' precision)."""
+    return round(100.0 * (scores.argmax(dim=1) == labels).double().mean().item(), 4)
+
+
+def per_class_accuracy(scores: Tensor, labels: Tensor, classes: list[str]) -> dict[str, float]:
+    """Accuracy of each class in percent (NaN-free: a class without test images is left out)."""
+    hits = scores.argmax(dim=1) == labels
+    return {
+        name: round(100.0 * hits[labels == k].double().mean().item(), 4)
+        for k, name in enumerate(classes)
+        if bool((labels == k).any())
+    }

@@ -1,0 +1,195 @@
+"""The compression branch's stages on a micro configuration: target -> teacher -> distill, both teacher kinds,
+the metrics they write, and the errors that must come before any compute."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import make_micro_params, make_project
+from pipeline.data import build_synthetic_task
+from pipeline.distill import data as D
+from pipeline.distill.student_training import objective
+from pipeline.config import Params
+
+
+@pytest.fixture(scope="module")
+def branch(tmp_path_factory):
+    """A project copy where target, teacher and distill ran once (no CL stages: distill.teacher is cnn)."""
+    base = tmp_path_factory.mktemp("branch")
+    params = make_micro_params()
+    params["runtime"]["threads"] = 1
+    project = make_project(base / "project", params, base / "scratch")
+    out = {name: project.stage(name, check=True).stdout for name in ("target", "teacher", "distill")}
+    return project, out
+
+
+def _read(project, rel):
+    return json.loads((project.root / rel).read_text())
+
+
+def test_teacher_metrics_and_checkpoint(branch):
+    project, out = branch
+    teacher = _read(project, "metrics/teacher.json")
+    assert teacher["arch"] == "resnet18" and teacher["parameters"] > 10_000_000
+    assert 0 <= teacher["accuracy"] <= 100
+    assert len(teacher["per_class"]) == 28  # one test image per class
+    meta = _read(project, "models/cnn/model.json")
+    assert meta["kind"] == "cnn" and len(meta["classes"]) == 28
+    assert "resnet18" in out["teacher"]
+
+
+def test_distill_metrics(branch):
+    project, _ = branch
+    summary = _read(project, "metrics/distill.json")
+    assert summary["task"] == "count+colour" and summary["classes"] == 28 and summary["mode"] == "soft"
+    for run in ("student", "baseline"):
+        assert set(summary[run]) == {"class", "dist", "fused"}
+        assert all(0 <= v <= 100 for v in summary[run].values())
+    assert summary["gain"] == pytest.approx(summary["student"]["fused"] - summary["baseline"]["fused"], abs=1e-3)
+    assert summary["params"]["student"] < summary["params"]["teacher"] / 4
+    per_class = _read(project, "metrics/distill_per_class.json")
+    assert set(per_class) == {"teacher", "student", "baseline"}
+    for run in ("student", "baseline"):
+        meta = _read(project, f"models/{run if run == 'student' else 'student_baseline'}/model.json")
+        assert meta["kind"] == "student" and meta["distilled"] == (run == "student")
+
+
+def test_distill_is_deterministic(branch):
+    project, _ = branch
+    first = (project.root / "metrics/distill.json").read_bytes()
+    weights = (project.root / "models/student/model.safetensors").read_bytes()
+    project.stage("distill", check=True)
+    assert (project.root / "metrics/distill.json").read_bytes() == first
+    assert (project.root / "models/student/model.safetensors").read_bytes() == weights
+
+
+def test_the_teacher_changes_the_student(branch):
+    """Same seed, batches and flips for both students: only the teacher's logits differ between them."""
+    project, _ = branch
+    from pipeline.models import classifier
+
+    student, _ = classifier.load(project.root / "models/student")
+    baseline, _ = classifier.load(project.root / "models/student_baseline")
+    assert not torch.equal(student.head_dist.weight, baseline.head_dist.weight)
+
+
+def test_bench_writes_throughput(branch):
+    project, _ = branch
+    proc = project.python("-m", "pipeline.bench", "--repeats", "2", "--warmup", "1", check=True)
+    result = _read(project, "metrics/throughput.json")
+    assert result["teacher"]["images_per_s"] > 0 and result["student"]["images_per_s"] > 0
+    assert result["speedup"] == pytest.approx(result["student"]["images_per_s"] / result["teacher"]["images_per_s"], rel=0.01)
+    assert "speed-up" in proc.stdout
+
+
+def test_continual_teacher(tmp_path):
+    """distill.teacher = a CLIP model of the chain: its zero-shot head on the target's class texts teaches."""
+    from pipeline.models import clip as clip_lib
+
+    params = make_micro_params()
+    params["runtime"]["threads"] = 1
+    params["distill"]["teacher"] = "e0"
+    project = make_project(tmp_path / "project", params, tmp_path / "scratch")
+    torch.manual_seed(0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project.root)
+        clip_lib.save(clip_lib.build("synth-rn-tiny", 32), project.root / "models/e0", {"name": "e0"})
+    project.stage("target", check=True)
+    out = project.stage("distill", check=True).stdout
+    summary = _read(project, "metrics/distill.json")
+    assert summary["teacher"] == "continual e0 (zero-shot head)"
+    assert "student fused" in out
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"teacher": {"arch": "resnet_nope"}}, "teacher.arch: unknown timm model 'resnet_nope'"),
+        ({"distill": {"teacher": "nope"}}, "distill.teacher: 'nope' is neither 'cnn' nor a model of the chain"),
+        ({"distill": {"student": {"ft_layers": False}}}, "l2l needs student.ft_layers"),
+        ({"distill": {"student": {"patch_size": 5}}}, "distill.student.patch_size: 5 does not divide data.image_size 32"),
+        ({"distill": {"student": {"n_heads": 3}}}, "d_model 64 is not divisible by n_heads 3"),
+        ({"target": {"task": "shape+shape"}}, "target.task: 'shape+shape' is not a task of the synthetic benchmark"),
+        ({"distill": {"mode": "medium"}}, "distill.mode"),
+    ],
+)
+def test_bad_params_are_named(change, message):
+    raw = Params.load().model_dump(mode="json")
+    for section, values in change.items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                raw[section][key].update(value)
+            else:
+                raw[section][key] = value
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        Params.from_dict(raw)
+
+
+def test_too_many_unseen_classes_fail_before_training(tmp_path):
+    params = make_micro_params()
+    params["distill"]["l2l_unseen_classes"] = 28
+    project = make_project(tmp_path / "project", params, tmp_path / "scratch")
+    project.stage("target", check=True)
+    proc = project.stage("distill")
+    assert proc.returncode == 2
+    assert "distill.l2l_unseen_classes: 28 leaves no pseudo-seen class of 28" in proc.stderr
+    assert not (project.root / "models/student").exists()
+
+
+# --- pure parts -------------------------------------------------------------------------------------------
+
+
+def test_joint_task_labels_and_texts():
+    task = build_synthetic_task("count+colour", image_size=32, train_per_class=2, test_per_class=1, seed=0)
+    assert len(task.classes) == 28 and task.classes[0] == "one red shape" and task.classes[8] == "two green shapes"
+    assert torch.bincount(task.train_labels).tolist() == [2] * 28
+
+
+def test_imbalance_makes_a_long_tail():
+    task = build_synthetic_task("colour", image_size=32, train_per_class=20, test_per_class=3, seed=0, imbalance=10.0)
+    counts = torch.bincount(task.train_labels).tolist()
+    assert counts[0] == 20 and counts[-1] == 2 and counts == sorted(counts, reverse=True)
+    assert torch.bincount(task.test_labels).tolist() == [3] * 7  # the test split stays balanced
+    with pytest.raises(ValueError, match="imbalance"):
+        build_synthetic_task("colour", image_size=32, train_per_class=2, test_per_class=1, seed=0, imbalance=0.5)
+
+
+def test_class_weights_and_balanced_sampler():
+    labels = torch.tensor([0] * 8 + [1] * 2)
+    # N / (K n_c): 10 / (2 * 8) = 0.625 and 10 / (2 * 2) = 2.5
+    assert D.class_weights(labels, 2).tolist() == [0.625, 2.5]
+    drawn = torch.cat(list(D.batches(labels, 100, 20, seed=0, balance="sampler")))
+    share = (labels[drawn] == 1).double().mean().item()
+    assert 0.45 < share < 0.55  # 20% of the images, half of the draws
+    plain = torch.cat(list(D.batches(labels, 5, 4, seed=0, balance="none")))
+    assert sorted(plain[:10].tolist()) == list(range(10))  # an epoch: every image once
+
+
+def test_flips_and_accuracy():
+    g = torch.Generator().manual_seed(0)
+    flips = D.random_flips(1000, g, enabled=True)
+    assert 400 < int(flips.sum()) < 600
+    assert not D.random_flips(5, g, enabled=False).any()
+    x = torch.arange(4.0).view(1, 1, 1, 4).repeat(2, 1, 1, 1)
+    out = D.apply_flips(x, torch.tensor([True, False]))
+    assert out[0, 0, 0].tolist() == [3, 2, 1, 0] and out[1, 0, 0].tolist() == [0, 1, 2, 3]
+    scores = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    labels = torch.tensor([0, 1, 1])
+    assert D.accuracy(scores, labels) == pytest.approx(66.6667)
+    assert D.per_class_accuracy(scores, labels, ["a", "b"]) == {"a": 100.0, "b": 50.0}
+
+
+def test_objective_picks_the_loss():
+    params = Params.load()
+    z_s, z_d = torch.randn(4, 3), torch.randn(4, 3)
+    y, z_t = torch.tensor([0, 1, 2, 0]), torch.randn(4, 3)
+    from pipeline.losses import hard_distillation, soft_distillation, student_ce
+
+    batch = (None, y, z_t)
+    assert torch.equal(objective(params.distill, False)((z_s, z_d), batch), student_ce(z_s, z_d, y))
+    d = params.distill
+    assert torch.equal(objective(d, True)((z_s, z_d), batch), soft_distillation(z_s, z_d, z_t, y, d.lam, d.tau))
+    hard = d.model_copy(update={"mode": "hard"})
+    assert torch.equal(objective(hard, True)((z_s, z_d), batch), hard_distillation(z_s, z_d, z_t, y))
