@@ -1,56 +1,81 @@
-"""`make compare`: run the pipeline for every variant x seed of params.yaml `compare` as DVC experiments and
-tabulate Transfer / Average / Last (mean and sample std over seeds) in metrics/compare.json, a markdown
-table in metrics/compare.md, and the README between its `compare` markers.
+"""`make compare` / `make compare-distill`: run the pipeline for every variant x seed of params.yaml `compare`
+as DVC experiments and tabulate the results (mean and sample std over seeds) in a JSON file, a markdown table
+and the README between its markers.
 
-Each run is a `dvc exp run` in the workspace, so the upstream stages (data, E0, prototypes) are reused and
-only the train stages and evaluate run per experiment (`--temp` copies would re-run everything: DVC does
-not check `persist` outputs out into them). The committed params.yaml, dvc.lock and metrics/ are restored
+Two branches share the runner:
+- `cl` (default): `compare.variants`, seeds set `train.seed`; Transfer / Average / Last, training wall time
+  per task and peak memory (metrics/cost/), and the average accuracy after each task (a figure, compare_tables).
+- `distill`: `compare.distill_variants`, seeds set `distill.seed`; student accuracy with and without
+  distillation (metrics/distill.json).
+
+Each run is a `dvc exp run` in the workspace, so the upstream stages (data, E0, prototypes, the CNN teacher)
+are reused and only the stages a variant changes run (`--temp` copies would re-run everything: DVC does not
+check `persist` outputs out into them). The committed params.yaml, dvc.lock and metrics/ are restored
 afterwards (`git checkout` + `dvc checkout`), so they must have no uncommitted changes when it starts."""
 from __future__ import annotations
 
 import argparse
 import copy
-import re
 import subprocess
-import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Callable
 
-import numpy as np
-
+from pipeline import compare_tables as tables
 from pipeline import io, paths
 from pipeline.config import Params, ParamsError
 from pipeline.stages.common import load_params, stage
 
-KEYS = ("transfer", "average", "last")
-README = Path("README.md")
-MARKERS = ("<!-- compare:start -->", "<!-- compare:end -->")
+
+@dataclass(frozen=True)
+class Branch:
+    name: str
+    variants_key: str  # attribute of params.compare holding the variants
+    seed_key: str  # the dotted key each seed sets
+    collect: Callable[[], dict]  # one run's results, read from the workspace after `dvc exp run`
+    summarise: Callable[[dict[str, list[dict]], list[int]], dict]
+    markdown: Callable[[dict], str]
+    outputs: tuple  # (json, markdown) paths
+    markers: tuple[str, str]  # README markers around the table
+
+    def variants(self, params: Params) -> dict[str, dict]:
+        return getattr(params.compare, self.variants_key)
 
 
-def experiment_name(variant: str, seed: int) -> str:
-    return f"cmp-{variant}-s{seed}"
+BRANCHES = {
+    "cl": Branch("cl", "variants", "train.seed", tables.collect_cl, tables.summarise_cl, tables.markdown_cl,
+                 (paths.COMPARE, paths.COMPARE_TABLE), ("<!-- compare:start -->", "<!-- compare:end -->")),
+    "distill": Branch("distill", "distill_variants", "distill.seed", tables.collect_distill, tables.summarise_distill,
+                      tables.markdown_distill, (paths.COMPARE_DISTILL, paths.COMPARE_DISTILL_TABLE),
+                      ("<!-- compare-distill:start -->", "<!-- compare-distill:end -->")),
+}
 
 
-def overrides(params: Params, variant: str, seed: int) -> dict[str, object]:
-    return {**params.compare.variants[variant], "train.seed": seed}
+def experiment_name(branch: Branch, variant: str, seed: int) -> str:
+    return f"cmp-{variant}-s{seed}" if branch.name == "cl" else f"cmp-{branch.name}-{variant}-s{seed}"
 
 
-def check_variants(params: Params) -> None:
+def overrides(params: Params, variant: str, seed: int, branch: Branch = BRANCHES["cl"]) -> dict[str, object]:
+    return {**branch.variants(params)[variant], branch.seed_key: seed}
+
+
+def check_variants(params: Params, branch: Branch = BRANCHES["cl"]) -> None:
     """Every variant must give valid params: fail before the first (long) run, naming the variant."""
     base = params.model_dump(mode="json")
-    for variant in params.compare.variants:
+    where = f"compare.{branch.variants_key}"
+    for variant in branch.variants(params):
         raw = copy.deepcopy(base)
-        for key, value in overrides(params, variant, 0).items():
+        for key, value in overrides(params, variant, 0, branch).items():
             *parents, leaf = key.split(".")
             node = raw
             for part in parents:
                 if not isinstance(node.get(part), dict):
-                    raise ParamsError(f"compare.variants.{variant}: {key!r} is not a key of params.yaml")
+                    raise ParamsError(f"{where}.{variant}: {key!r} is not a key of params.yaml")
                 node = node[part]
             if leaf not in node:
-                raise ParamsError(f"compare.variants.{variant}: {key!r} is not a key of params.yaml")
+                raise ParamsError(f"{where}.{variant}: {key!r} is not a key of params.yaml")
             node[leaf] = value
-        Params.from_dict(raw, source=f"compare.variants.{variant}")
+        Params.from_dict(raw, source=f"{where}.{variant}")
 
 
 RESTORED = ("params.yaml", "dvc.lock", paths.METRICS.as_posix())
@@ -68,89 +93,59 @@ def restore() -> None:
     subprocess.run(["dvc", "checkout", "--quiet"], check=True)
 
 
-def run_experiment(name: str, sets: dict[str, object]) -> dict:
-    """One `dvc exp run` in the workspace; returns its metrics/cl.json."""
+def run_experiment(name: str, sets: dict[str, object], collect: Callable[[], dict]) -> dict:
+    """One `dvc exp run` in the workspace; returns what `collect` reads of its results."""
     # An earlier experiment of that name is removed first: `exp run --force` would also re-run every stage.
     subprocess.run(["dvc", "exp", "remove", name], capture_output=True)
     cmd = ["dvc", "exp", "run", "--name", name]
     for key, value in sets.items():
-        cmd += ["--set-param", f"{key}={value}"]
+        cmd += ["--set-param", f"{key}={'null' if value is None else value}"]
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
-    return io.read_json(paths.CL)
-
-
-def aggregate(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
-    """Per variant: mean and sample std (ddof=1) over seeds of each summary metric, plus the raw values."""
-    table = {}
-    for variant, results in runs.items():
-        entry = {"method": results[0]["method"], "seeds": seeds}
-        for key in KEYS:
-            values = np.array([r[key] for r in results], dtype=np.float64)
-            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            entry[key] = {"mean": round(float(values.mean()), 2), "std": round(std, 2), "values": values.tolist()}
-        table[variant] = entry
-    return table
-
-
-def markdown(summary: dict) -> str:
-    zs = summary["zero_shot"]
-    lines = [
-        "| variant | method | Transfer | Average | Last |",
-        "|---|---|---|---|---|",
-        f"| E0 zero-shot | - | {zs['transfer']:.2f} | - | - |",
-    ]
-    for variant, entry in summary["variants"].items():
-        cells = [f"{entry[k]['mean']:.2f} ± {entry[k]['std']:.2f}" for k in KEYS]
-        lines.append(f"| {variant} | {entry['method']} | " + " | ".join(cells) + " |")
-    seeds = ", ".join(map(str, summary["seeds"]))
-    lines.append("")
-    lines.append(f"Mean ± sample std over seeds {seeds} (`train.seed`; E0 is the same for every run), accuracy in %.")
-    return "\n".join(lines) + "\n"
-
-
-def update_readme(table: str, readme: Path = README) -> None:
-    if not readme.is_file():
-        return
-    text = readme.read_text()
-    start, end = MARKERS
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        print(f"note: {readme} has no {start} ... {end} markers; table not inserted", file=sys.stderr)
-        return
-    io.write_text(readme, pattern.sub(lambda _: f"{start}\n{table}{end}", text))
+    return collect()
 
 
 @stage
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="*", help="subset of params.yaml compare.variants (default: all)")
+    parser.add_argument("--branch", choices=sorted(BRANCHES), default="cl", help="which comparison (default: cl)")
+    parser.add_argument("--variants", nargs="*", help="subset of the branch's variants (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, help="override compare.seeds")
     args = parser.parse_args(argv)
+    branch = BRANCHES[args.branch]
     params = load_params()
-    check_variants(params)
-    variants = args.variants or list(params.compare.variants)
-    unknown = [v for v in variants if v not in params.compare.variants]
+    check_variants(params, branch)
+    known = branch.variants(params)
+    variants = args.variants or list(known)
+    unknown = [v for v in variants if v not in known]
     if unknown:
-        raise ParamsError(f"--variants: {unknown[0]!r} is not in compare.variants ({', '.join(params.compare.variants)})")
+        raise ParamsError(f"--variants: {unknown[0]!r} is not in compare.{branch.variants_key} ({', '.join(known)})")
     seeds = args.seeds if args.seeds else params.compare.seeds
     subprocess.run(["dvc", "repro"], check=True)  # the shared upstream stages must be up to date first
     check_clean()
-    zero_shot = io.read_json(paths.ZERO_SHOT)
+    reference = branch.collect()  # the committed default run (E0 zero-shot, the teacher, ...)
     runs: dict[str, list[dict]] = {}
     start = time.perf_counter()
     try:
         for variant in variants:
-            runs[variant] = [run_experiment(experiment_name(variant, s), overrides(params, variant, s)) for s in seeds]
+            runs[variant] = [
+                run_experiment(experiment_name(branch, variant, s), overrides(params, variant, s, branch), branch.collect)
+                for s in seeds
+            ]
     finally:
         restore()
-    summary = {"seeds": seeds, "zero_shot": {"transfer": zero_shot["transfer"]}, "variants": aggregate(runs, seeds)}
-    io.write_json(paths.COMPARE, summary)
-    table = markdown(summary)
-    io.write_text(paths.COMPARE_TABLE, table)
-    update_readme(table)
+    summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": round(time.perf_counter() - start)}
+    if branch.name == "distill" and paths.THROUGHPUT.is_file():  # from `make bench` on the committed models
+        summary["throughput"] = io.read_json(paths.THROUGHPUT)
+    json_path, table_path = branch.outputs
+    io.write_json(json_path, summary)
+    table = branch.markdown(summary)
+    io.write_text(table_path, table)
+    tables.update_readme(table, branch.markers)
+    if branch.name == "cl":
+        tables.plot_curves(summary, paths.COMPARE_PLOT)
     print(table)
-    print(f"{len(variants) * len(seeds)} experiments in {time.perf_counter() - start:.0f} s; see `dvc exp show`")
+    print(f"{len(variants) * len(seeds)} experiments in {summary['seconds']} s; see `dvc exp show`")
 
 
 if __name__ == "__main__":

@@ -89,6 +89,22 @@ class LossParams(Section):
     adaptive_k: float = Field(6.0, gt=0)  # Select-and-Distill rule, arXiv 2403.09296
     adaptive_b: float = Field(0.2, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # lwf, lwm, zscl: softmax KD temperature (LwF and ZSCL use 2; T^2 keeps gradients comparable across T)
+    kd_temperature: float = Field(2.0, gt=0)
+    kd_weight: float = Field(1.0, ge=0)  # lwf: weight of L_kd
+    # lwf, lwm on the first task (no earlier classes): distil E0's zero-shot head on the task's own classes,
+    # or drop the term
+    kd_first_task: Literal["current", "none"] = "current"
+    lwm_form: Literal["sigmoid", "bce", "softmax"] = "sigmoid"  # L_D: the paper's sigmoid form, BCE, softmax KD
+    lwm_beta: float = Field(1.0, ge=0)  # weight of L_D (the paper gives none; FACIL uses 1)
+    lwm_gamma: float = Field(1.0, ge=0)  # weight of L_AD (FACIL: 1)
+    # lwm, CNN tower: the ModifiedResNet stage whose output is Grad-CAM's A [choice]. The spec's "last conv
+    # map" is layer4, but at 32 px the default E0's layer4 is 1x1, where every map is the same constant.
+    lwm_stage: int = Field(3, ge=1, le=4)
+    zscl_weight: float = Field(1.0, ge=0)
+    zscl_ref_batch: int = Field(64, ge=2)  # reference image-caption pairs per step (a softmax over 1 is 0)
+    zscl_ensemble_every: int = Field(0, ge=0)  # weight ensemble every N steps; 0: off
+    wise_alpha: float = Field(0.5, ge=0, le=1)  # WiSE-FT: weight of the fine-tuned model
 
 
 class TrainParams(Section):
@@ -124,6 +140,98 @@ class RuntimeParams(Section):
     threads: int = Field(2, ge=1)
 
 
+
+# --- compression branch (spec/token_distillation.md): target task -> CNN teacher -> distillation-token student
+
+Balance = Literal["none", "weights", "sampler"]
+
+
+class TargetParams(Section):
+    """The classification task the compression branch trains on (stage `target`)."""
+
+    # synthetic: a facet ('shape') or a joint of facets ('count+colour': many similar classes, the garbage-
+    # sorting use case); folder: a task folder under data.root.
+    task: str = "count+colour"
+    train_per_class: int = Field(60, ge=1)  # synthetic only
+    test_per_class: int = Field(40, ge=1)  # synthetic only
+    imbalance: float = Field(1.0, ge=1)  # synthetic: most / least frequent training class (long tail)
+
+
+class TeacherParams(Section):
+    arch: str = "resnet18"  # any timm CNN name, trained from scratch (no downloads)
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    balance: Balance = "none"  # class imbalance: inverse-frequency loss weights or class-balanced sampling
+    flip: bool = True  # random horizontal flips
+    seed: int = 0
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        import timm  # lazy: slow import
+
+        if not timm.is_model(v):
+            raise ValueError(f"unknown timm model {v!r}")
+        return v
+
+
+class StudentParams(Section):
+    """The distillation-token student (pipeline/models/student.py); every component can be switched off."""
+
+    patch_size: int = Field(4, ge=1)
+    d_model: int = Field(64, ge=1)
+    n_layers: int = Field(4, ge=1)
+    n_heads: int = Field(4, ge=1)
+    d_ff: int = Field(128, ge=1)
+    emb_dropout: float = Field(0.0, ge=0, lt=1)  # patent 0.3; DeiT found dropout hurts
+    dropout: float = Field(0.0, ge=0, lt=1)
+    attn_window: int | None = Field(2, ge=0)  # patch tokens see patches within this radius; null = full
+    window_kind: Literal["2d", "1d"] = "2d"  # 2-D neighbourhood on the grid | 1-D raster window
+    ft_layers: bool = True  # feature-wise transformation layers (training only)
+    ft_init_gamma: float = Field(0.05, gt=0)  # Tseng et al.: 0.3 / 0.5 (after BatchNorm in a ResNet)
+    ft_init_beta: float = Field(0.05, gt=0)
+    leff: bool = True  # locally-enhanced (depthwise-conv) feed-forward; false = plain MLP
+    leff_depth: int = Field(1, ge=1)  # depthwise convs in the stack (patent: 32)
+    leff_kernel: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "StudentParams":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.leff_kernel % 2 == 0:
+            raise ValueError(f"leff_kernel must be odd, got {self.leff_kernel}")
+        return self
+
+
+class DistillParams(Section):
+    teacher: str = "cnn"  # cnn (stage `teacher`) | a model of the continual chain (its zero-shot head)
+    mode: Literal["soft", "hard"] = "soft"
+    lam: float = Field(0.5, ge=0, le=1)  # soft: (1 - lam) CE + lam tau^2 KL
+    tau: float = Field(2.0, gt=0)
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    balance: Literal["none", "sampler"] = "none"  # class-balanced sampling (the losses take no class weights)
+    flip: bool = True
+    # learning-to-learn of the FT layers' theta (patent's "first training"; Tseng et al. 2020)
+    l2l: bool = True
+    l2l_every: int = Field(4, ge=1)  # a meta step every N steps (each costs ~3 plain steps); others plain
+    l2l_unseen_classes: int = Field(7, ge=1)  # pseudo-unseen classes per episode (patent: 1 of 5)
+    l2l_inner_lr: float = Field(0.1, gt=0)  # look-ahead SGD step
+    l2l_theta_lr: float = Field(1e-2, gt=0)  # Adam on theta
+    student: StudentParams = StudentParams()
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _l2l_needs_ft(self) -> "DistillParams":
+        if self.l2l and not self.student.ft_layers:
+            raise ValueError("l2l needs student.ft_layers (learning-to-learn trains the FT layers' theta)")
+        return self
+
 Scalar = bool | int | float | str
 
 
@@ -133,6 +241,7 @@ class CompareParams(Section):
 
     seeds: list[int] = [0, 1, 2]
     variants: dict[str, dict[str, Scalar]] = {"finetune": {"train.method": "finetune"}, "dual_teacher": {}}
+    distill_variants: dict[str, dict[str, Scalar | None]] = {"soft": {}}  # seeds set distill.seed
 
 
 class Params(Section):
@@ -144,6 +253,9 @@ class Params(Section):
     tasks: dict[str, TaskLink]
     eval: EvalParams = EvalParams()
     runtime: RuntimeParams = RuntimeParams()
+    target: TargetParams = TargetParams()
+    teacher: TeacherParams = TeacherParams()
+    distill: DistillParams = DistillParams()
     compare: CompareParams = CompareParams()
 
     @field_validator("tasks")
@@ -157,6 +269,13 @@ class Params(Section):
         from pipeline.data.benchmarks import check_task_names
 
         check_task_names(self.data.benchmark, self.data.root, list(self.tasks))
+        check_task_names(self.data.benchmark, self.data.root, [self.target.task], key="target.task")
+        if self.distill.teacher not in ("cnn", E0, *self.tasks):
+            raise ValueError(f"distill.teacher: {self.distill.teacher!r} is neither 'cnn' nor a model of the chain "
+                             f"({', '.join([E0, *self.tasks])})")
+        if self.data.image_size % self.distill.student.patch_size:
+            raise ValueError(f"distill.student.patch_size: {self.distill.student.patch_size} does not divide "
+                             f"data.image_size {self.data.image_size}")
         return self
 
     @property

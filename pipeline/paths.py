@@ -10,18 +10,34 @@ TASKS = DATA / "tasks"  # prepare: one folder per task (task.json, train/test sa
 CORPUS = DATA / "corpus"  # prepare: E0's pretraining images and captions
 PROTOTYPES = DATA / "prototypes"  # prototypes: one safetensors per task (E0 prototypes + E0 features)
 
+TARGET = DATA / "target"  # target: the compression branch's classification task (a task folder)
+
 MODELS = Path("models")  # models/e0 from pretrain, models/<task> from train@<task>
+CNN = MODELS / "cnn"  # teacher: the CNN teacher (timm)
+STUDENT = MODELS / "student"  # distill: the distilled student
+STUDENT_BASELINE = MODELS / "student_baseline"  # distill: the same student trained without distillation
 
 METRICS = Path("metrics")
 ZERO_SHOT = METRICS / "zero_shot.json"  # pretrain: row 0 of the accuracy matrix
 PRETRAIN_LIVE = METRICS / "pretrain"  # DVCLive curves of pretraining
 TASK_ROWS = METRICS / "tasks"  # train@<task>: the row of the accuracy matrix after <task>
 TRAIN_LIVE = METRICS / "train"  # DVCLive curves, one folder per task
+TASK_COST = METRICS / "cost"  # train@<task>: wall time and peak memory of the task's training
 CL = METRICS / "cl.json"  # evaluate: Transfer / Average / Last
 MATRIX = METRICS / "accuracy_matrix.json"
 PLOTS = METRICS / "plots"  # evaluate: heatmap and per-task curves
+TEACHER = METRICS / "teacher.json"  # teacher: test accuracy, per class
+TEACHER_LIVE = METRICS / "teacher"  # DVCLive curves of the teacher's training
+DISTILL = METRICS / "distill.json"  # distill: teacher vs student vs student without distillation
+DISTILL_PER_CLASS = METRICS / "distill_per_class.json"
+DISTILL_LIVE = METRICS / "distill"  # DVCLive curves: distill/student, distill/baseline
+THROUGHPUT = METRICS / "throughput.json"  # `make bench`: CPU inference images/s of teacher and student
 COMPARE = METRICS / "compare.json"
 COMPARE_TABLE = METRICS / "compare.md"
+COMPARE_DISTILL = METRICS / "compare_distill.json"  # `make compare-distill`
+COMPARE_DISTILL_TABLE = METRICS / "compare_distill.md"
+COMPARE_CURVES = METRICS / "compare_curves.json"  # average accuracy after each task, per variant
+COMPARE_PLOT = METRICS / "compare_curves.png"
 
 
 def task_dir(task: str) -> Path:
@@ -38,6 +54,10 @@ def model_dir(name: str) -> Path:
 
 def task_row(task: str) -> Path:
     return TASK_ROWS / f"{task}.json"
+
+
+def task_cost(task: str) -> Path:
+    return TASK_COST / f"{task}.json"
 
 
 def train_live(task: str) -> Path:

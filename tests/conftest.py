@@ -48,6 +48,11 @@ def make_micro_params() -> dict:
     p["train"].update(steps=3, batch_size=8)
     p["eval"].update(batch_size=64)
     p["tasks"] = copy.deepcopy(MICRO_TASKS)
+    # Compression branch: 28 joint classes x 2 images, one epoch each, a 1-block student.
+    p["target"].update(train_per_class=2, test_per_class=1)
+    p["teacher"].update(epochs=1, batch_size=16)
+    p["distill"].update(epochs=1, batch_size=16, warmup_steps=1, l2l_every=1)
+    p["distill"]["student"].update(d_model=16, n_layers=1, n_heads=2, d_ff=32)
     return p
 
 

@@ -1,0 +1,170 @@
+"""What `pipeline.compare` reads of one run, how it summarises seeds, and the tables and figure it writes.
+
+Pure functions of JSON-like dicts (plus the reads of the workspace in `collect_*`), so they are tested
+without running a single experiment."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import io, paths
+
+CL_KEYS = ("transfer", "average", "last")
+README = Path("README.md")
+
+
+def mean_std(values) -> dict:
+    """Mean and sample std (ddof=1; 0 for one value) rounded to 2 decimals, with the raw values."""
+    values = np.asarray(values, dtype=np.float64)
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": round(float(values.mean()), 2), "std": round(std, 2), "values": values.tolist()}
+
+
+def _cell(entry: dict) -> str:
+    return f"{entry['mean']:.2f} ± {entry['std']:.2f}"
+
+
+# --- continual learning ------------------------------------------------------------------------------------
+
+def collect_cl() -> dict:
+    """One run: its summary, accuracy matrix, E0's zero-shot Transfer and each task's training cost."""
+    cl, matrix = io.read_json(paths.CL), io.read_json(paths.MATRIX)
+    costs = [io.read_json(paths.task_cost(t)) for t in matrix["columns"]]
+    return cl | {
+        "matrix": matrix["matrix"],
+        "zero_shot_transfer": io.read_json(paths.ZERO_SHOT)["transfer"],
+        "seconds_per_task": float(np.mean([c["seconds"] for c in costs])),
+        "peak_memory_mb": max(c["peak_memory_mb"] for c in costs),
+    }
+
+
+def average_curve(matrix) -> list[float]:
+    """Average accuracy over all tasks of each row: E0, then the model after each task."""
+    return [round(float(np.mean(row)), 2) for row in matrix]
+
+
+def summarise_cl(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
+    variants = {}
+    for variant, results in runs.items():
+        entry = {"method": results[0]["method"], "seeds": seeds}
+        entry.update({k: mean_std([r[k] for r in results]) for k in CL_KEYS})
+        entry["seconds_per_task"] = mean_std([r["seconds_per_task"] for r in results])
+        entry["peak_memory_mb"] = mean_std([r["peak_memory_mb"] for r in results])
+        entry["curve"] = [round(float(v), 2) for v in np.mean([average_curve(r["matrix"]) for r in results], axis=0)]
+        variants[variant] = entry
+    return {"seeds": seeds, "variants": variants}
+
+
+def markdown_cl(summary: dict) -> str:
+    ref = summary["reference"]
+    lines = [
+        "| variant | method | Transfer | Average | Last | train s / task | peak memory (MB) |",
+        "|---|---|---|---|---|---|---|",
+        f"| E0 zero-shot | - | {ref['zero_shot_transfer']:.2f} | - | - | - | - |",
+    ]
+    for variant, entry in summary["variants"].items():
+        cells = [_cell(entry[k]) for k in CL_KEYS]
+        cost = f"{entry['seconds_per_task']['mean']:.1f} | {entry['peak_memory_mb']['mean']:.0f}"
+        lines.append(f"| {variant} | {entry['method']} | " + " | ".join(cells) + f" | {cost} |")
+    seeds = ", ".join(map(str, summary["seeds"]))
+    lines += [
+        "",
+        f"Mean ± sample std over seeds {seeds} (`train.seed`; E0 is the same for every run), accuracy in %. "
+        "Train s / task: wall time of a task's training loop (teacher features included, evaluation not), mean "
+        "over tasks and seeds; peak memory: the train process's peak resident set (CPU) or CUDA allocation, "
+        f"largest over tasks, mean over seeds. All runs in one `make compare` ({summary['seconds']} s).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(summary: dict, path: Path) -> None:
+    """One figure, all variants: average accuracy on all tasks after each task (E0 first); data beside it."""
+    from pipeline.plots import _pyplot, _save
+
+    columns = io.read_json(paths.MATRIX)["columns"]
+    e0 = average_curve(summary["reference"]["matrix"])[0]
+    rows = [{"variant": v, "after": ["e0", *columns], "average": [e0, *e["curve"][1:]]} for v, e in summary["variants"].items()]
+    io.write_json(paths.COMPARE_CURVES, rows)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for row in rows:
+        ax.plot(range(len(row["after"])), row["average"], marker="o", label=row["variant"])
+    ax.set_xticks(range(len(columns) + 1), ["E0", *columns], rotation=30, ha="right")
+    ax.set_xlabel("after training on")
+    ax.set_ylabel("average accuracy on all tasks (%)")
+    ax.set_title(f"mean over seeds {', '.join(map(str, summary['seeds']))}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+# --- compression branch ------------------------------------------------------------------------------------
+
+DISTILL_HEADS = ("class", "dist", "fused")
+
+
+def collect_distill() -> dict:
+    return io.read_json(paths.DISTILL)
+
+
+def summarise_distill(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
+    variants = {}
+    for variant, results in runs.items():
+        entry = {"seeds": seeds, "mode": results[0]["mode"], "student_params": results[0]["params"]["student"]}
+        entry["student"] = {h: mean_std([r["student"][h] for r in results]) for h in DISTILL_HEADS}
+        entry["baseline"] = {h: mean_std([r["baseline"][h] for r in results]) for h in DISTILL_HEADS}
+        entry["gain"] = mean_std([r["student"]["fused"] - r["baseline"]["fused"] for r in results])
+        variants[variant] = entry
+    return {"seeds": seeds, "variants": variants}
+
+
+def markdown_distill(summary: dict) -> str:
+    ref = summary["reference"]
+    lines = [
+        "| variant | loss | student params | distilled: class | dist | fused | without distillation: fused | gain (fused) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, e in summary["variants"].items():
+        s = e["student"]
+        lines.append(
+            f"| {variant} | {e['mode']} | {e['student_params']:,} | {_cell(s['class'])} | {_cell(s['dist'])} | "
+            f"{_cell(s['fused'])} | {_cell(e['baseline']['fused'])} | {_cell(e['gain'])} |"
+        )
+    seeds = ", ".join(map(str, summary["seeds"]))
+    lines += [
+        "",
+        f"Target `{ref['task']}` ({ref['classes']} classes); teacher `{ref['teacher']}` ({ref['params']['teacher']:,} "
+        f"parameters) at {ref['teacher_accuracy']:.2f} %. Mean ± sample std over seeds {seeds} (`distill.seed`; the "
+        f"teacher is the same in every run), test accuracy in %. \"Without distillation\": the same student, seed and "
+        f"budget trained on the labels alone. All runs in one `make compare-distill` ({summary['seconds']} s).",
+    ]
+    if "throughput" in summary:
+        t = summary["throughput"]
+        lines += [
+            "",
+            f"CPU inference (`make bench`, batch {t['setup']['batch_size']}, {t['setup']['threads']} threads, median of "
+            f"{t['setup']['repeats']} batches): teacher {t['teacher']['images_per_s']:,.0f} images/s, student "
+            f"{t['student']['images_per_s']:,.0f} images/s ({t['speedup']:.2f}x), with "
+            f"{100 * t['parameter_ratio']:.1f} % of the teacher's parameters.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# --- README ------------------------------------------------------------------------------------------------
+
+def update_readme(table: str, markers: tuple[str, str], readme: Path = README) -> None:
+    """Replace the text between the two markers with `table` (a missing marker only prints a note)."""
+    if not readme.is_file():
+        return
+    text = readme.read_text()
+    start, end = markers
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        print(f"note: {readme} has no {start} ... {end} markers; table not inserted", file=sys.stderr)
+        return
+    io.write_text(readme, pattern.sub(lambda _: f"{start}\n{table}{end}", text))
