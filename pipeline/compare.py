@@ -91,6 +91,8 @@ def restore() -> None:
     """Back to the committed params and results (the experiments stay in `dvc exp show`)."""
     subprocess.run(["git", "checkout", "--", *RESTORED], check=True)
     subprocess.run(["dvc", "checkout", "--quiet"], check=True)
+    # Files only an experiment wrote (a method's own loss curve): check_clean saw no untracked ones before.
+    subprocess.run(["git", "clean", "-fdq", "--", paths.METRICS.as_posix()], check=True)
 
 
 def run_experiment(name: str, sets: dict[str, object], collect: Callable[[], dict]) -> dict:
@@ -111,8 +113,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--branch", choices=sorted(BRANCHES), default="cl", help="which comparison (default: cl)")
     parser.add_argument("--variants", nargs="*", help="subset of the branch's variants (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, help="override compare.seeds")
+    parser.add_argument("--redraw", action="store_true", help="only rewrite the table, figure and README from the last output")
     args = parser.parse_args(argv)
     branch = BRANCHES[args.branch]
+    if args.redraw:
+        return publish(branch, io.read_json(branch.outputs[0]))
     params = load_params()
     check_variants(params, branch)
     known = branch.variants(params)
@@ -137,15 +142,19 @@ def main(argv: list[str]) -> None:
     summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": round(time.perf_counter() - start)}
     if branch.name == "distill" and paths.THROUGHPUT.is_file():  # from `make bench` on the committed models
         summary["throughput"] = io.read_json(paths.THROUGHPUT)
-    json_path, table_path = branch.outputs
-    io.write_json(json_path, summary)
+    io.write_json(branch.outputs[0], summary)
+    publish(branch, summary)
+    print(f"{len(variants) * len(seeds)} experiments in {summary['seconds']} s; see `dvc exp show`")
+
+
+def publish(branch: Branch, summary: dict) -> None:
+    """The markdown table, the README section and (cl) the figure, all from the summary alone."""
     table = branch.markdown(summary)
-    io.write_text(table_path, table)
+    io.write_text(branch.outputs[1], table)
     tables.update_readme(table, branch.markers)
     if branch.name == "cl":
         tables.plot_curves(summary, paths.COMPARE_PLOT)
     print(table)
-    print(f"{len(variants) * len(seeds)} experiments in {summary['seconds']} s; see `dvc exp show`")
 
 
 if __name__ == "__main__":

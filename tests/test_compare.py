@@ -73,6 +73,9 @@ def test_markdown_cl_and_readme_update(tmp_path):
     table = compare_tables.markdown_cl(summary)
     assert "| E0 zero-shot | - | 55.50 | - | - | - | - |" in table
     assert "| ft | finetune | 1.00 ± 0.00 | 2.00 ± 0.00 | 3.00 ± 0.00 | 5.0 | 800 |" in table
+    runs["ft"] = [_cl_run(1.0, 2.0, 3.0, s, 800.0, [[1.0], [2.0]]) for s in (5.0, 50.0, 6.0)]  # one slowed run
+    summary = compare_tables.summarise_cl(runs, [0, 1, 2]) | {"reference": {"zero_shot_transfer": 55.5}, "seconds": 12}
+    assert "| 6.0 | 800 |" in compare_tables.markdown_cl(summary)  # the median
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{CL.markers[0]}\nold table\n{CL.markers[1]}\noutro\n")
     compare_tables.update_readme(table, CL.markers, readme)

@@ -137,7 +137,11 @@ class DistillationStudent(nn.Module):
                 f"expected images of shape (B, {c.in_chans}, {c.image_size}, {c.image_size}) for "
                 f"image_size={c.image_size}, patch_size={c.patch_size}; got {tuple(images.shape)}"
             )
-        x = self.patch_embed(patchify(images, c.patch_size))
+        if torch.is_grad_enabled():
+            x = self.patch_embed(patchify(images, c.patch_size))
+        else:  # inference: the same Linear as a stride-p convolution, without materialising the patches
+            weight = self.patch_embed.weight.view(-1, c.in_chans, c.patch_size, c.patch_size)
+            x = F.conv2d(images, weight, self.patch_embed.bias, stride=c.patch_size).flatten(2).transpose(1, 2)
         b = x.shape[0]
         x = torch.cat([self.cls_token.expand(b, -1, -1), x, self.dist_token.expand(b, -1, -1)], dim=1)
         return self.emb_drop(x + self.pos_embed)
@@ -145,9 +149,10 @@ class DistillationStudent(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Returns (z_cls, z_dist): (B, num_classes) logits of the class and the distillation head."""
         x = self.tokens(images)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             x = block(x, self.attn_mask)
-        x = self.norm(x)
+        # The heads read only the two special tokens: the last block computes just their rows (exact).
+        x = self.norm(self.blocks[-1].forward_special(x, self.attn_mask))
         return self.head(x[:, 0]), self.head_dist(x[:, -1])
 
     @torch.no_grad()

@@ -66,12 +66,21 @@ class MaskedSelfAttention(nn.Module):
         self.proj = nn.Linear(d_model, d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, rows: list[int] | None = None) -> Tensor:
+        """(B, T, d) -> (B, T, d); with `rows`, only those query positions: (B, len(rows), d)."""
         b, t, d = x.shape
         q, k, v = self.qkv(x).reshape(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.n_heads)  # (B, h, T, T)
-        scores = scores.masked_fill(~mask, float("-inf"))
-        out = scores.softmax(dim=-1) @ v
+        if rows is not None:
+            q, mask = q[:, :, rows], mask[rows]
+            t = len(rows)
+        if torch.is_grad_enabled():
+            # Explicit softmax attention: learning-to-learn differentiates through its backward, which the
+            # fused kernels do not support.
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.n_heads)  # (B, h, T, T)
+            scores = scores.masked_fill(~mask, float("-inf"))
+            out = scores.softmax(dim=-1) @ v
+        else:  # inference: the fused kernel computes the same attention without the (T, T) intermediates
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.drop(self.proj(out.transpose(1, 2).reshape(b, t, d)))
 
 
@@ -162,11 +171,13 @@ class LocallyEnhancedFeedForward(nn.Module):
         gh, gw = self.grid
         if t != gh * gw + 2:
             raise ValueError(f"LeFF expects {gh * gw + 2} tokens (grid {gh}x{gw} + 2), got {t}")
-        h = F.gelu(self.fc1(x[:, 1:-1]))  # (B, N, d_ff)
-        h = h.transpose(1, 2).reshape(b, -1, gh, gw)
+        # fc1 on every token, then the patch rows viewed as a channels-last grid: no copies on the way in or
+        # out of the convolutions (the two extra rows cost 2 / (N + 2) of fc1).
+        h = F.gelu(self.fc1(x))[:, 1:-1]  # (B, N, d_ff)
+        h = h.unflatten(1, (gh, gw)).permute(0, 3, 1, 2)  # (B, d_ff, gh, gw), channels-last strides
         for conv in self.convs:
             h = F.gelu(conv(h))
-        h = self.drop(self.fc2(self.drop(h.flatten(2).transpose(1, 2))))
+        h = self.drop(self.fc2(self.drop(h.permute(0, 2, 3, 1).reshape(b, gh * gw, -1))))
         return torch.cat([x[:, :1], h, x[:, -1:]], dim=1)
 
 
@@ -196,3 +207,16 @@ class EncoderBlock(nn.Module):
         if self.ft is not None:
             x = self.ft(x)
         return self.norm2(x + self.ffn(x))
+
+    def forward_special(self, x: Tensor, mask: Tensor) -> Tensor:
+        """`forward(x, mask)[:, [0, -1]]`, computing only the two special tokens' rows (B, 2, d).
+
+        The heads read nothing else of the last block, and nothing else is needed for these rows: their
+        queries attend to every key, the FT layer is per channel, and the feed-forward acts on each token
+        alone (LeFF passes the special tokens through; its convolutions only mix patch tokens)."""
+        rows = [0, x.shape[1] - 1]
+        h = x[:, rows] + self.attn(self.norm1(x), mask, rows)
+        if self.ft is not None:
+            h = self.ft(h)
+        ffn = h if isinstance(self.ffn, LocallyEnhancedFeedForward) else self.ffn(h)
+        return self.norm2(h + ffn)
