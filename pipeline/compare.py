@@ -99,6 +99,9 @@ def run_experiment(name: str, sets: dict[str, object], collect: Callable[[], dic
     """One `dvc exp run` in the workspace; returns what `collect` reads of its results."""
     # An earlier experiment of that name is removed first: `exp run --force` would also re-run every stage.
     subprocess.run(["dvc", "exp", "remove", name], capture_output=True)
+    # `exp run` leaves the previous experiment's params in the workspace: start every run from the committed
+    # params.yaml, or a key set by one variant (distill.mode=hard) leaks into the next.
+    subprocess.run(["git", "checkout", "--", "params.yaml"], check=True)
     cmd = ["dvc", "exp", "run", "--name", name]
     for key, value in sets.items():
         cmd += ["--set-param", f"{key}={'null' if value is None else value}"]
@@ -114,6 +117,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--variants", nargs="*", help="subset of the branch's variants (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, help="override compare.seeds")
     parser.add_argument("--redraw", action="store_true", help="only rewrite the table, figure and README from the last output")
+    parser.add_argument("--merge", action="store_true", help="keep the other variants of the last output (re-run a subset)")
     args = parser.parse_args(argv)
     branch = BRANCHES[args.branch]
     if args.redraw:
@@ -140,6 +144,10 @@ def main(argv: list[str]) -> None:
     finally:
         restore()
     summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": round(time.perf_counter() - start)}
+    if args.merge and branch.outputs[0].is_file():
+        previous = io.read_json(branch.outputs[0])
+        summary["variants"] = {**previous["variants"], **summary["variants"]}
+        summary["seconds"] += previous["seconds"]
     if branch.name == "distill" and paths.THROUGHPUT.is_file():  # from `make bench` on the committed models
         summary["throughput"] = io.read_json(paths.THROUGHPUT)
     io.write_json(branch.outputs[0], summary)
