@@ -1,7 +1,9 @@
 """Classify images with a trained model: `python -m pipeline.predict --task shape IMAGE...`.
 
 By default the final model of the task chain is used (models/<last task>); `--model e0` gives E0
-zero-shot, `--model NAME` the model after task NAME. Classes and prompts come from the prepared task."""
+zero-shot, `--model NAME` the model after task NAME. Classes and prompts come from the prepared task.
+`--model student` (or `student_baseline`, `cnn`) uses a classifier of the compression branch instead, with
+the classes it was trained on (no `--task`)."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +14,7 @@ import torch
 from pipeline import io, paths
 from pipeline.data.folder import load_image
 from pipeline.evaluation import probabilities
+from pipeline.models import classifier
 from pipeline.models import clip as clip_lib
 from pipeline.stages.common import load_params, stage
 
@@ -19,7 +22,7 @@ from pipeline.stages.common import load_params, stage
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    parser.add_argument("--task", required=True, help="task whose classes to choose from (a key of params.yaml tasks)")
+    parser.add_argument("--task", help="task whose classes to choose from (a key of params.yaml tasks); not for student/cnn")
     parser.add_argument("--model", default=None, help="model folder name under models/ (default: the last task's)")
     parser.add_argument("--top", type=int, default=3, help="how many classes to print per image")
     return parser.parse_args(argv)
@@ -30,20 +33,40 @@ def predict(clip: clip_lib.Clip, classes: list[str], templates: list[str], image
     return probabilities(clip, [[t.replace("{}", c) for t in templates] for c in classes], images, batch_size=256)
 
 
+def classifier_kind(name: str | None) -> str | None:
+    """'cnn' or 'student' when models/<name> is a compression-branch classifier, else None."""
+    meta = paths.model_dir(name) / classifier.META if name else None
+    return io.read_json(meta).get("kind") if meta is not None and meta.is_file() else None
+
+
+def predict_classifier(name: str, images: list[Path], image_size: int) -> tuple[list[str], torch.Tensor]:
+    model, meta = classifier.load(paths.model_dir(name))
+    batch = torch.stack([torch.tensor(load_image(p, image_size)) for p in images])
+    with torch.no_grad():
+        probs = classifier.logits_of(model, classifier.image_input(batch)).softmax(dim=-1)
+    return meta["classes"], probs
+
+
+def show(paths_: list[Path], classes: list[str], probs: torch.Tensor, top: int) -> None:
+    top = min(top, len(classes))
+    for path, p in zip(paths_, probs):
+        values, indices = p.topk(top)
+        print(f"{path}: " + ", ".join(f"{classes[i]} {v:.3f}" for v, i in zip(values.tolist(), indices.tolist())))
+
+
 @stage
 def main(argv: list[str]) -> None:
     args = parse(argv)
     params = load_params()
+    if classifier_kind(args.model) in ("cnn", "student"):
+        classes, probs = predict_classifier(args.model, args.images, params.data.image_size)
+        return show(args.images, classes, probs, args.top)
     if args.task not in params.tasks:
         raise ValueError(f"--task: {args.task!r} is not a task of params.yaml ({', '.join(params.task_names)})")
     meta = io.read_json(paths.task_dir(args.task) / "task.json")
     clip = clip_lib.load(paths.model_dir(args.model or params.task_names[-1]))
     images = torch.stack([torch.tensor(load_image(p, clip.image_size)) for p in args.images])
-    probs = predict(clip, meta["classes"], meta["templates"], images)
-    top = min(args.top, len(meta["classes"]))
-    for path, p in zip(args.images, probs):
-        values, indices = p.topk(top)
-        print(f"{path}: " + ", ".join(f"{meta['classes'][i]} {v:.3f}" for v, i in zip(values.tolist(), indices.tolist())))
+    show(args.images, meta["classes"], predict(clip, meta["classes"], meta["templates"], images), args.top)
 
 
 if __name__ == "__main__":

@@ -237,14 +237,15 @@ def test_second_task_distils_over_the_previous_tasks_classes(workspace, monkeypa
 
 
 def test_lwm_attention_term_alone_trains_a_resnet_student(rn_workspace, monkeypatch):
-    """On the CNN tower (64 px, a 2x2 map): after one fine-tuning step away from the teacher, L_AD > 0 and its
-    gradient reaches the student's image tower, also after the feature map (attnpool)."""
+    """On the CNN tower (64 px): after one fine-tuning step away from the teacher, L_AD > 0 and its gradient
+    reaches the student's image tower, also after the feature map (attnpool). Both the spec's last stage (a 2x2
+    map) and the default `lwm_stage` 3 (4x4)."""
     root, params = rn_workspace
     monkeypatch.chdir(root)
-    for task in ("shape", "colour"):
-        ctx = make_context(with_loss(params, ce_weight=0.0, lwm_beta=0.0), task)
+    for task, stage, cells in (("shape", 4, 4), ("colour", 3, 16)):
+        ctx = make_context(with_loss(params, ce_weight=0.0, lwm_beta=0.0, lwm_stage=stage), task)
         method = get_method("lwm")(ctx)
-        assert method.teacher_maps.shape[1] == 4
+        assert method.teacher_maps.shape[1] == cells
         images, labels, idx = first_batch(ctx)
         with torch.no_grad():  # move the student off its teacher: at equality L_AD and its gradient are 0
             for p in ctx.student.model.visual.parameters():

@@ -3,6 +3,7 @@ the metrics they write, and the errors that must come before any compute."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -193,3 +194,24 @@ def test_objective_picks_the_loss():
     assert torch.equal(objective(d, True)((z_s, z_d), batch), soft_distillation(z_s, z_d, z_t, y, d.lam, d.tau))
     hard = d.model_copy(update={"mode": "hard"})
     assert torch.equal(objective(hard, True)((z_s, z_d), batch), hard_distillation(z_s, z_d, z_t, y))
+
+
+def test_predict_with_the_student(branch, tmp_path):
+    """`python -m pipeline.predict --model student IMAGE`: the student's classes, fused probabilities."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.data import load_task
+
+    project, _ = branch
+    task = load_task(project.root / "data/target")
+    files = []
+    for i in range(2):
+        files.append(str(tmp_path / f"img{i}.png"))
+        Image.fromarray(np.ascontiguousarray(task.test_images[i].numpy().transpose(1, 2, 0))).save(files[-1])
+    out = project.python("-m", "pipeline.predict", "--model", "student", "--top", "2", *files, check=True).stdout
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(files[0] + ": ")
+    probs = [float(p) for p in re.findall(r" (\d\.\d{3})(?:,|$)", lines[0])]
+    assert len(probs) == 2 and probs[0] >= probs[1] and sum(probs) <= 1.0 + 1e-3
+    assert any(c in lines[0] for c in task.classes)

@@ -25,7 +25,9 @@ from pipeline import metrics
 from pipeline.config import Params
 
 TASKS = ["shape", "colour", "fill"]
-MODELS = ["e0", *TASKS, "cnn", "student", "student_baseline"]
+CLIP_MODELS = ["e0", *TASKS]
+BRANCH_MODELS = ["cnn", "student", "student_baseline"]  # the compression branch's classifiers
+MODELS = [*CLIP_MODELS, *BRANCH_MODELS]
 CL_STAGES = ["prepare", "pretrain", "prototypes", *(f"train@{t}" for t in TASKS), "evaluate"]
 DISTILL_STAGES = ["target", "teacher", "distill"]
 ALL_STAGES = [*CL_STAGES, *DISTILL_STAGES]
@@ -184,7 +186,7 @@ def test_zero_shot_json(micro_run):
 def test_accuracy_matrix_json(micro_run):
     project, _ = micro_run
     matrix = _read(project, "metrics/accuracy_matrix.json")
-    assert matrix["rows"] == MODELS and matrix["columns"] == TASKS
+    assert matrix["rows"] == CLIP_MODELS and matrix["columns"] == TASKS
     zero_shot = _read(project, "metrics/zero_shot.json")
     assert matrix["matrix"][0] == [zero_shot["tasks"][t]["accuracy"] for t in TASKS]
     for j, task in enumerate(TASKS, start=1):
@@ -219,7 +221,22 @@ def test_logged_lr_is_the_rate_used_at_that_step(micro_run):
     assert [float(line.split("\t")[1]) for line in lines] == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", BRANCH_MODELS)
+def test_branch_checkpoints_load_without_pickle(micro_run, name):
+    from pipeline.models import classifier
+
+    project, _ = micro_run
+    folder = project.root / "models" / name
+    raw = (folder / "model.safetensors").read_bytes()
+    assert raw[8:9] == b"{"  # a safetensors header, not a pickle
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        keys = set(f.keys())
+    model, meta = classifier.load(folder)
+    assert set(model.state_dict()) == keys and not model.training
+    assert meta["kind"] == ("cnn" if name == "cnn" else "student")
+
+
+@pytest.mark.parametrize("name", CLIP_MODELS)
 def test_checkpoints_load_without_pickle(micro_run, name):
     from pipeline.models import clip as clip_lib
 
