@@ -148,6 +148,8 @@ def main(argv: list[str]) -> None:
         previous = io.read_json(branch.outputs[0])
         summary["variants"] = {**previous["variants"], **summary["variants"]}
         summary["seconds"] += previous["seconds"]
+    if branch.name == "cl":
+        summary["checks"] = tables.regime_checks(summary)
     if branch.name == "distill" and paths.THROUGHPUT.is_file():  # from `make bench` on the committed models
         summary["throughput"] = io.read_json(paths.THROUGHPUT)
     io.write_json(branch.outputs[0], summary)

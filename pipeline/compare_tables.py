@@ -31,11 +31,12 @@ def _cell(entry: dict) -> str:
 
 def collect_cl() -> dict:
     """One run: its summary, accuracy matrix, E0's zero-shot Transfer and each task's training cost."""
-    cl, matrix = io.read_json(paths.CL), io.read_json(paths.MATRIX)
+    cl, matrix, zero_shot = io.read_json(paths.CL), io.read_json(paths.MATRIX), io.read_json(paths.ZERO_SHOT)
     costs = [io.read_json(paths.task_cost(t)) for t in matrix["columns"]]
     return cl | {
         "matrix": matrix["matrix"],
-        "zero_shot_transfer": io.read_json(paths.ZERO_SHOT)["transfer"],
+        "chance": [zero_shot["tasks"][t]["chance"] for t in matrix["columns"]],
+        "zero_shot_transfer": zero_shot["transfer"],
         "seconds_per_task": float(np.mean([c["seconds"] for c in costs])),
         "peak_memory_mb": max(c["peak_memory_mb"] for c in costs),
     }
@@ -54,8 +55,32 @@ def summarise_cl(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
         entry["seconds_per_task"] = mean_std([r["seconds_per_task"] for r in results])
         entry["peak_memory_mb"] = mean_std([r["peak_memory_mb"] for r in results])
         entry["curve"] = [round(float(v), 2) for v in np.mean([average_curve(r["matrix"]) for r in results], axis=0)]
+        # The accuracy matrix, mean over seeds (row 0 = E0): what the regime checks and per-task tables read.
+        entry["matrix"] = np.round(np.mean([r["matrix"] for r in results], axis=0), 2).tolist()
         variants[variant] = entry
     return {"seeds": seeds, "variants": variants}
+
+
+def regime_checks(summary: dict) -> dict:
+    """The MTIL-regime checks (needs a `finetune` variant) and the baselines' ordering (pipeline/regime.py),
+    each variant keyed by its method; variants that change more than the method are left out of the ordering."""
+    from pipeline import regime
+
+    ref, variants = summary["reference"], summary["variants"]
+    out = {}
+    if "finetune" in variants and "chance" in ref:
+        out["regime"] = regime.regime(ref["matrix"][0], ref["chance"], variants["finetune"]["matrix"])
+    by_method = {v: {k: e[k]["mean"] for k in CL_KEYS} for v, e in variants.items() if v == e["method"]}
+    out["ordering"] = regime.ordering(by_method)
+    return out
+
+
+def markdown_checks(checks: dict) -> str:
+    lines = ["| check | value | want | holds |", "|---|---|---|---|"]
+    for group in ("regime", "ordering"):
+        for name, c in checks.get(group, {}).items():
+            lines.append(f"| {name} | {c['value']:.2f} | {c['want']} | {'yes' if c['holds'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_cl(summary: dict) -> str:
@@ -79,6 +104,9 @@ def markdown_cl(summary: dict) -> str:
         "over tasks, median over seeds; peak memory: the train process's peak resident set (CPU) or CUDA allocation, "
         f"largest over tasks, mean over seeds. All runs in one `make compare` ({summary['seconds']} s).",
     ]
+    if summary.get("checks"):
+        lines += ["", "Is the benchmark in the MTIL regime, and do the baselines rank as published (`pipeline/regime.py`, "
+                  "from the mean matrices above)?", "", markdown_checks(summary["checks"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

@@ -26,12 +26,14 @@ class Section(BaseModel):
 
 
 class DataParams(Section):
-    benchmark: Literal["synthetic", "folder"] = "synthetic"
+    # domains: six embedded image domains, a small stand-in for MTIL (default) | facets: the facet world, every
+    # image carrying every facet | folder: your images under data.root
+    benchmark: Literal["domains", "facets", "folder"] = "domains"
     root: str | None = None  # folder benchmark: directory with one sub-directory per task
     image_size: int = Field(32, ge=16, le=1024)
     train_per_class: int = Field(100, ge=1)
     test_per_class: int = Field(50, ge=1)
-    corpus_size: int = Field(20000, ge=1)  # synthetic pretraining captions
+    corpus_size: int = Field(20000, ge=1)  # domains, facets: E0's pretraining image-caption pairs
     corpus_per_class: int | None = Field(None, ge=1)  # folder: cap on pretraining images per class
     templates: list[str] = ["a photo of a {}."]  # folder: prompt templates
     seed: int = 0
@@ -149,12 +151,14 @@ Balance = Literal["none", "weights", "sampler"]
 class TargetParams(Section):
     """The classification task the compression branch trains on (stage `target`)."""
 
-    # synthetic: a facet ('shape') or a joint of facets ('count+colour': many similar classes, the garbage-
-    # sorting use case); folder: a task folder under data.root.
+    # The target's own benchmark, apart from the continual chain's data.benchmark: the default is the facet
+    # world's joint task 'count+colour' (28 similar classes, the garbage-sorting use case); a domain
+    # ('flowers') or a folder task under data.root work too.
+    benchmark: Literal["facets", "domains", "folder"] = "facets"
     task: str = "count+colour"
-    train_per_class: int = Field(60, ge=1)  # synthetic only
-    test_per_class: int = Field(40, ge=1)  # synthetic only
-    imbalance: float = Field(1.0, ge=1)  # synthetic: most / least frequent training class (long tail)
+    train_per_class: int = Field(60, ge=1)  # facets, domains
+    test_per_class: int = Field(40, ge=1)  # facets, domains
+    imbalance: float = Field(1.0, ge=1)  # facets: most / least frequent training class (long tail)
 
 
 class TeacherParams(Section):
@@ -269,7 +273,9 @@ class Params(Section):
         from pipeline.data.benchmarks import check_task_names
 
         check_task_names(self.data.benchmark, self.data.root, list(self.tasks))
-        check_task_names(self.data.benchmark, self.data.root, [self.target.task], key="target.task")
+        if self.target.benchmark == "folder" and self.data.root is None:
+            raise ValueError("target.benchmark: 'folder' needs data.root")
+        check_task_names(self.target.benchmark, self.data.root, [self.target.task], key="target.task")
         if self.distill.teacher not in ("cnn", E0, *self.tasks):
             raise ValueError(f"distill.teacher: {self.distill.teacher!r} is neither 'cnn' nor a model of the chain "
                              f"({', '.join([E0, *self.tasks])})")

@@ -41,8 +41,10 @@ def committed_params() -> dict:
 
 
 def make_micro_params() -> dict:
-    """The committed params.yaml with tiny sizes and three tasks: seconds per stage on a laptop CPU."""
+    """The committed params.yaml with tiny sizes and three tasks of the facet world (the quickest benchmark to
+    generate; the default `domains` benchmark has its own smoke run): seconds per stage on a laptop CPU."""
     p = copy.deepcopy(committed_params())
+    p["data"]["benchmark"] = "facets"
     p["data"].update(train_per_class=6, test_per_class=4, corpus_size=256)
     p["pretrain"].update(steps=4, batch_size=32)
     p["train"].update(steps=3, batch_size=8)

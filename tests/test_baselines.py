@@ -15,9 +15,8 @@ from pipeline.continual.base import TaskContext
 from pipeline.continual.gradcam import class_grad_cam, feature_map_and_features
 from pipeline.continual.trainer import train_task
 from pipeline.continual.weights import floating_state
+from pipeline.data.facets import build_facet_corpus, build_facet_task
 from pipeline.data import (
-    build_synthetic_corpus,
-    build_synthetic_task,
     load_task,
     save_corpus,
     save_task,
@@ -44,9 +43,9 @@ def make_workspace(root, arch: str, image_size: int):
         mp.chdir(root)
         (root / "params.yaml").write_text(yaml.safe_dump(raw))
         for name in TASKS:
-            task = build_synthetic_task(name, image_size=image_size, train_per_class=3, test_per_class=2, seed=0)
+            task = build_facet_task(name, image_size=image_size, train_per_class=3, test_per_class=2, seed=0)
             save_task(task, paths.task_dir(name))
-        save_corpus(build_synthetic_corpus(image_size=image_size, size=32, seed=0), paths.CORPUS)
+        save_corpus(build_facet_corpus(image_size=image_size, size=32, seed=0), paths.CORPUS)
         torch.manual_seed(0)
         clip_lib.save(clip_lib.build(arch, image_size), paths.model_dir("e0"), {"name": "e0"})
         prototypes_stage.main([])

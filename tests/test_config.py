@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from conftest import REPO
 from pipeline.config import Params, ParamsError
 
-COMMITTED_ORDER = ["colour", "fill", "count", "size", "background"]
+COMMITTED_ORDER = ["aircraft", "shapes", "textures", "landuse", "flowers", "digits"]
 
 
 def _with(params: dict, dotted: str, value) -> dict:
@@ -39,7 +39,8 @@ def _rejected(raw: dict) -> str:
 def test_committed_params_validate():
     params = Params.load(REPO / "params.yaml")
     assert params.task_names == COMMITTED_ORDER
-    assert params.data.benchmark == "synthetic"
+    assert params.data.benchmark == "domains"
+    assert (params.target.benchmark, params.target.task) == ("facets", "count+colour")
     assert params.train.method == "dual_teacher"
     # The loss section is where `dvc exp run -S loss.dis_weight=...` edits: it must exist with these names.
     assert {"ce_weight", "con_weight", "dis_weight", "tau", "gamma"} <= set(params.loss.model_dump())
@@ -110,10 +111,25 @@ def test_unknown_arch(micro_params):
     assert "model.arch" in message and "nope" in message
 
 
-def test_unknown_synthetic_task(micro_params):
+def test_unknown_facet_task(micro_params):
     raw = _with(micro_params, "tasks", {"shape": {"prev": "e0"}, "texture": {"prev": "shape"}})
     message = _rejected(raw)
     assert "tasks.texture" in message
+
+
+def test_unknown_domain_task(micro_params):
+    raw = _with(_with(micro_params, "data.benchmark", "domains"), "tasks", {"shapes": {"prev": "e0"}, "shape": {"prev": "shapes"}})
+    message = _rejected(raw)
+    assert "tasks.shape" in message and "domains benchmark" in message and "aircraft" in message
+
+
+def test_target_has_its_own_benchmark(micro_params):
+    raw = _with(micro_params, "target", {**micro_params["target"], "benchmark": "domains", "task": "flowers"})
+    assert Params.from_dict(raw).target.task == "flowers"
+    message = _rejected(_with(micro_params, "target", {**micro_params["target"], "benchmark": "domains"}))
+    assert "target.task" in message and "count+colour" in message
+    message = _rejected(_with(micro_params, "target", {**micro_params["target"], "benchmark": "folder"}))
+    assert "target.benchmark" in message and "data.root" in message
 
 
 @pytest.mark.parametrize(

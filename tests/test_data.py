@@ -1,4 +1,4 @@
-"""Tests of pipeline.data: the synthetic world, the on-disk format and the folder benchmark."""
+"""Tests of pipeline.data: the facet world, the on-disk format and the folder benchmark."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data import (CaptionCorpus, TaskData, build_folder_corpus, build_folder_task,
-                           build_synthetic_corpus, build_synthetic_task, load_corpus, load_task, save_corpus,
-                           save_task, synthetic_facets)
-from pipeline.data.synthetic import FACETS, caption, render_world
+from pipeline.data import CaptionCorpus, TaskData, load_corpus, load_task, save_corpus, save_task
+from pipeline.data.facets import FACETS, build_facet_corpus, build_facet_task, caption, facet_names, render_world
+from pipeline.data.folder import build_folder_corpus, build_folder_task
 
 SMALL = dict(image_size=32, train_per_class=6, test_per_class=4, seed=3)
 BASE = {"shape": 0, "colour": 0, "fill": 0, "count": 0, "size": 2, "background": 0}  # one large solid red circle
@@ -68,11 +67,11 @@ def _bbox_grid(mask: np.ndarray, k: int = 12) -> np.ndarray:
     return mask[np.ix_(gy, gx)].astype(np.float32).ravel()
 
 
-# ---------------------------------------------------------------- synthetic world
+# ---------------------------------------------------------------- facet world
 
 
 def test_facets_classes_and_templates():
-    names = synthetic_facets()
+    names = facet_names()
     assert len(names) >= 6 and len(set(names)) == len(names)
     words = [c for f in FACETS for c in f.classes]
     assert len(words) == len(set(words)), "class words must not repeat across facets"
@@ -83,9 +82,9 @@ def test_facets_classes_and_templates():
 
 
 def test_task_shapes_balance_and_determinism():
-    for name in synthetic_facets():
-        task = build_synthetic_task(name, **SMALL)
-        again = build_synthetic_task(name, **SMALL)
+    for name in facet_names():
+        task = build_facet_task(name, **SMALL)
+        again = build_facet_task(name, **SMALL)
         k = len(task.classes)
         assert task.train_images.shape == (6 * k, 3, 32, 32) and task.train_images.dtype == torch.uint8
         assert task.test_images.shape == (4 * k, 3, 32, 32) and task.test_labels.dtype == torch.int64
@@ -95,13 +94,13 @@ def test_task_shapes_balance_and_determinism():
                      (task.test_images, again.test_images), (task.test_labels, again.test_labels)):
             assert torch.equal(a, b)
         assert len(task.prompts()) == k and task.prompts()[0][0] == task.templates[0].replace("{}", task.classes[0])
-    other = build_synthetic_task("shape", **{**SMALL, "seed": 4})
-    assert not torch.equal(other.train_images, build_synthetic_task("shape", **SMALL).train_images)
+    other = build_facet_task("shape", **{**SMALL, "seed": 4})
+    assert not torch.equal(other.train_images, build_facet_task("shape", **SMALL).train_images)
 
 
 def test_streams_are_disjoint():
-    tasks = [build_synthetic_task(n, **SMALL) for n in synthetic_facets()]
-    corpus = build_synthetic_corpus(image_size=32, size=50, seed=3)
+    tasks = [build_facet_task(n, **SMALL) for n in facet_names()]
+    corpus = build_facet_corpus(image_size=32, size=50, seed=3)
     seen: set[bytes] = _rows(corpus.images)
     for t in tasks:
         train, test = _rows(t.train_images), _rows(t.test_images)
@@ -112,12 +111,12 @@ def test_streams_are_disjoint():
 
 def test_image_sizes_and_bad_arguments():
     for size in (24, 41):
-        task = build_synthetic_task("count", image_size=size, train_per_class=2, test_per_class=1, seed=0)
+        task = build_facet_task("count", image_size=size, train_per_class=2, test_per_class=1, seed=0)
         assert task.train_images.shape[1:] == (3, size, size)
     with pytest.raises(ValueError, match="image_size"):
-        build_synthetic_task("count", image_size=16, train_per_class=2, test_per_class=1, seed=0)
-    with pytest.raises(ValueError, match="unknown synthetic task"):
-        build_synthetic_task("texture", image_size=32, train_per_class=2, test_per_class=1, seed=0)
+        build_facet_task("count", image_size=16, train_per_class=2, test_per_class=1, seed=0)
+    with pytest.raises(ValueError, match="unknown facet task"):
+        build_facet_task("texture", image_size=32, train_per_class=2, test_per_class=1, seed=0)
 
 
 def test_each_facet_is_visible():
@@ -152,7 +151,7 @@ def test_each_facet_is_visible():
 
 def test_task_labels_drive_pixels():
     # Border pixels are never covered by an object, so they show the background class directly.
-    task = build_synthetic_task("background", image_size=32, train_per_class=20, test_per_class=20, seed=0)
+    task = build_facet_task("background", image_size=32, train_per_class=20, test_per_class=20, seed=0)
     x = torch.cat([task.train_images, task.test_images]).float()
     border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], dim=2)
     feats = torch.cat([border.mean(2), border.std(2)], 1).numpy()
@@ -179,8 +178,8 @@ def test_captions_use_the_true_class_words():
 
 
 def test_corpus_shapes_determinism_and_vocabulary():
-    corpus = build_synthetic_corpus(image_size=32, size=300, seed=1)
-    again = build_synthetic_corpus(image_size=32, size=300, seed=1)
+    corpus = build_facet_corpus(image_size=32, size=300, seed=1)
+    again = build_facet_corpus(image_size=32, size=300, seed=1)
     assert corpus.images.shape == (300, 3, 32, 32) and corpus.images.dtype == torch.uint8
     assert torch.equal(corpus.images, again.images) and corpus.captions == again.captions
     assert len(set(corpus.captions)) > 200
@@ -200,7 +199,7 @@ def _no_temp_files(directory: Path) -> bool:
 
 
 def test_task_round_trip_and_errors(tmp_path):
-    task = build_synthetic_task("fill", **SMALL)
+    task = build_facet_task("fill", **SMALL)
     save_task(task, tmp_path / "fill")
     assert sorted(p.name for p in (tmp_path / "fill").iterdir()) == ["task.json", "test.safetensors",
                                                                       "train.safetensors"]
@@ -223,7 +222,7 @@ def test_task_round_trip_and_errors(tmp_path):
 
 
 def test_corpus_round_trip(tmp_path):
-    corpus = build_synthetic_corpus(image_size=24, size=20, seed=0)
+    corpus = build_facet_corpus(image_size=24, size=20, seed=0)
     save_corpus(corpus, tmp_path)
     back = load_corpus(tmp_path)
     assert torch.equal(back.images, corpus.images) and back.captions == corpus.captions

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import make_micro_params, make_project
-from pipeline.data import build_synthetic_task
+from pipeline.data.facets import build_facet_task
 from pipeline.distill import data as D
 from pipeline.distill.student_training import objective
 from pipeline.config import Params
@@ -112,7 +112,7 @@ def test_continual_teacher(tmp_path):
         ({"distill": {"student": {"ft_layers": False}}}, "l2l needs student.ft_layers"),
         ({"distill": {"student": {"patch_size": 5}}}, "distill.student.patch_size: 5 does not divide data.image_size 32"),
         ({"distill": {"student": {"n_heads": 3}}}, "d_model 64 is not divisible by n_heads 3"),
-        ({"target": {"task": "shape+shape"}}, "target.task: 'shape+shape' is not a task of the synthetic benchmark"),
+        ({"target": {"task": "shape+shape"}}, "target.task: 'shape+shape' is not a task of the facets benchmark"),
         ({"distill": {"mode": "medium"}}, "distill.mode"),
     ],
 )
@@ -143,18 +143,18 @@ def test_too_many_unseen_classes_fail_before_training(tmp_path):
 
 
 def test_joint_task_labels_and_texts():
-    task = build_synthetic_task("count+colour", image_size=32, train_per_class=2, test_per_class=1, seed=0)
+    task = build_facet_task("count+colour", image_size=32, train_per_class=2, test_per_class=1, seed=0)
     assert len(task.classes) == 28 and task.classes[0] == "one red shape" and task.classes[8] == "two green shapes"
     assert torch.bincount(task.train_labels).tolist() == [2] * 28
 
 
 def test_imbalance_makes_a_long_tail():
-    task = build_synthetic_task("colour", image_size=32, train_per_class=20, test_per_class=3, seed=0, imbalance=10.0)
+    task = build_facet_task("colour", image_size=32, train_per_class=20, test_per_class=3, seed=0, imbalance=10.0)
     counts = torch.bincount(task.train_labels).tolist()
     assert counts[0] == 20 and counts[-1] == 2 and counts == sorted(counts, reverse=True)
     assert torch.bincount(task.test_labels).tolist() == [3] * 7  # the test split stays balanced
     with pytest.raises(ValueError, match="imbalance"):
-        build_synthetic_task("colour", image_size=32, train_per_class=2, test_per_class=1, seed=0, imbalance=0.5)
+        build_facet_task("colour", image_size=32, train_per_class=2, test_per_class=1, seed=0, imbalance=0.5)
 
 
 def test_class_weights_and_balanced_sampler():

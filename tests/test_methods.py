@@ -13,7 +13,8 @@ from pipeline.continual import METHODS, get_method
 from pipeline.continual.base import TaskContext
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.trainer import train_task
-from pipeline.data import build_synthetic_task, save_task
+from pipeline.data import save_task
+from pipeline.data.facets import build_facet_task
 from pipeline.models import clip as clip_lib
 from pipeline.stages import prototypes as prototypes_stage
 
@@ -32,7 +33,7 @@ def workspace(tmp_path_factory):
         mp.chdir(root)
         (root / "params.yaml").write_text(yaml.safe_dump(raw))
         for name in TASKS:
-            save_task(build_synthetic_task(name, image_size=32, train_per_class=3, test_per_class=2, seed=0), paths.task_dir(name))
+            save_task(build_facet_task(name, image_size=32, train_per_class=3, test_per_class=2, seed=0), paths.task_dir(name))
         torch.manual_seed(0)
         clip_lib.save(clip_lib.build("synth-vit-tiny", 32), paths.model_dir("e0"), {"name": "e0"})
         prototypes_stage.main([])

@@ -11,7 +11,7 @@ from pipeline.stages.common import load_params, stage
 def main(argv):
     params = load_params()
     t = params.target
-    task = build_task(params.data, t.task, t.train_per_class, t.test_per_class, t.imbalance)
+    task = build_task(params.data, t.task, t.train_per_class, t.test_per_class, t.imbalance, benchmark=t.benchmark)
     save_task(task, paths.TARGET)
     print(f"target {t.task}: {len(task.classes)} classes, {len(task.train_labels)} train / {len(task.test_labels)} test images")
 

@@ -1,4 +1,5 @@
-"""The embedded default benchmark: a rendered multi-facet image world standing in for MTIL.
+"""The `facets` benchmark: a rendered multi-facet image world (the first embedded benchmark; the default is now
+`domains`, and this world stays as a second benchmark and the compression branch's default target).
 
 Every image shows 1-4 identical objects and carries six independent attributes ("facets"): shape, colour,
 fill pattern, count, size and background. Each facet is one task with its own class words and its own
@@ -49,14 +50,14 @@ _RADIUS = np.array([0.115, 0.15, 0.20], np.float32)  # object radius as a fracti
 _MIN_SIZE = 24
 
 
-def synthetic_facets() -> list[str]:
-    """Task names of the synthetic world, in the default task order."""
+def facet_names() -> list[str]:
+    """Task names of the facet world, in the default task order."""
     return [f.name for f in FACETS]
 
 
 def _facet(name: str) -> Facet:
     if name not in _BY_NAME:
-        raise ValueError(f"unknown synthetic task {name!r}; known: {synthetic_facets()}")
+        raise ValueError(f"unknown facet task {name!r}; known: {facet_names()}")
     return _BY_NAME[name]
 
 
@@ -209,7 +210,7 @@ def _joint_classes(facets: tuple[Facet, ...]) -> list[str]:
     return texts
 
 
-def is_synthetic_task(name: str) -> bool:
+def is_facet_task(name: str) -> bool:
     """A facet ('shape') or a joint of distinct facets ('count+colour')."""
     try:
         _joint(name)
@@ -218,7 +219,7 @@ def is_synthetic_task(name: str) -> bool:
     return True
 
 
-def build_synthetic_task(name: str, *, image_size: int, train_per_class: int, test_per_class: int,
+def build_facet_task(name: str, *, image_size: int, train_per_class: int, test_per_class: int,
                          seed: int, imbalance: float = 1.0) -> TaskData:
     """Images of the whole world labelled by facet ``name`` (or the joint of facets 'a+b'); train/test use
     separate streams. ``imbalance`` > 1 makes the training split long-tailed: class k of K keeps
@@ -286,7 +287,7 @@ def caption(a: dict[str, int], rng: np.random.Generator) -> str:
     return text
 
 
-def build_synthetic_corpus(*, image_size: int, size: int, seed: int) -> CaptionCorpus:
+def build_facet_corpus(*, image_size: int, size: int, seed: int) -> CaptionCorpus:
     """``size`` captioned images from their own seed stream (disjoint from every task's streams)."""
     if size < 1:
         raise ValueError(f"size: must be >= 1, got {size}")
