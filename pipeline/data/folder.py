@@ -13,7 +13,8 @@ overrides it: one ``folder_name: class text`` line per class to rename (blank li
 with ``#`` are ignored; folders not listed keep the default text; a line naming an unknown folder is an
 error). Image files are those with an extension PIL registers (jpg, png, webp, ...); hidden files and other
 files are skipped. Each image is converted to RGB, its shorter side resized to ``image_size`` and centre
-cropped to a square, and stored as uint8.
+cropped to a square, and stored as uint8. E0's pretraining set, ``<root>/pretrain/``, is read by
+``folder_pretrain`` (class folders through :func:`build_class_folder_corpus`).
 """
 
 from __future__ import annotations
