@@ -29,13 +29,16 @@ class DataParams(Section):
     # domains: six embedded image domains, a small stand-in for MTIL (default) | facets: the facet world, every
     # image carrying every facet | folder: your images under data.root
     benchmark: Literal["domains", "facets", "folder"] = "domains"
-    root: str | None = None  # folder benchmark: directory with one sub-directory per task
+    root: str | None = None  # folder benchmark: one sub-directory per task, E0's pretraining set in pretrain/
     image_size: int = Field(32, ge=16, le=1024)
     train_per_class: int = Field(100, ge=1)
     test_per_class: int = Field(50, ge=1)
     corpus_size: int = Field(20000, ge=1)  # domains, facets: E0's pretraining image-caption pairs
     corpus_per_class: int | None = Field(None, ge=1)  # folder: cap on pretraining images per class
     templates: list[str] = ["a photo of a {}."]  # folder: prompt templates
+    # folder: pretrain E0 on the tasks' training images too (after <root>/pretrain/, or alone without it).
+    # Opt-in: E0 would then have seen every task, so its zero-shot row would not measure zero-shot transfer.
+    pretrain_on_tasks: bool = False
     seed: int = 0
 
     @field_validator("templates")
@@ -55,6 +58,8 @@ class DataParams(Section):
                 raise ValueError("benchmark 'folder' needs data.root")
             if not Path(self.root).is_dir():
                 raise ValueError(f"data.root: folder {self.root!r} does not exist")
+        elif self.pretrain_on_tasks:  # an embedded corpus is generated apart from the tasks, by design
+            raise ValueError(f"data.pretrain_on_tasks: applies to the folder benchmark only, not {self.benchmark!r}")
         return self
 
 
@@ -270,12 +275,13 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _tasks_exist(self) -> "Params":
-        from pipeline.data.benchmarks import check_task_names
+        from pipeline.data.benchmarks import check_corpus_source, check_task_names
 
         check_task_names(self.data.benchmark, self.data.root, list(self.tasks))
         if self.target.benchmark == "folder" and self.data.root is None:
             raise ValueError("target.benchmark: 'folder' needs data.root")
         check_task_names(self.target.benchmark, self.data.root, [self.target.task], key="target.task")
+        check_corpus_source(self.data, self.corpus_needed_by)
         if self.distill.teacher not in ("cnn", E0, *self.tasks):
             raise ValueError(f"distill.teacher: {self.distill.teacher!r} is neither 'cnn' nor a model of the chain "
                              f"({', '.join([E0, *self.tasks])})")
@@ -283,6 +289,17 @@ class Params(Section):
             raise ValueError(f"distill.student.patch_size: {self.distill.student.patch_size} does not divide "
                              f"data.image_size {self.data.image_size}")
         return self
+
+    @property
+    def corpus_needed_by(self) -> str | None:
+        """The params key and value that reads E0's caption corpus (data/corpus), or None if none does."""
+        from pipeline.continual import METHODS  # lazy, as in TrainParams: the methods import torch models
+
+        if self.model.pretrained is None:
+            return "model.pretrained: null (E0 pretrained here)"
+        if METHODS[self.train.method].uses_corpus:
+            return f"train.method: {self.train.method}"
+        return None
 
     @property
     def task_names(self) -> list[str]:

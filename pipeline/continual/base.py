@@ -99,6 +99,8 @@ class Method:
     parameters: the optimiser only ever sees the student's parameters)."""
 
     name: ClassVar[str]
+    # Reads E0's caption corpus (data/corpus): Params then refuses a folder benchmark that gives it none.
+    uses_corpus: ClassVar[bool] = False
 
     def __init__(self, ctx: TaskContext):
         self.ctx = ctx

@@ -36,11 +36,12 @@ def reference_logits(clip: clip_lib.Clip, images: torch.Tensor, captions: list[s
 @register_method
 class ZSCL(Method):
     name = "zscl"
+    uses_corpus = True  # reference batches
 
     def __init__(self, ctx):
         super().__init__(ctx)
         self.e0 = ctx.load_teacher(E0)  # the reference model stays E0 on every task, as in ZSCL
-        self.corpus = load_corpus(paths.CORPUS)
+        self.corpus = load_corpus(paths.CORPUS, needed_by=f"train.method: {self.name}")
         # Own stream, seeded by the seed and the task: reference batches are the same on every run and do not
         # shift the batches of the task (which come from the trainer's own seeded order).
         self.generator = torch.Generator().manual_seed(stable_seed(ctx.params.train.seed, ctx.name, "zscl"))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from pipeline import paths
 from pipeline.data.domains import build_domain_corpus, build_domain_task, domain_names
 from pipeline.data.facets import build_facet_corpus, build_facet_task, facet_names, is_facet_task
 from pipeline.data.folder import build_folder_corpus, build_folder_task
+from pipeline.data.folder_pretrain import PRETRAIN_DIR, build_pretrain_corpus, pretrain_dir, pretrain_layout
 from pipeline.data.types import CaptionCorpus, TaskData, load_task
 
 
@@ -30,10 +33,28 @@ def check_task_names(benchmark: str, root: str | None, names: list[str], key: st
                 raise ValueError(f"{where}: {name!r} is not a task of the facets benchmark (a facet or facets "
                                  f"joined by '+'; facets: {known})")
         elif benchmark == "folder":
+            if name == PRETRAIN_DIR:
+                raise ValueError(f"{where}: {name!r} is reserved for E0's pretraining set "
+                                 f"({pretrain_dir(root)}); give the task another folder name")
             for split in ("train", "test"):
                 folder = Path(root) / name / split
                 if not folder.is_dir():
                     raise ValueError(f"{where}: folder {folder} does not exist")
+
+
+def check_corpus_source(data, needed_by: str | None) -> None:
+    """Folder benchmark: fail before any compute if ``<root>/pretrain/`` holds neither or both layouts, or
+    if E0's caption corpus has no source (no ``pretrain/``, ``data.pretrain_on_tasks`` off) although
+    ``needed_by`` (the params key and value that reads the corpus; None: nothing does) needs one."""
+    if data.benchmark != "folder":
+        return
+    folder = pretrain_dir(data.root)
+    if folder.exists():
+        pretrain_layout(folder)
+    elif needed_by and not data.pretrain_on_tasks:
+        raise ValueError(f"{needed_by} needs E0's caption corpus, but folder {folder} does not exist: add it "
+                         f"(class folders or captions.tsv), or set data.pretrain_on_tasks: true to use the "
+                         f"tasks' training images (E0's zero-shot row then has seen every task)")
 
 
 def build_task(data, name: str, train_per_class: int | None = None, test_per_class: int | None = None,
@@ -52,11 +73,22 @@ def build_task(data, name: str, train_per_class: int | None = None, test_per_cla
 
 
 def build_corpus(data, names: list[str]) -> CaptionCorpus:
+    """E0's caption corpus. Folder benchmark: ``<root>/pretrain/`` when present, then, with the opt-in
+    ``data.pretrain_on_tasks``, the tasks' training images; with neither it is empty (data/corpus still
+    exists for DVC), and Params.load has already refused any params that read it."""
     if data.benchmark == "domains":
         return build_domain_corpus(image_size=data.image_size, size=data.corpus_size, seed=data.seed)
     if data.benchmark == "facets":
         return build_facet_corpus(image_size=data.image_size, size=data.corpus_size, seed=data.seed)
-    return build_folder_corpus(Path(data.root), names, image_size=data.image_size, templates=list(data.templates), per_class=data.corpus_per_class)
+    kw = dict(image_size=data.image_size, templates=list(data.templates), per_class=data.corpus_per_class)
+    parts = []
+    if pretrain_dir(data.root).exists():
+        parts.append(build_pretrain_corpus(pretrain_dir(data.root), **kw))
+    if data.pretrain_on_tasks:
+        parts.append(build_folder_corpus(Path(data.root), names, **kw))
+    empty = torch.empty((0, 3, data.image_size, data.image_size), dtype=torch.uint8)
+    return CaptionCorpus(images=torch.cat([empty, *(p.images for p in parts)]),
+                         captions=[c for p in parts for c in p.captions])
 
 
 def load_tasks(names: list[str]) -> dict[str, TaskData]:

@@ -13,7 +13,8 @@ overrides it: one ``folder_name: class text`` line per class to rename (blank li
 with ``#`` are ignored; folders not listed keep the default text; a line naming an unknown folder is an
 error). Image files are those with an extension PIL registers (jpg, png, webp, ...); hidden files and other
 files are skipped. Each image is converted to RGB, its shorter side resized to ``image_size`` and centre
-cropped to a square, and stored as uint8.
+cropped to a square, and stored as uint8. E0's pretraining set, ``<root>/pretrain/``, is read by
+``folder_pretrain`` (class folders through :func:`build_class_folder_corpus`).
 """
 
 from __future__ import annotations
@@ -105,15 +106,18 @@ def _scan(task_dir: Path) -> tuple[list[str], dict[str, list[list[Path]]]]:
     return folders, {s: [_image_files(d, extensions) for d in dirs[s]] for s in SPLITS}
 
 
+def load_images(files: list[Path], image_size: int) -> torch.Tensor:
+    """uint8 (N, 3, S, S): ``files`` in order, each read by :func:`load_image`."""
+    images = np.empty((len(files), 3, image_size, image_size), np.uint8)
+    for i, path in enumerate(files):
+        images[i] = load_image(path, image_size)
+    return torch.from_numpy(images)
+
+
 def _stack(files: list[list[Path]], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    images = np.empty((sum(map(len, files)), 3, image_size, image_size), np.uint8)
-    labels = np.empty(len(images), np.int64)
-    i = 0
-    for label, class_files in enumerate(files):
-        for path in class_files:
-            images[i], labels[i] = load_image(path, image_size), label
-            i += 1
-    return torch.from_numpy(images), torch.from_numpy(labels)
+    labels = [label for label, class_files in enumerate(files) for _ in class_files]
+    return load_images([p for class_files in files for p in class_files], image_size), \
+        torch.tensor(labels, dtype=torch.int64)
 
 
 def build_folder_task(task_dir: Path, *, name: str, image_size: int, templates: list[str]) -> TaskData:
@@ -126,23 +130,49 @@ def build_folder_task(task_dir: Path, *, name: str, image_size: int, templates: 
                     train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y)
 
 
-def build_folder_corpus(root: Path, task_names: list[str], *, image_size: int, templates: list[str],
-                        per_class: int | None) -> CaptionCorpus:
-    """Train images of ``root/<task>`` for each task (the first ``per_class`` files per class in sorted
-    order when given), captioned by filling the templates with the class text, round-robin per class."""
+def _check_caption_args(templates: list[str], per_class: int | None) -> None:
     if not templates or any(t.count("{}") != 1 for t in templates):
         raise ValueError(f"templates: need at least one, each with exactly one '{{}}', got {templates!r}")
     if per_class is not None and per_class < 1:
         raise ValueError(f"per_class: must be >= 1 or None, got {per_class}")
+
+
+def _captioned(texts: list[str], files: list[list[Path]], image_size: int, templates: list[str],
+               per_class: int | None) -> tuple[torch.Tensor, list[str]]:
+    """The first ``per_class`` files of each class in sorted order (all when None), captioned by filling
+    the templates with the class text, round-robin per class."""
+    chosen = [class_files[:per_class] for class_files in files]
+    captions = [templates[j % len(templates)].replace("{}", text)
+                for text, class_files in zip(texts, chosen) for j in range(len(class_files))]
+    return _stack(chosen, image_size)[0], captions
+
+
+def build_class_folder_corpus(folder: Path, *, image_size: int, templates: list[str],
+                              per_class: int | None) -> CaptionCorpus:
+    """Class folders ``folder/<class>/<image files>`` (class texts as for a task, ``classnames.txt``
+    included) captioned as :func:`build_folder_corpus` captions a task's training images."""
+    _check_caption_args(templates, per_class)
+    folder = Path(folder)
+    extensions = _image_extensions()
+    dirs = _class_dirs(folder)
+    files = [_image_files(d, extensions) for d in dirs]
+    images, captions = _captioned(_class_texts(folder, [d.name for d in dirs]), files, image_size, templates,
+                                  per_class)
+    return CaptionCorpus(images=images, captions=captions)
+
+
+def build_folder_corpus(root: Path, task_names: list[str], *, image_size: int, templates: list[str],
+                        per_class: int | None) -> CaptionCorpus:
+    """Train images of ``root/<task>`` for each task, captioned as in :func:`_captioned`."""
+    _check_caption_args(templates, per_class)
     chunks, captions = [], []
     for name in task_names:
         task_dir = Path(root) / name
         folders, files = _scan(task_dir)
-        texts = _class_texts(task_dir, folders)
-        chosen = [class_files[:per_class] for class_files in files["train"]]
-        chunks.append(_stack(chosen, image_size)[0])
-        for text, class_files in zip(texts, chosen):
-            captions += [templates[j % len(templates)].replace("{}", text) for j in range(len(class_files))]
+        images, task_captions = _captioned(_class_texts(task_dir, folders), files["train"], image_size,
+                                           templates, per_class)
+        chunks.append(images)
+        captions += task_captions
     if not chunks:
         raise ValueError("task_names: need at least one task")
     return CaptionCorpus(images=torch.cat(chunks), captions=captions)

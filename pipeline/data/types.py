@@ -127,13 +127,20 @@ def save_corpus(corpus: CaptionCorpus, directory: Path) -> None:
     io.write_json(directory / CAPTIONS_JSON, list(corpus.captions))
 
 
-def load_corpus(directory: Path) -> CaptionCorpus:
+def load_corpus(directory: Path, needed_by: str | None = None) -> CaptionCorpus:
+    """Read a corpus written by :func:`save_corpus`. A corpus may be empty (a folder benchmark with no
+    pretraining set, where nothing reads it); ``needed_by`` (the params key of the reader) makes that an
+    error, e.g. when the pretraining set appeared after `prepare` ran."""
     directory = Path(directory)
     images = _read_tensors(directory / CORPUS_TENSORS, ("images",))["images"]
     captions = io.read_json(directory / CAPTIONS_JSON)
     if not isinstance(captions, list):
         raise ValueError(f"{directory / CAPTIONS_JSON}: expected a JSON list of strings")
     try:
-        return CaptionCorpus(images=images, captions=captions)
+        corpus = CaptionCorpus(images=images, captions=captions)
     except ValueError as e:
         raise ValueError(f"{directory}: invalid corpus data: {e}") from e
+    if needed_by and not corpus.captions:
+        raise ValueError(f"{directory}: caption corpus is empty, but {needed_by} needs image-caption pairs; "
+                         f"run prepare again (folder benchmark: <root>/pretrain/ or data.pretrain_on_tasks)")
+    return corpus

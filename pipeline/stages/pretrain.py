@@ -20,7 +20,7 @@ def main(argv):
     tasks = load_tasks(params.task_names)
     start = time.perf_counter()
     if params.model.pretrained is None:
-        corpus = load_corpus(paths.CORPUS)
+        corpus = load_corpus(paths.CORPUS, needed_by="model.pretrained: null")
         clip = clip_lib.build(params.model.arch, params.data.image_size)
         with live(paths.PRETRAIN_LIVE) as logger:
             pretrain(clip, corpus, params.pretrain, device, logger)
