@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python` and `dvc`: run them from the venv.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: repro test compare compare-distill bench clean-venv
+.PHONY: repro test compare compare-ablation compare-distill bench clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 compare: $(STAMP)
 	$(RUN) python -m pipeline.compare
+
+compare-ablation: $(STAMP)
+	$(RUN) python -m pipeline.compare --branch ablation
 
 compare-distill: $(STAMP)
 	$(RUN) python -m pipeline.compare --branch distill

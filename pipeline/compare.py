@@ -5,6 +5,7 @@ and the README between its markers.
 Two branches share the runner:
 - `cl` (default): `compare.variants`, seeds set `train.seed`; Transfer / Average / Last, training wall time
   per task and peak memory (metrics/cost/), and the average accuracy after each task (a figure, compare_tables).
+- `ablation`: `compare.ablation_variants` (variants of the headline method, dual_teacher), as `cl`.
 - `distill`: `compare.distill_variants`, seeds set `distill.seed`; student accuracy with and without
   distillation (metrics/distill.json).
 
@@ -45,6 +46,10 @@ class Branch:
 BRANCHES = {
     "cl": Branch("cl", "variants", "train.seed", tables.collect_cl, tables.summarise_cl, tables.markdown_cl,
                  (paths.COMPARE, paths.COMPARE_TABLE), ("<!-- compare:start -->", "<!-- compare:end -->")),
+    # The headline method's ablation: variants of dual_teacher, the same runs and table as `cl`.
+    "ablation": Branch("ablation", "ablation_variants", "train.seed", tables.collect_cl, tables.summarise_cl,
+                       tables.markdown_cl, (paths.COMPARE_ABLATION, paths.COMPARE_ABLATION_TABLE),
+                       ("<!-- compare-ablation:start -->", "<!-- compare-ablation:end -->")),
     "distill": Branch("distill", "distill_variants", "distill.seed", tables.collect_distill, tables.summarise_distill,
                       tables.markdown_distill, (paths.COMPARE_DISTILL, paths.COMPARE_DISTILL_TABLE),
                       ("<!-- compare-distill:start -->", "<!-- compare-distill:end -->")),

@@ -95,7 +95,7 @@ class LossParams(Section):
     teacher_weighting: Literal["mean", "adaptive"] = "mean"
     adaptive_k: float = Field(6.0, gt=0)  # Select-and-Distill rule, arXiv 2403.09296
     adaptive_b: float = Field(0.2, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(0.2, ge=0, lt=1)  # ZSCL trains every method of MTIL with 0.2
     # lwf, lwm, zscl: softmax KD temperature (LwF and ZSCL use 2; T^2 keeps gradients comparable across T)
     kd_temperature: float = Field(2.0, gt=0)
     kd_weight: float = Field(1.0, ge=0)  # lwf: weight of L_kd
@@ -250,6 +250,7 @@ class CompareParams(Section):
 
     seeds: list[int] = [0, 1, 2]
     variants: dict[str, dict[str, Scalar]] = {"finetune": {"train.method": "finetune"}, "dual_teacher": {}}
+    ablation_variants: dict[str, dict[str, Scalar]] = {}  # `make compare-ablation`: variants of dual_teacher
     distill_variants: dict[str, dict[str, Scalar | None]] = {"soft": {}}  # seeds set distill.seed
 
 

@@ -24,7 +24,7 @@ from conftest import REPO, Project, make_micro_params, make_project
 from pipeline import metrics
 from pipeline.config import Params
 
-TASKS = ["shape", "colour", "fill"]
+TASKS = ["shapes", "digits", "textures"]  # the default `domains` benchmark, real digits included
 CLIP_MODELS = ["e0", *TASKS]
 BRANCH_MODELS = ["cnn", "student", "student_baseline"]  # the compression branch's classifiers
 MODELS = [*CLIP_MODELS, *BRANCH_MODELS]
@@ -40,8 +40,11 @@ RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 
 
 def pipeline_params() -> dict:
-    """The micro params, on one thread: copies A and B run side by side on 2 cores without oversubscribing."""
+    """The micro params on the default benchmark (`domains`), on one thread: copies A and B run side by side
+    on 2 cores without oversubscribing."""
     params = make_micro_params()
+    params["data"]["benchmark"] = "domains"
+    params["tasks"] = {"shapes": {"prev": "e0"}, "digits": {"prev": "shapes"}, "textures": {"prev": "digits"}}
     params["runtime"]["threads"] = 1
     return params
 
