@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from pipeline.config import Params, ParamsError
-from pipeline.data import build_folder_corpus, load_corpus, save_corpus
+from pipeline.data import load_corpus, save_corpus
+from pipeline.data.folder import build_folder_corpus
 from pipeline.data.benchmarks import build_corpus
 
 TEMPLATES = ["a photo of a {}.", "a {}."]
@@ -65,7 +66,7 @@ def _raw(micro_params: dict, root: Path, pretrained: str | None = None, method: 
     raw["model"]["pretrained"] = pretrained
     raw["train"]["method"] = method
     raw["tasks"] = copy.deepcopy(TASKS)
-    raw["target"]["task"] = "fruit"
+    raw["target"].update(benchmark="folder", task="fruit")
     return raw
 
 
@@ -183,7 +184,8 @@ def test_task_named_pretrain_rejected(micro_params, root):
 
     raw = _raw(micro_params, root, pretrain_on_tasks=True)
     raw["target"]["task"] = "pretrain"
-    assert "target.task" in _rejected(raw)
+    message = _rejected(raw)
+    assert "target.task" in message and "reserved" in message
 
 
 @pytest.mark.parametrize("lines, expected", [
