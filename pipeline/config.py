@@ -93,6 +93,10 @@ class LossParams(Section):
     tau: float = Field(1.0, gt=0)  # L_con temperature [choice]; the spec suggests 0.07, see README
     gamma: float = Field(0.99, ge=0, le=1)  # sliding prototype coefficient [choice]
     teacher_weighting: Literal["mean", "adaptive"] = "mean"
+    # L_dis rows and columns: "current" is the patent's (this task's class texts and prototypes P_m); "seen"
+    # (our extension) distils over the class texts and prototypes P_1..P_m of every task so far, so the
+    # text heads of earlier tasks are held too, at one text-tower forward over every seen prompt per step
+    dis_scope: Literal["current", "seen"] = "current"
     adaptive_k: float = Field(6.0, gt=0)  # Select-and-Distill rule, arXiv 2403.09296
     adaptive_b: float = Field(0.2, ge=0)
     label_smoothing: float = Field(0.2, ge=0, lt=1)  # ZSCL trains every method of MTIL with 0.2

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -56,11 +57,17 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
-def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+def load_tensors(path: str | Path, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, or only those named in `keys` (read alone, not the whole file:
+    a prototypes file also holds the features of every training image)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (has its stage run?)")
     try:
-        return load_file(str(path))
+        if keys is None:
+            return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in keys}
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+        wanted = "" if keys is None else f" with tensors {keys}"
+        raise ValueError(f"{path}: not a readable safetensors file{wanted} ({e})") from None

@@ -54,6 +54,11 @@ def model_dir(name: str) -> Path:
     return MODELS / name
 
 
+def method_state(name: str) -> Path:
+    """Tensors a continual method keeps beside task `name`'s model (`Method.state()`)."""
+    return model_dir(name) / "method_state.safetensors"
+
+
 def task_row(task: str) -> Path:
     return TASK_ROWS / f"{task}.json"
 

@@ -34,6 +34,7 @@ def make_workspace(root, arch: str, image_size: int):
     (as tests/test_methods.py, plus the corpus zscl reads)."""
     raw = yaml.safe_load(Path("params.yaml").read_text())
     raw["tasks"] = TASKS
+    raw["data"]["benchmark"] = "facets"
     raw["data"]["image_size"] = image_size
     raw["model"]["arch"] = arch
     raw["train"].update(steps=1, batch_size=8)  # one step: this machine is slow; the ensemble test sets 2

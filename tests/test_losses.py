@@ -241,6 +241,20 @@ def test_dual_teacher_zero_with_finite_zero_gradient_when_student_is_e0():
 
 
 @pytest.mark.parametrize("weighting", ["mean", "adaptive"])
+def test_seen_scope_zero_with_finite_zero_gradient_when_student_is_both_teachers(weighting):
+    # loss.dis_scope "seen" on task m = 3 with C = (3, 2, 4) classes and B = 5 images: rows H = [V; U_1..U_3]
+    # (5 + 9), columns P_all = [P_1; P_2; P_3] (9). At student == E0 == E_{m-1}, S == S_k for both teachers.
+    v, u = randn(5, 6, seed=40), [randn(c, 6, seed=41 + c) for c in (3, 2, 4)]
+    h = torch.cat([v, *u]).requires_grad_(True)
+    p_all = torch.cat([randn(c, 6, seed=50 + c) for c in (3, 2, 4)])
+    loss = dual_teacher_distillation(h, p_all, h.detach().clone(), h.detach().clone(), weighting=weighting)
+    assert h.shape == (5 + 9, 6) and p_all.shape == (9, 6)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(h.grad).all() and torch.all(h.grad == 0)
+
+
+@pytest.mark.parametrize("weighting", ["mean", "adaptive"])
 def test_distillation_gradient_only_into_student(weighting):
     h = randn(6, 4, seed=27, requires_grad=True)
     p = randn(2, 4, seed=28, requires_grad=True)

@@ -6,10 +6,11 @@ import copy
 import pytest
 import torch
 import yaml
+from conftest import REPO
 
 from pipeline import io, paths
 from pipeline.config import Params
-from pipeline.continual import METHODS, get_method
+from pipeline.continual import METHODS, dual_teacher, get_method
 from pipeline.continual.base import TaskContext
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.trainer import train_task
@@ -21,23 +22,30 @@ from pipeline.stages import prototypes as prototypes_stage
 TASKS = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}}
 
 
+def make_workspace(root, tasks: dict) -> Params:
+    """In the current folder `root`: micro params with `tasks`, the prepared tasks, a random E0 and its
+    prototypes (the prototypes stage)."""
+    raw = yaml.safe_load(open(REPO / "params.yaml"))
+    raw["tasks"] = tasks
+    raw["data"]["benchmark"] = "facets"
+    raw["train"].update(steps=2, batch_size=8)
+    raw["eval"]["batch_size"] = 32
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    for name in tasks:
+        save_task(build_facet_task(name, image_size=32, train_per_class=3, test_per_class=2, seed=0), paths.task_dir(name))
+    torch.manual_seed(0)
+    clip_lib.save(clip_lib.build("synth-vit-tiny", 32), paths.model_dir("e0"), {"name": "e0"})
+    prototypes_stage.main([])
+    return Params.load()
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A folder with micro params, two prepared tasks, a random E0, its prototypes, and a trained 'shape'."""
     root = tmp_path_factory.mktemp("methods")
-    raw = yaml.safe_load(open("params.yaml"))
-    raw["tasks"] = TASKS
-    raw["train"].update(steps=2, batch_size=8)
-    raw["eval"]["batch_size"] = 32
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        (root / "params.yaml").write_text(yaml.safe_dump(raw))
-        for name in TASKS:
-            save_task(build_facet_task(name, image_size=32, train_per_class=3, test_per_class=2, seed=0), paths.task_dir(name))
-        torch.manual_seed(0)
-        clip_lib.save(clip_lib.build("synth-vit-tiny", 32), paths.model_dir("e0"), {"name": "e0"})
-        prototypes_stage.main([])
-        params = Params.load()
+        params = make_workspace(root, TASKS)
         ctx = make_context(params, "shape")
         train_task(get_method("finetune")(ctx))
         clip_lib.save(ctx.student, paths.model_dir("shape"), {"name": "shape"})
@@ -175,3 +183,147 @@ def test_frozen_batchnorm_keeps_a_cnn_student_equal_to_its_teacher(freeze_bn):
         student = clip_lib.encode_images(clip, images)
     assert clip.model.training
     assert torch.allclose(student, teacher, atol=1e-6) == freeze_bn
+
+
+# ---------------------------------------------------------------- loss.dis_scope: seen (L_dis over tasks 1..m)
+CHAIN = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}, "fill": {"prev": "colour"}}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """Three tasks trained one after another by the train stage with the default dual-teacher params
+    (dis_scope "current"), so each leaves its method_state.safetensors for the next."""
+    from pipeline.stages import train as train_stage
+
+    root = tmp_path_factory.mktemp("chain")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        params = make_workspace(root, CHAIN)
+        assert params.train.method == "dual_teacher" and params.loss.dis_scope == "current"
+        for name in CHAIN:
+            train_stage.main([name])
+        yield root, params
+
+
+def state_of(task: str) -> dict[str, torch.Tensor]:
+    return io.load_tensors(paths.method_state(task))
+
+
+def test_tasks_class_text_features_is_one_forward_of_per_task_ensembles(workspace, monkeypatch):
+    """Tasks may differ in their number of templates; every prompt goes through the text tower at once."""
+    root, _ = workspace
+    monkeypatch.chdir(root)
+    clip = clip_lib.load(paths.model_dir("e0"))
+    prompts = [[["a {} one", "the {}"] for _ in range(3)], [["{}.", "a {}.", "one {}."] for _ in range(2)]]
+    prompts = [[[t.replace("{}", f"c{k}{c}") for t in p] for c, p in enumerate(task)] for k, task in enumerate(prompts)]
+    calls = []
+    encode = clip_lib.encode_texts
+    monkeypatch.setattr(clip_lib, "encode_texts", lambda clip, texts: calls.append(len(texts)) or encode(clip, texts))
+    with torch.no_grad():
+        got = clip_lib.tasks_class_text_features(clip, prompts)
+        assert calls == [12]
+        expected = torch.cat([clip_lib.class_text_features(clip, p) for p in prompts])
+    assert got.shape == (5, expected.shape[1])
+    torch.testing.assert_close(got, expected)
+
+
+def test_seen_scope_on_the_first_task_equals_current(workspace, monkeypatch):
+    """Task 1 has no earlier task, so the seen scope's rows and columns are the current ones: same terms."""
+    root, params = workspace
+    monkeypatch.chdir(root)
+    ctx = make_context(params, "shape")
+    batch = first_batch(ctx)
+    current = get_method("dual_teacher")(ctx).terms(*batch)
+    seen = get_method("dual_teacher")(make_context(with_loss(params, dis_scope="seen"), "shape")).terms(*batch)
+    for key in ("ce", "con", "dis"):
+        assert torch.equal(current[key], seen[key]), key
+
+
+@pytest.mark.parametrize("weighting", ["mean", "adaptive"])
+def test_seen_scope_rows_and_columns(chain, monkeypatch, weighting):
+    """Task 3 of shape -> colour -> fill (6, 7, 4 classes), batch B = 8: S is (B + 17) x 17, with rows
+    H = [V; U_shape; U_colour; U_fill] and columns P_all = [P_shape, P_colour as they ended; P_fill live].
+    E0's rows are its cached image features and its class texts of the prototypes stage; E_colour's are its
+    image features and its class texts of the three tasks. L_ce and L_con stay on the current task."""
+    root, params = chain
+    monkeypatch.chdir(root)
+    ctx = make_context(with_loss(params, dis_scope="seen", teacher_weighting=weighting), "fill")
+    method = get_method("dual_teacher")(ctx)
+    seen = {}  # the arguments the losses are called with
+    monkeypatch.setattr(dual_teacher, "dual_teacher_distillation", lambda *args: seen.setdefault("args", args) and 0.0)
+    monkeypatch.setattr(dual_teacher, "prototype_contrastive", lambda v, y, u, p, tau: seen.setdefault("con", (u, p)) and 0.0)
+    images, labels, idx = first_batch(ctx)
+    method.terms(images, labels, idx)
+    rows, prototypes, e0_rows, prev_rows, w, k, b = seen["args"]
+    assert w == weighting and (k, b) == (params.loss.adaptive_k, params.loss.adaptive_b)
+
+    assert [t.name for t in ctx.seen_tasks] == list(CHAIN)
+    d = prototypes.shape[1]
+    assert rows.shape == e0_rows.shape == prev_rows.shape == (8 + 6 + 7 + 4, d) and prototypes.shape == (17, d)
+    colour = state_of("colour")  # carries shape's final prototypes and holds its own
+    assert torch.equal(prototypes, torch.cat([colour["prototypes/shape"], colour["prototypes"], method.prototypes]))
+    with torch.no_grad():
+        v = clip_lib.encode_images(ctx.student, images)
+        u = [clip_lib.class_text_features(ctx.student, t.prompts()) for t in ctx.seen_tasks]
+        teacher = ctx.load_teacher("colour")
+        prev_u = [clip_lib.class_text_features(teacher, t.prompts()) for t in ctx.seen_tasks]
+    torch.testing.assert_close(rows, torch.cat([v, *u]))
+    stage = {n: io.load_tensors(paths.prototypes_file(n)) for n in CHAIN}
+    e0_text = [stage[n]["text_features"] for n in CHAIN]
+    assert torch.equal(e0_rows, torch.cat([stage["fill"]["features"][idx], *e0_text]))
+    torch.testing.assert_close(prev_rows, torch.cat([ctx.prev_features.image[idx], *prev_u]))
+    con_u, con_p = seen["con"]
+    assert con_u.shape == (4, d) and con_p is method.prototypes  # L_con: this task's classes only
+    torch.testing.assert_close(con_u, u[2])
+
+
+def test_state_carries_the_final_prototypes_along_the_chain(chain, monkeypatch):
+    """Each task saves its own final P_m as `prototypes` and hands on every earlier one unchanged as
+    `prototypes/<task>`, with dis_scope "current" too (the chain was trained with it)."""
+    root, _ = chain
+    monkeypatch.chdir(root)
+    shape, colour, fill = (state_of(n) for n in CHAIN)
+    assert set(shape) == {"prototypes"}
+    assert set(colour) == {"prototypes", "prototypes/shape"}
+    assert set(fill) == {"prototypes", "prototypes/shape", "prototypes/colour"}
+    assert torch.equal(colour["prototypes/shape"], shape["prototypes"])
+    assert torch.equal(fill["prototypes/shape"], shape["prototypes"])
+    assert torch.equal(fill["prototypes/colour"], colour["prototypes"])
+    for name, state in zip(CHAIN, (shape, colour, fill)):
+        initial = io.load_tensors(paths.prototypes_file(name))["prototypes"]
+        assert state["prototypes"].shape == initial.shape
+        assert not torch.equal(state["prototypes"], initial)  # the sliding update moved them during the task
+
+
+def test_method_state_is_the_live_and_the_carried_prototypes(chain, monkeypatch):
+    root, params = chain
+    monkeypatch.chdir(root)
+    method = get_method("dual_teacher")(make_context(params, "fill"))
+    train_task(method)
+    state = method.state()
+    assert state["prototypes"] is method.prototypes
+    assert torch.equal(state["prototypes/colour"], state_of("colour")["prototypes"])
+
+
+def test_carried_prototypes_fall_back_to_e0_initial_ones(chain, workspace, monkeypatch, tmp_path):
+    """No state file (the previous task trained by finetune), or a key missing: E0's initial prototypes of
+    that task (prototypes stage) stand in, saved on as they are; with the seen scope a warning names them."""
+    root, params = workspace
+    monkeypatch.chdir(root)
+    assert not paths.method_state("shape").exists()
+    method = get_method("dual_teacher")(make_context(params, "colour"))
+    initial_shape = io.load_tensors(paths.prototypes_file("shape"))["prototypes"]
+    assert list(method.earlier_prototypes) == ["shape"]
+    assert torch.equal(method.earlier_prototypes["shape"], initial_shape)
+    assert torch.equal(method.state()["prototypes/shape"], initial_shape)
+
+    root, params = chain
+    monkeypatch.chdir(root)
+    partial = tmp_path / "method_state.safetensors"  # colour's state without the carried shape prototypes
+    io.save_tensors(partial, {"prototypes": state_of("colour")["prototypes"]})
+    monkeypatch.setattr(paths, "method_state", lambda name: partial)
+    with pytest.warns(UserWarning, match="no final prototypes of shape"):
+        method = get_method("dual_teacher")(make_context(with_loss(params, dis_scope="seen"), "fill"))
+    assert list(method.earlier_prototypes) == ["shape", "colour"]
+    assert torch.equal(method.earlier_prototypes["shape"], io.load_tensors(paths.prototypes_file("shape"))["prototypes"])
+    assert torch.equal(method.earlier_prototypes["colour"], state_of("colour")["prototypes"])

@@ -44,15 +44,25 @@ class TaskContext:
     def prev_name(self) -> str:
         return self.params.tasks[self.name].prev
 
+    @property
+    def base_names(self) -> list[str]:
+        """Names of the tasks before this one, in training order (empty for the first)."""
+        names = self.params.task_names
+        return names[: names.index(self.name)]
+
     @functools.cached_property
     def base_tasks(self) -> list[TaskData]:
         """The tasks before this one in training order (empty for the first): their classes are the "base
         classes" that LwF and LwM distil over."""
-        names = self.params.task_names
-        before = names[: names.index(self.name)]
+        before = self.base_names
         known = self.all_tasks or {}
         loaded = load_tasks([n for n in before if n not in known])
         return [known[n] if n in known else loaded[n] for n in before]
+
+    @property
+    def seen_tasks(self) -> list[TaskData]:
+        """Tasks 1..m: the earlier tasks, then this one."""
+        return [*self.base_tasks, self.task]
 
     def load_teacher(self, name: str) -> clip_lib.Clip:
         """A frozen copy (eval mode, no gradient) of model `name` (E0 or a task's model) on this device."""
@@ -64,6 +74,11 @@ class TaskContext:
     def _from_prototypes_stage(self) -> dict[str, torch.Tensor]:
         """The prototypes stage's file of this task: E0's prototypes and features, read once."""
         return {k: v.to(self.device) for k, v in io.load_tensors(paths.prototypes_file(self.name)).items()}
+
+    def prototypes_stage_tensor(self, task: str, key: str) -> torch.Tensor:
+        """One tensor (`prototypes`, `features` or `text_features`) of any task's file of the prototypes
+        stage, on this device; only that tensor is read."""
+        return io.load_tensors(paths.prototypes_file(task), keys=[key])[key].to(self.device)
 
     @property
     def e0_features(self) -> TeacherFeatures:
@@ -82,14 +97,36 @@ class TaskContext:
             text = clip_lib.class_text_features(teacher, self.task.prompts())
         return TeacherFeatures(image=image.to(self.device), text=text)
 
+    @functools.cached_property
+    def seen_e0_text(self) -> torch.Tensor:
+        """E0's class text features of tasks 1..m, (sum_k C_k, d), this task's last: from the prototypes
+        stage, like `e0_features`."""
+        earlier = [self.prototypes_stage_tensor(n, "text_features") for n in self.base_names]
+        return torch.cat([*earlier, self.e0_features.text])
+
+    @functools.cached_property
+    def seen_prev_text(self) -> torch.Tensor | None:
+        """E_{m-1}'s class text features of tasks 1..m, (sum_k C_k, d), this task's last; None on the first
+        task. E_{m-1} is fixed during the task, so they are computed once, like `prev_features` (at the
+        price of reading E_{m-1}'s checkpoint a second time per task, nothing per step)."""
+        if self.prev_name == E0:
+            return None
+        teacher = self.load_teacher(self.prev_name)
+        with torch.no_grad():
+            return clip_lib.tasks_class_text_features(teacher, [t.prompts() for t in self.seen_tasks])
+
     @property
     def prototypes(self) -> torch.Tensor:
         """Initial class prototypes from E0 (prototypes stage), (C, d)."""
         return self._from_prototypes_stage["prototypes"]
 
-    def student_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The student's image features V (B, d) and class text features U (C, d), with gradient."""
-        return clip_lib.encode_images(self.student, images), clip_lib.class_text_features(self.student, self.task.prompts())
+    def student_features(self, images: torch.Tensor, seen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's image features V (B, d) and class text features U (C, d), with gradient. With
+        `seen`, U holds the classes of tasks 1..m, (sum_k C_k, d), this task's last: one text-tower forward
+        over every seen task's prompts."""
+        tasks = self.seen_tasks if seen else [self.task]
+        v = clip_lib.encode_images(self.student, images)
+        return v, clip_lib.tasks_class_text_features(self.student, [t.prompts() for t in tasks])
 
 
 class Method:

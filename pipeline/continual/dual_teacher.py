@@ -1,15 +1,62 @@
 """Dual-teacher prototype distillation (spec/dual_teacher.md; MulKI, arXiv 2411.06764).
 
 Teachers E0 and E_{m-1} (frozen, features cached per task); class prototypes from E0 updated by a sliding
-average of the student's batch features; L = ce_weight L_ce + con_weight L_con + dis_weight L_dis."""
+average of the student's batch features; L = ce_weight L_ce + con_weight L_con + dis_weight L_dis.
+
+`loss.dis_scope: seen` (our extension, beyond the patent) widens L_dis from the current task to every task
+seen so far: student rows H = [V; U_1..U_m], columns P_all = [P_1; ..; P_{m-1}; P_m], with P_1..P_{m-1} as
+their tasks ended (constants) and P_m the live, sliding one. L_ce and L_con stay on the current task.
+
+State saved beside the model (models/<task>/method_state.safetensors): `prototypes` is the task's own P_m as
+it ended, `prototypes/<task>` each earlier task's P_k as it was handed on; the next task reads them there.
+"""
 from __future__ import annotations
+
+import warnings
 
 import torch
 
-from pipeline.continual.base import Method
+from pipeline import io, paths
+from pipeline.continual.base import Method, TaskContext
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.registry import register_method
 from pipeline.losses import clip_ce, dual_teacher_distillation, prototype_contrastive
+
+PROTOTYPES = "prototypes"  # state key of the task's own prototypes P_m, as they ended
+
+
+def earlier_key(task: str) -> str:
+    """State key of an earlier task's prototypes, carried along the chain."""
+    return f"{PROTOTYPES}/{task}"
+
+
+def carried_prototypes(ctx: TaskContext) -> dict[str, torch.Tensor]:
+    """P_1..P_{m-1}, each as its task ended, by task name in training order (empty on the first task).
+
+    train@<task> depends on models/<prev> only, so they travel along the chain: the previous task's own
+    prototypes are its state's `prototypes`, the earlier ones its `prototypes/<task>`. Fallback: where the
+    previous task left no state file or lacks a key (it was trained by another method, or before prototypes
+    were carried), E0's initial prototypes of that task from the prototypes stage
+    (data/prototypes/<task>.safetensors) stand in; with `loss.dis_scope: seen`, where they enter the loss,
+    a warning names those tasks."""
+    path = paths.method_state(ctx.prev_name)
+    state = io.load_tensors(path) if path.is_file() else {}
+    carried, fallback = {}, []
+    for name in ctx.base_names:
+        initial = ctx.prototypes_stage_tensor(name, "prototypes")  # E0's initial P_k
+        key = PROTOTYPES if name == ctx.prev_name else earlier_key(name)
+        if key not in state:
+            fallback.append(name)
+            carried[name] = initial
+        elif state[key].shape != initial.shape:
+            raise ValueError(f"{path}: {key} has shape {tuple(state[key].shape)}, task {name!r} {tuple(initial.shape)}")
+        else:
+            carried[name] = state[key].to(initial)
+    if fallback and ctx.params.loss.dis_scope == "seen":
+        warnings.warn(
+            f"{path}: no final prototypes of {', '.join(fallback)}; E0's initial prototypes stand in", stacklevel=2
+        )
+    return carried
 
 
 @register_method
@@ -18,7 +65,9 @@ class DualTeacher(Method):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.prototypes = ctx.prototypes.clone()  # a buffer: never a parameter, never given gradient
+        self.prototypes = ctx.prototypes.clone()  # P_m, a buffer: never a parameter, never given gradient
+        # Kept and saved whatever loss.dis_scope is, so switching to "seen" later retrains no earlier task.
+        self.earlier_prototypes = carried_prototypes(ctx)
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def weights(self):
@@ -27,17 +76,24 @@ class DualTeacher(Method):
 
     def terms(self, images, labels, indices):
         loss, ctx = self.ctx.params.loss, self.ctx
-        v, u = ctx.student_features(images)
+        seen = loss.dis_scope == "seen"
+        v, u_dis = ctx.student_features(images, seen=seen)  # U of this task, or of tasks 1..m (this one last)
+        u = u_dis[len(u_dis) - len(ctx.task.classes) :]
         self._batch = (v.detach(), labels)
         e0, prev = ctx.e0_features, ctx.prev_features
-        student_rows = torch.cat([v, u])  # H = [V; U]
-        e0_rows = torch.cat([e0.image[indices], e0.text])
-        prev_rows = None if prev is None else torch.cat([prev.image[indices], prev.text])
+        if seen:
+            prototypes = torch.cat([*self.earlier_prototypes.values(), self.prototypes])
+            e0_text, prev_text = ctx.seen_e0_text, ctx.seen_prev_text
+        else:
+            prototypes, e0_text, prev_text = self.prototypes, e0.text, None if prev is None else prev.text
+        student_rows = torch.cat([v, u_dis])  # H = [V; U]
+        e0_rows = torch.cat([e0.image[indices], e0_text])
+        prev_rows = None if prev is None else torch.cat([prev.image[indices], prev_text])
         return {
             "ce": clip_ce(v, u, labels, ctx.student.logit_scale, loss.label_smoothing),
             "con": prototype_contrastive(v, labels, u, self.prototypes, loss.tau),
             "dis": dual_teacher_distillation(
-                student_rows, self.prototypes, e0_rows, prev_rows, loss.teacher_weighting, loss.adaptive_k, loss.adaptive_b
+                student_rows, prototypes, e0_rows, prev_rows, loss.teacher_weighting, loss.adaptive_k, loss.adaptive_b
             ),
         }
 
@@ -46,4 +102,5 @@ class DualTeacher(Method):
         self.prototypes = update_prototypes(self.prototypes, v, labels, self.ctx.params.loss.gamma)
 
     def state(self):
-        return {"prototypes": self.prototypes}
+        earlier = {earlier_key(name): p for name, p in self.earlier_prototypes.items()}
+        return {PROTOTYPES: self.prototypes, **earlier}

@@ -102,11 +102,22 @@ def encode_texts(clip: Clip, texts: list[str]) -> torch.Tensor:
 
 def class_text_features(clip: Clip, prompts: list[list[str]]) -> torch.Tensor:
     """Per class, the normalised mean of its normalised prompt features (CLIP's prompt ensemble): (C, d)."""
-    n = len(prompts[0])
-    if any(len(p) != n for p in prompts):
-        raise ValueError("every class needs the same number of prompts")
-    feats = encode_texts(clip, [t for p in prompts for t in p]).view(len(prompts), n, -1)
-    return F.normalize(feats.mean(dim=1), dim=-1)
+    return tasks_class_text_features(clip, [prompts])
+
+
+def tasks_class_text_features(clip: Clip, prompts_per_task: list[list[list[str]]]) -> torch.Tensor:
+    """`class_text_features` of several tasks, stacked in task order: (sum_k C_k, d), from one text-tower
+    forward over every prompt (one large batch, not a forward per task). Tasks may differ in their number
+    of templates; within a task every class needs the same number."""
+    shapes = []  # (classes, prompts per class) of each task
+    for prompts in prompts_per_task:
+        n = len(prompts[0])
+        if any(len(p) != n for p in prompts):
+            raise ValueError("every class needs the same number of prompts")
+        shapes.append((len(prompts), n))
+    feats = encode_texts(clip, [t for prompts in prompts_per_task for p in prompts for t in p])
+    chunks = feats.split([c * n for c, n in shapes])
+    return torch.cat([F.normalize(f.view(c, n, -1).mean(dim=1), dim=-1) for f, (c, n) in zip(chunks, shapes)])
 
 
 @torch.no_grad()

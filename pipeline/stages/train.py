@@ -35,7 +35,7 @@ def main(argv):
     meta = {"name": name, "prev": params.tasks[name].prev, "method": method.name, "final_loss": final}
     clip_lib.save(student, paths.model_dir(name), meta | {"params": params.model_dump(mode="json")})
     if method.state():
-        io.save_tensors(paths.model_dir(name) / "method_state.safetensors", method.state())
+        io.save_tensors(paths.method_state(name), method.state())
     io.write_json(paths.task_row(name), {"task": name, "method": method.name, "accuracy": row})
     # Kept apart from the accuracy row, which must depend on the params only (byte-identical reruns).
     io.write_json(paths.task_cost(name), {"seconds": seconds, "peak_memory_mb": runtime.peak_memory_mb(device)})
