@@ -92,6 +92,9 @@ class LossParams(Section):
     dis_weight: float = Field(0.2, ge=0)
     tau: float = Field(1.0, gt=0)  # L_con temperature [choice]; the spec suggests 0.07, see README
     gamma: float = Field(0.99, ge=0, le=1)  # sliding prototype coefficient [choice]
+    # Which teachers L_dis distils from on tasks m >= 2: both (the spec), E0 alone, or E_{m-1} alone (an
+    # ablation; on the first task E_{m-1} is E0 itself, so every choice is L_dis^E0 there).
+    dis_teachers: Literal["both", "e0", "prev"] = "both"
     teacher_weighting: Literal["mean", "adaptive"] = "mean"
     # L_dis rows and columns: "current" is the patent's (this task's class texts and prototypes P_m); "seen"
     # (our extension) distils over the class texts and prototypes P_1..P_m of every task so far, so the

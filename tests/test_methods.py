@@ -14,6 +14,7 @@ from pipeline.continual import METHODS, dual_teacher, get_method
 from pipeline.continual.base import TaskContext
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.trainer import train_task
+from pipeline.losses.dual_teacher import similarity_distillation
 from pipeline.data import save_task
 from pipeline.data.facets import build_facet_task
 from pipeline.models import clip as clip_lib
@@ -134,6 +135,22 @@ def test_dual_teacher_second_task_teaches_only_the_student(workspace, monkeypatc
         assert torch.equal(method.prototypes[c], initial[c])
     for key, value in {"prev_i": prev.image, "prev_t": prev.text, "e0_i": e0.image, "e0_t": e0.text}.items():
         assert torch.equal(value, snapshot[key]), key
+
+
+@pytest.mark.parametrize("teachers", ["e0", "prev"])
+def test_single_teacher_ablation_distils_from_that_teacher_alone(workspace, monkeypatch, teachers):
+    root, params = workspace
+    monkeypatch.chdir(root)
+    ctx = make_context(with_loss(params, dis_teachers=teachers), "colour")
+    method = get_method("dual_teacher")(ctx)
+    images, labels, idx = first_batch(ctx)
+    dis = method.terms(images, labels, idx)["dis"]
+    teacher = ctx.e0_features if teachers == "e0" else ctx.prev_features
+    v, u = ctx.student_features(images)
+    expected = similarity_distillation(torch.cat([v, u]), torch.cat([teacher.image[idx], teacher.text]), method.prototypes)
+    torch.testing.assert_close(dis, expected)
+    both = get_method("dual_teacher")(make_context(params, "colour")).terms(images, labels, idx)["dis"]
+    assert not torch.allclose(dis, both)  # the two teachers disagree: dropping one changes the loss
 
 
 def test_dis_weight_zero_removes_distillation_from_the_update(workspace, monkeypatch):

@@ -89,6 +89,10 @@ class DualTeacher(Method):
         student_rows = torch.cat([v, u_dis])  # H = [V; U]
         e0_rows = torch.cat([e0.image[indices], e0_text])
         prev_rows = None if prev is None else torch.cat([prev.image[indices], prev_text])
+        if loss.dis_teachers == "e0":
+            prev_rows = None
+        elif loss.dis_teachers == "prev" and prev_rows is not None:
+            e0_rows, prev_rows = prev_rows, None  # the single-teacher form, with E_{m-1} as the teacher
         return {
             "ce": clip_ce(v, u, labels, ctx.student.logit_scale, loss.label_smoothing),
             "con": prototype_contrastive(v, labels, u, self.prototypes, loss.tau),
