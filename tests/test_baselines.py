@@ -225,12 +225,14 @@ def test_second_task_distils_over_the_previous_tasks_classes(workspace, monkeypa
     method = get_method(name)(ctx)
     head = method.head
     assert not head.is_current and head.teacher_text.shape[0] == len(shape.classes)
-    assert head.teacher_image.shape[0] == len(ctx.task.train_labels)
-    teacher_state = [t.clone() for t in (head.teacher_text, head.teacher_image)]
+    # The teacher's logits: from its image features (lwf), or computed with its Grad-CAM maps (lwm).
+    teacher = (head.teacher_text, head.teacher_image if name == "lwf" else method.teacher_logits)
+    assert teacher[1].shape[0] == len(ctx.task.train_labels)
+    teacher_state = [t.clone() for t in teacher]
     terms = method.terms(*first_batch(ctx))
     weighted_total(method, terms).backward()
-    assert all(not t.requires_grad for t in (head.teacher_text, head.teacher_image))
-    assert all(torch.equal(a, b) for a, b in zip(teacher_state, (head.teacher_text, head.teacher_image)))
+    assert all(not t.requires_grad for t in teacher)
+    assert all(torch.equal(a, b) for a, b in zip(teacher_state, teacher))
     if name == "lwm":
         assert method.teacher_maps.shape == (len(ctx.task.train_labels), 64) and not method.teacher_maps.requires_grad
         assert int(method.top_class.max()) < len(shape.classes)
