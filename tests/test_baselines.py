@@ -93,7 +93,9 @@ def test_registry_has_the_baselines():
     assert set(BASELINES) <= set(METHODS)
 
 
-@pytest.mark.parametrize("bad", [{"lwm_form": "l2"}, {"kd_first_task": "all"}, {"wise_alpha": 1.5}, {"zscl_ref_batch": 1}])
+@pytest.mark.parametrize("bad", [
+    {"lwm_form": "l2"}, {"kd_first_task": "all"}, {"wise_alpha": 1.5}, {"zscl_ref_batch": 1}, {"zscl_text": "both"},
+])
 def test_config_rejects_bad_baseline_params_naming_the_key(bad):
     raw = yaml.safe_load(Path("params.yaml").read_text())
     raw["loss"].update(bad)
