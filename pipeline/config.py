@@ -117,6 +117,10 @@ class LossParams(Section):
     lwm_stage: int = Field(3, ge=1, le=4)
     zscl_weight: float = Field(1.0, ge=0)
     zscl_ref_batch: int = Field(64, ge=2)  # reference image-caption pairs per step (a softmax over 1 is 0)
+    # zscl: whose text features of the reference captions the student's reference logits use. "e0": E0's frozen
+    # ones, as ZSCL's code (mtil/src/models/finetune.py), so L_zscl trains the image tower only; "student": the
+    # student's own, so L_zscl also trains the text tower.
+    zscl_text: Literal["e0", "student"] = "e0"
     zscl_ensemble_every: int = Field(0, ge=0)  # weight ensemble every N steps; 0: off
     wise_alpha: float = Field(0.5, ge=0, le=1)  # WiSE-FT: weight of the fine-tuned model
 

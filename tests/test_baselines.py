@@ -93,7 +93,9 @@ def test_registry_has_the_baselines():
     assert set(BASELINES) <= set(METHODS)
 
 
-@pytest.mark.parametrize("bad", [{"lwm_form": "l2"}, {"kd_first_task": "all"}, {"wise_alpha": 1.5}, {"zscl_ref_batch": 1}])
+@pytest.mark.parametrize("bad", [
+    {"lwm_form": "l2"}, {"kd_first_task": "all"}, {"wise_alpha": 1.5}, {"zscl_ref_batch": 1}, {"zscl_text": "both"},
+])
 def test_config_rejects_bad_baseline_params_naming_the_key(bad):
     raw = yaml.safe_load(Path("params.yaml").read_text())
     raw["loss"].update(bad)
@@ -225,12 +227,14 @@ def test_second_task_distils_over_the_previous_tasks_classes(workspace, monkeypa
     method = get_method(name)(ctx)
     head = method.head
     assert not head.is_current and head.teacher_text.shape[0] == len(shape.classes)
-    assert head.teacher_image.shape[0] == len(ctx.task.train_labels)
-    teacher_state = [t.clone() for t in (head.teacher_text, head.teacher_image)]
+    # The teacher's logits: from its image features (lwf), or computed with its Grad-CAM maps (lwm).
+    teacher = (head.teacher_text, head.teacher_image if name == "lwf" else method.teacher_logits)
+    assert teacher[1].shape[0] == len(ctx.task.train_labels)
+    teacher_state = [t.clone() for t in teacher]
     terms = method.terms(*first_batch(ctx))
     weighted_total(method, terms).backward()
-    assert all(not t.requires_grad for t in (head.teacher_text, head.teacher_image))
-    assert all(torch.equal(a, b) for a, b in zip(teacher_state, (head.teacher_text, head.teacher_image)))
+    assert all(not t.requires_grad for t in teacher)
+    assert all(torch.equal(a, b) for a, b in zip(teacher_state, teacher))
     if name == "lwm":
         assert method.teacher_maps.shape == (len(ctx.task.train_labels), 64) and not method.teacher_maps.requires_grad
         assert int(method.top_class.max()) < len(shape.classes)

@@ -191,6 +191,14 @@ def test_prototype_contrastive_gradient_only_into_student():
     assert torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0 and u.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("bad", [3, 7, -1])
+def test_prototype_contrastive_rejects_a_label_outside_the_classes(bad):
+    """A label >= C (or < 0) has no class text or prototype; it used to give NaN silently."""
+    v, u, p = randn(4, 3, seed=23), randn(3, 3, seed=24), randn(3, 3, seed=25)
+    with pytest.raises(ValueError, match=rf"label {bad} .*C = 3"):
+        prototype_contrastive(v, torch.tensor([0, 2, bad, 1]), u, p)
+
+
 def test_prototype_contrastive_gradcheck():
     v, u = randn(4, 3, seed=20, requires_grad=True), randn(3, 3, seed=21, requires_grad=True)
     p, y = randn(3, 3, seed=22), torch.tensor([0, 2, 2, 0])

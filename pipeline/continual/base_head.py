@@ -26,13 +26,14 @@ class BaseHead:
     is_current: the head is the current task's own classes (first task, `kd_first_task: current`), so the
         student's head is the text features it computes for L_ce anyway.
     teacher_text: (C_b, d) teacher text features of the base classes.
-    teacher_image: (N, d) teacher features of every training image of the current task.
+    teacher_image: (N, d) teacher features of every training image of the current task; None where the
+        caller computes the teacher's logits itself (LwM, along with its Grad-CAM maps).
     """
 
     tasks: tuple[TaskData, ...]
     is_current: bool
     teacher_text: torch.Tensor
-    teacher_image: torch.Tensor
+    teacher_image: torch.Tensor | None
 
     def student_text(self, student: clip_lib.Clip) -> torch.Tensor:
         """The student's base-class text features (C_b, d), with gradient: one prompt ensemble per task,
@@ -40,11 +41,12 @@ class BaseHead:
         return torch.cat([clip_lib.class_text_features(student, t.prompts()) for t in self.tasks])
 
 
-def base_head(ctx, teacher: clip_lib.Clip | None = None) -> BaseHead | None:
+def base_head(ctx, teacher: clip_lib.Clip | None = None, teacher_images: bool = True) -> BaseHead | None:
     """The base head of task `ctx.name`, or None on the first task with `kd_first_task: none`.
 
     `teacher` is E_{m-1} if the caller has it loaded already (frozen); otherwise it is loaded here when needed
-    (on the first task E0's features come from the prototypes stage, without any model).
+    (on the first task E0's features come from the prototypes stage, without any model). `teacher_images=False`
+    skips the teacher's pass over the training images (`teacher_image` is then None).
     """
     if ctx.prev_name == E0:
         if ctx.params.loss.kd_first_task == "none":
@@ -58,6 +60,8 @@ def base_head(ctx, teacher: clip_lib.Clip | None = None) -> BaseHead | None:
     teacher = teacher if teacher is not None else ctx.load_teacher(ctx.prev_name)
     with torch.no_grad():
         text = torch.cat([clip_lib.class_text_features(teacher, t.prompts()) for t in tasks])
+    if not teacher_images:
+        return BaseHead(tasks, ctx.prev_name == E0, text, None)
     image = clip_lib.encode_images_batched(
         teacher, ctx.task.train_images, ctx.params.eval.batch_size, progress=f"E_{ctx.prev_name} features"
     )

@@ -4,17 +4,22 @@
 
 Teacher E_{m-1} (frozen), student initialised from it. L_D distils the base-class logits (as in LwF, see
 base_head.py) in the form `loss.lwm_form`; L_AD compares the Grad-CAM maps of the teacher's top base class b
-on the image tower's last feature map (gradcam.py). The teacher's b and maps depend only on the training
-image (no augmentation), so they are computed once per task; the student's map is rebuilt every step with
-create_graph=True, which is what makes L_AD a loss at all (computed under no-grad it would silently turn
+on the image tower's last feature map (gradcam.py). The teacher's logits y, b and maps depend only on the
+training image (no augmentation), so they are computed once per task; the student's map is rebuilt every step
+with create_graph=True, which is what makes L_AD a loss at all (computed under no-grad it would silently turn
 LwM into LwF: spec, "L_AD").
+
+Teacher and student go through the same code (`base_forward`, `top_class_map`), so at student == teacher
+(the first step of task 1) their logits and maps agree bit for bit. This matters for L_AD: an L1 distance has
+a full-sized gradient (sign(Q_hat_{t-1} - Q_hat_t)) for any difference however small, so a rounding-level
+mismatch between the two sides (an extra F.normalize on one of them gave ~1e-7) sent a gradient of norm ~746
+(ResNet) / ~45 (ViT) into a student that was already at its optimum.
 """
 from __future__ import annotations
 
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 from pipeline.config import E0
 from pipeline.continual.base import Method
@@ -30,25 +35,38 @@ from pipeline.losses import (
 from pipeline.models import clip as clip_lib
 
 
+def base_forward(
+    clip: clip_lib.Clip, images: torch.Tensor, base_text: torch.Tensor, stage: int, leaf: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image-tower forward: Grad-CAM's map A, the unnormalised image features and the base-class logits
+    y = s cos(v, u_b) (B, C_b). The single place where teacher and student compute them (see the module doc)."""
+    a, features = feature_map_and_features(clip, images, leaf=leaf, stage=stage)
+    return a, features, cosine_logits(features, base_text, clip.logit_scale)
+
+
+def top_class_map(a: torch.Tensor, logits: torch.Tensor, b: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """Q_hat (B, P) of each sample's class b (B,): Grad-CAM of the logit y_b on A."""
+    return class_grad_cam(a, logits.gather(1, b[:, None]).squeeze(1), create_graph=create_graph)
+
+
 def teacher_attention(
     teacher: clip_lib.Clip, head: BaseHead, images: torch.Tensor, batch_size: int, device: torch.device, stage: int = 4
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen teacher's top base class b (N,) and its Grad-CAM map Q_hat (N, P) for every image.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The frozen teacher's base-class logits y (N, C_b), top base class b (N,) and Grad-CAM map Q_hat (N, P)
+    for every image.
 
     The gradient is taken with respect to a detached copy of A (no graph through the teacher's parameters,
     which stay frozen and receive no .grad); the results are constants.
     """
-    tops, maps = [], []
+    logits, tops, maps = [], [], []
     for start in range(0, len(images), batch_size):
-        a, features = feature_map_and_features(
-            teacher, images[start : start + batch_size].to(device), leaf=True, stage=stage
-        )
-        logits = cosine_logits(features, head.teacher_text, teacher.logit_scale)
-        top = logits.argmax(dim=1)
-        q = class_grad_cam(a, logits.gather(1, top[:, None]).squeeze(1), create_graph=False)
+        batch = images[start : start + batch_size].to(device)
+        a, _, y = base_forward(teacher, batch, head.teacher_text, stage, leaf=True)
+        top = y.argmax(dim=1)
+        logits.append(y.detach())
         tops.append(top)
-        maps.append(q.detach())
-    return torch.cat(tops), torch.cat(maps)
+        maps.append(top_class_map(a, y, top, create_graph=False).detach())
+    return torch.cat(logits), torch.cat(tops), torch.cat(maps)
 
 
 @register_method
@@ -60,8 +78,8 @@ class LwM(Method):
         self.head: BaseHead | None = None
         if ctx.prev_name != E0 or ctx.params.loss.kd_first_task == "current":
             teacher = ctx.load_teacher(ctx.prev_name)  # E0 on the first task
-            self.head = base_head(ctx, teacher)
-            self.top_class, self.teacher_maps = teacher_attention(
+            self.head = base_head(ctx, teacher, teacher_images=False)  # y comes from teacher_attention
+            self.teacher_logits, self.top_class, self.teacher_maps = teacher_attention(
                 teacher, self.head, ctx.task.train_images, ctx.params.eval.batch_size, ctx.device, ctx.params.loss.lwm_stage
             )
             if self.teacher_maps.shape[1] == 1:
@@ -77,19 +95,17 @@ class LwM(Method):
 
     def terms(self, images, labels, indices):
         ctx, loss = self.ctx, self.ctx.params.loss
-        scale = ctx.student.logit_scale
-        a, features = feature_map_and_features(ctx.student, images, stage=loss.lwm_stage)  # one forward: L_C, L_D and L_AD
-        v = F.normalize(features, dim=-1)
         u = clip_lib.class_text_features(ctx.student, ctx.task.prompts())
-        terms = {"ce": clip_ce(v, u, labels, scale, loss.label_smoothing)}
         if self.head is None:  # first task with kd_first_task = none: no base classes, no teacher class b
-            terms["kd"] = terms["ad"] = v.new_zeros(())
-            return terms
+            v = clip_lib.encode_images(ctx.student, images)
+            zero = v.new_zeros(())
+            return {"ce": clip_ce(v, u, labels, ctx.student.logit_scale, loss.label_smoothing), "kd": zero, "ad": zero}
         student_text = u if self.head.is_current else self.head.student_text(ctx.student)
-        y_hat = cosine_logits(v, student_text, scale)  # (B, C_b) student base-class logits
-        y = cosine_logits(self.head.teacher_image[indices], self.head.teacher_text, scale)
-        terms["kd"] = lwm_distillation(y_hat, y, loss.lwm_form, loss.kd_temperature)
+        # One forward for L_C, L_D and L_AD; y_hat (B, C_b) as the teacher's y (base_forward).
+        a, features, y_hat = base_forward(ctx.student, images, student_text, loss.lwm_stage)
         b = self.top_class[indices]
-        q_student = class_grad_cam(a, y_hat.gather(1, b[:, None]).squeeze(1), create_graph=True)
-        terms["ad"] = attention_distillation(q_student, self.teacher_maps[indices])
-        return terms
+        return {
+            "ce": clip_ce(features, u, labels, ctx.student.logit_scale, loss.label_smoothing),  # normalises inside
+            "kd": lwm_distillation(y_hat, self.teacher_logits[indices], loss.lwm_form, loss.kd_temperature),
+            "ad": attention_distillation(top_class_map(a, y_hat, b, create_graph=True), self.teacher_maps[indices]),
+        }

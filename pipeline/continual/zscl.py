@@ -4,7 +4,11 @@ Models", ICCV 2023): L = ce_weight L_ce + zscl_weight L_zscl, plus an optional w
 - L_zscl ("Distillation in Feature Space"): each step a reference batch of `loss.zscl_ref_batch` image-caption
   pairs from the pretraining corpus; the frozen E0 teaches the student its image->text and text->image
   distributions over the batch (`zscl_distillation`). This keeps the student's zero-shot behaviour on
-  data that is neither the current nor an earlier task.
+  data that is neither the current nor an earlier task. With `loss.zscl_text: e0` (default) both logit matrices
+  score the images against E0's frozen caption features, as ZSCL's code does (mtil/src/models/finetune.py:
+  `ref_embeddings` come from the reference model under no_grad and serve `logits_current` and `logits_ref`
+  alike), so L_zscl distils into the image tower only; `student` uses the student's own caption features,
+  which lets L_zscl train the text tower too.
 - Weight ensemble ("Weight Ensemble in Parameter Space", `loss.zscl_ensemble_every` = N > 0): the running mean
   theta_hat of the student's weights replaces the student at the end of the task. Snapshots as in ZSCL's
   code (`merge_we`, `iteration % avg_freq == 0`): the weights the task starts from (E_{m-1}) count as the
@@ -25,12 +29,6 @@ from pipeline.data import load_corpus
 from pipeline.losses import clip_ce, cosine_logits, zscl_distillation
 from pipeline.models import clip as clip_lib
 from pipeline.runtime import stable_seed
-
-
-def reference_logits(clip: clip_lib.Clip, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
-    """Image->text logits ``s * V_ref U_ref^T`` (B, B) of one model on the reference batch, with the model's
-    own logit scale (E0's and the student's are equal: the scale is frozen after pretraining)."""
-    return cosine_logits(clip_lib.encode_images(clip, images), clip_lib.encode_texts(clip, captions), clip.logit_scale)
 
 
 @register_method
@@ -64,9 +62,13 @@ class ZSCL(Method):
         ctx, loss = self.ctx, self.ctx.params.loss
         v, u = ctx.student_features(images)
         ref_images, captions = self.reference_batch()
+        # Image->text logits s * V_ref U_ref^T (B, B); E0's and the student's logit scale are equal (frozen
+        # after pretraining). E0's caption features are computed once and, with zscl_text e0, serve both sides.
         with torch.no_grad():
-            teacher = reference_logits(self.e0, ref_images, captions)
-        student = reference_logits(ctx.student, ref_images, captions)
+            e0_text = clip_lib.encode_texts(self.e0, captions)
+            teacher = cosine_logits(clip_lib.encode_images(self.e0, ref_images), e0_text, self.e0.logit_scale)
+        text = e0_text if loss.zscl_text == "e0" else clip_lib.encode_texts(ctx.student, captions)
+        student = cosine_logits(clip_lib.encode_images(ctx.student, ref_images), text, ctx.student.logit_scale)
         return {
             "ce": clip_ce(v, u, labels, ctx.student.logit_scale, loss.label_smoothing),
             "zscl": zscl_distillation(student, teacher, loss.kd_temperature),

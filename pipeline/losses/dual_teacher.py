@@ -39,10 +39,19 @@ def prototype_contrastive(
         tau: temperature.
     Returns:
         scalar.
+    Raises:
+        ValueError: a label outside [0, C), naming it and C.
     """
     num_classes = text_features.shape[0]
     if prototypes.shape[0] != num_classes:
         raise ValueError(f"prototypes have {prototypes.shape[0]} rows, text_features {num_classes}")
+    if labels.numel():
+        # An out-of-range label has no class text or prototype, so its image may have no positive at all and
+        # its anchor loss is 0 / 0 = NaN: fail loudly instead. One aminmax (and one sync) per call.
+        low, high = (int(x) for x in torch.aminmax(labels))
+        if low < 0 or high >= num_classes:
+            bad = low if low < 0 else high
+            raise ValueError(f"label {bad} is out of range for C = {num_classes} classes (labels must be in [0, C))")
     class_ids = torch.arange(num_classes, device=labels.device)
     pool = F.normalize(
         torch.cat([image_features, text_features, prototypes.detach().to(image_features.dtype)]), dim=-1
