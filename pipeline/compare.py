@@ -148,7 +148,9 @@ def main(argv: list[str]) -> None:
             ]
     finally:
         restore()
-    summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": round(time.perf_counter() - start)}
+    command = "make compare" if branch.name == "cl" else f"make compare-{branch.name}"
+    summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": round(time.perf_counter() - start),
+                                               "command": command}
     if args.merge and branch.outputs[0].is_file():
         previous = io.read_json(branch.outputs[0])
         summary["variants"] = {**previous["variants"], **summary["variants"]}

@@ -62,15 +62,18 @@ def summarise_cl(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
 
 
 def regime_checks(summary: dict) -> dict:
-    """The MTIL-regime checks (needs a `finetune` variant) and the baselines' ordering (pipeline/regime.py),
-    each variant keyed by its method; variants that change more than the method are left out of the ordering."""
+    """The MTIL-regime checks (from the `finetune` variant's own mean matrix, E0's row included) and the
+    baselines' ordering (pipeline/regime.py), read from the variants named after their method (`lwf` is
+    `train.method: lwf`, by the convention of compare.variants). Variants of an older output without a
+    matrix (merged with --merge) are skipped rather than lost."""
     from pipeline import regime
 
     ref, variants = summary["reference"], summary["variants"]
     out = {}
-    if "finetune" in variants and "chance" in ref:
-        out["regime"] = regime.regime(ref["matrix"][0], ref["chance"], variants["finetune"]["matrix"])
-    by_method = {v: {k: e[k]["mean"] for k in CL_KEYS} for v, e in variants.items() if v == e["method"]}
+    finetune = variants.get("finetune", {}).get("matrix")
+    if finetune is not None and "chance" in ref:
+        out["regime"] = regime.regime(finetune[0], ref["chance"], finetune)
+    by_method = {v: {k: e[k]["mean"] for k in CL_KEYS} for v, e in variants.items() if v == e.get("method")}
     out["ordering"] = regime.ordering(by_method)
     return out
 
@@ -102,7 +105,8 @@ def markdown_cl(summary: dict) -> str:
         f"Mean ± sample std over seeds {seeds} (`train.seed`; E0 is the same for every run), accuracy in %. "
         "Train s / task: wall time of a task's training loop (teacher features included, evaluation not), mean "
         "over tasks, median over seeds; peak memory: the train process's peak resident set (CPU) or CUDA allocation, "
-        f"largest over tasks, mean over seeds. All runs in one `make compare` ({summary['seconds']} s).",
+        f"largest over tasks, mean over seeds. All runs in one `{summary.get('command', 'make compare')}` "
+        f"({summary['seconds']} s).",
     ]
     if summary.get("checks"):
         lines += ["", "Is the benchmark in the MTIL regime, and do the baselines rank as published (`pipeline/regime.py`, "

@@ -290,6 +290,8 @@ class Params(Section):
         from pipeline.data.benchmarks import check_corpus_source, check_task_names
 
         check_task_names(self.data.benchmark, self.data.root, list(self.tasks))
+        if self.target.imbalance != 1 and self.target.benchmark != "facets":
+            raise ValueError(f"target.imbalance: applies to target.benchmark facets only, not {self.target.benchmark!r}")
         if self.target.benchmark == "folder" and self.data.root is None:
             raise ValueError("target.benchmark: 'folder' needs data.root")
         check_task_names(self.target.benchmark, self.data.root, [self.target.task], key="target.task")

@@ -7,7 +7,7 @@ import torch
 
 from pipeline.data.domains import DOMAINS, build_domain_corpus, build_domain_task, corpus_counts, domain_names
 from pipeline.data.domains import digits as digits_domain
-from pipeline.data.domains.base import rng_for
+from pipeline.data.streams import stream_rng
 
 SMALL = dict(image_size=32, train_per_class=4, test_per_class=3, seed=5)
 
@@ -83,7 +83,7 @@ def test_every_class_is_visible(name):
     for c in range(k):
         counts = np.zeros(k, np.int64)
         counts[c] = 1
-        x, y = domain.sample(counts, "test", rng_for(0, "visible"), 32)
+        x, y = domain.sample(counts, "test", stream_rng(0, "visible"), 32)
         assert y.tolist() == [c]
         images.append(x[0].astype(np.float32))
     for a in range(k):
@@ -113,3 +113,18 @@ def test_corpus_covers_every_domain_unevenly_with_noisy_captions():
 def test_unknown_domain():
     with pytest.raises(ValueError, match="unknown domain 'cars'"):
         build_domain_task("cars", **SMALL)
+
+
+@pytest.mark.parametrize("label", ["grid", "crosshatched", "marbled"])
+def test_line_textures_stay_drawn_at_any_frequency_and_angle(label):
+    """Line textures keep lines at least 1.5 pixels wide: at the highest frequency and any angle, a fair share
+    of pixels is line (a fixed |sin| threshold drew lines thinner than a pixel, which fell apart into dashes)."""
+    from pipeline.data.domains import textures
+    from pipeline.data.domains.base import grid, rotate
+
+    gx, gy = grid(32)
+    rng = np.random.default_rng(0)
+    for angle in np.linspace(0, np.pi, 7):
+        x, y = rotate(gx, gy, angle)
+        share = textures._pattern(textures.CLASSES.index(label), x, y, 4.5, rng).mean()
+        assert share > 0.25, (label, angle, share)

@@ -150,7 +150,7 @@ def test_stages_write_their_outputs(micro_run):
     pngs = sorted((root / "metrics" / "plots").glob("*.png"))
     assert [p.name for p in pngs] == ["accuracy_matrix.png", "task_accuracy.png"]
     assert all(p.read_bytes()[:8] == PNG_MAGIC for p in pngs)
-    assert "prepared 3 tasks (shape, colour, fill)" in outputs["prepare"]
+    assert "prepared 3 tasks (shapes, digits, textures)" in outputs["prepare"]
     assert re.search(r"transfer [\d.]+, average [\d.]+, last [\d.]+", outputs["evaluate"])
     assert "target count+colour: 28 classes, 56 train / 28 test images" in outputs["target"]
     assert re.search(r"teacher [\d.]+% \| student fused [\d.]+%", outputs["distill"])

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline import regime
 
-# Three tasks (10, 20, 50 % chance). Row 0 = E0 zero-shot, row j = after task j.
+# Three tasks (10, 20, 25 % chance). Row 0 = E0 zero-shot, row j = after task j.
 E0 = [40.0, 60.0, 70.0]
 CHANCE = [10.0, 20.0, 25.0]
 FINETUNE = [

@@ -80,18 +80,17 @@ class DualTeacher(Method):
         v, u_dis = ctx.student_features(images, seen=seen)  # U of this task, or of tasks 1..m (this one last)
         u = u_dis[len(u_dis) - len(ctx.task.classes) :]
         self._batch = (v.detach(), labels)
-        e0, prev = ctx.e0_features, ctx.prev_features
+        # E_{m-1}'s features only where they enter the loss (the e0-only ablation must not pay for them).
+        e0, prev = ctx.e0_features, None if loss.dis_teachers == "e0" else ctx.prev_features
         if seen:
             prototypes = torch.cat([*self.earlier_prototypes.values(), self.prototypes])
-            e0_text, prev_text = ctx.seen_e0_text, ctx.seen_prev_text
+            e0_text, prev_text = ctx.seen_e0_text, None if prev is None else ctx.seen_prev_text
         else:
             prototypes, e0_text, prev_text = self.prototypes, e0.text, None if prev is None else prev.text
         student_rows = torch.cat([v, u_dis])  # H = [V; U]
         e0_rows = torch.cat([e0.image[indices], e0_text])
         prev_rows = None if prev is None else torch.cat([prev.image[indices], prev_text])
-        if loss.dis_teachers == "e0":
-            prev_rows = None
-        elif loss.dis_teachers == "prev" and prev_rows is not None:
+        if loss.dis_teachers == "prev" and prev_rows is not None:
             e0_rows, prev_rows = prev_rows, None  # the single-teacher form, with E_{m-1} as the teacher
         return {
             "ce": clip_ce(v, u, labels, ctx.student.logit_scale, loss.label_smoothing),

@@ -10,12 +10,12 @@ small patch around each object, and fully determined by the seed.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .streams import stream_rng
 from .types import CaptionCorpus, TaskData
 
 
@@ -61,11 +61,6 @@ def _facet(name: str) -> Facet:
     return _BY_NAME[name]
 
 
-def _rng(seed: int, *stream: str) -> np.random.Generator:
-    """Independent stream per (seed, task, split); crc32 because Python's hash() is salted per process."""
-    if seed < 0:
-        raise ValueError(f"seed: must be >= 0, got {seed}")
-    return np.random.default_rng([seed, zlib.crc32("/".join(stream).encode())])
 
 
 def _shape_mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -234,8 +229,8 @@ def build_facet_task(name: str, *, image_size: int, train_per_class: int, test_p
         classes, templates = _joint_classes(facets), ["a picture of {}.", "{}.", "an image showing {}."]
     k = len(classes)
     weights = imbalance ** (-np.arange(k) / max(1, k - 1)) if imbalance > 1 else None
-    train_x, train_y = _split(facets, train_per_class, image_size, _rng(seed, "task", name, "train"), weights)
-    test_x, test_y = _split(facets, test_per_class, image_size, _rng(seed, "task", name, "test"))
+    train_x, train_y = _split(facets, train_per_class, image_size, stream_rng(seed, "task", name, "train"), weights)
+    test_x, test_y = _split(facets, test_per_class, image_size, stream_rng(seed, "task", name, "test"))
     return TaskData(name=name, classes=classes, templates=templates,
                     train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y)
 
@@ -291,7 +286,7 @@ def build_facet_corpus(*, image_size: int, size: int, seed: int) -> CaptionCorpu
     """``size`` captioned images from their own seed stream (disjoint from every task's streams)."""
     if size < 1:
         raise ValueError(f"size: must be >= 1, got {size}")
-    rng = _rng(seed, "corpus")
+    rng = stream_rng(seed, "corpus")
     attrs = _sample_attrs(size, rng)
     images, _ = render_world(attrs, image_size, rng)
     captions = [caption({k: int(v[i]) for k, v in attrs.items()}, rng) for i in range(size)]

@@ -15,7 +15,7 @@ from pipeline import io
 from pipeline.models.student import DistillationStudent, StudentConfig
 
 WEIGHTS, META = "model.safetensors", "model.json"
-# Fixed, not per-data-set statistics: the synthetic world and most photos sit around these values.
+# Fixed, not per-data-set statistics: the embedded benchmarks and most photos sit around these values.
 MEAN, STD = 0.5, 0.25
 
 

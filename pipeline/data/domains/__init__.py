@@ -20,7 +20,8 @@ from ..types import CaptionCorpus, TaskData
 # Import order is the registry's order, and the default task order: MTIL order I's relative order of the data
 # sets these stand for (Aircraft, Caltech101, DTD, EuroSAT, Flowers, MNIST).
 from . import aircraft, shapes, textures, landuse, flowers, digits  # noqa: F401, I001  (each registers itself)
-from .base import DOMAINS, rng_for, web_style
+from ..streams import stream_rng
+from .base import DOMAINS, web_style
 
 
 def domain_names() -> list[str]:
@@ -38,8 +39,8 @@ def build_domain_task(name: str, *, image_size: int, train_per_class: int, test_
     """Task `name`: its train and test splits from separate streams (and, for real images, separate pools)."""
     domain = _domain(name)
     k = len(domain.classes)
-    train_x, train_y = domain.sample(np.full(k, train_per_class), "train", rng_for(seed, name, "train"), image_size)
-    test_x, test_y = domain.sample(np.full(k, test_per_class), "test", rng_for(seed, name, "test"), image_size)
+    train_x, train_y = domain.sample(np.full(k, train_per_class), "train", stream_rng(seed, name, "train"), image_size)
+    test_x, test_y = domain.sample(np.full(k, test_per_class), "test", stream_rng(seed, name, "test"), image_size)
     return TaskData(name=name, classes=list(domain.classes), templates=list(domain.templates),
                     train_images=torch.from_numpy(train_x), train_labels=torch.from_numpy(train_y),
                     test_images=torch.from_numpy(test_x), test_labels=torch.from_numpy(test_y))
@@ -58,7 +59,7 @@ def build_domain_corpus(*, image_size: int, size: int, seed: int) -> CaptionCorp
     """`size` captioned "web" images covering every domain, from streams no task uses."""
     images, captions = [], []
     for name, n in corpus_counts(size).items():
-        domain, rng = DOMAINS[name], rng_for(seed, name, "corpus")
+        domain, rng = DOMAINS[name], stream_rng(seed, name, "corpus")
         per_class = np.full(len(domain.classes), n // len(domain.classes))
         per_class[: n % len(domain.classes)] += 1
         x, y = domain.sample(per_class, "corpus", rng, image_size)

@@ -53,7 +53,7 @@ def sample(counts: np.ndarray, part: str, rng: np.random.Generator, size: int):
         x, y = rotate((gx - cx) / scale, (gy - cy) / scale, rng.uniform(-0.5, 0.5))
         paint(canvas, _plane(x, y, wing, engines, long), rng.uniform(190, 250) + rng.uniform(-10, 10, 3))
         canvases.append(canvas)
-    return finish(canvases, rng), labels
+    return finish(canvases, rng, size), labels
 
 
 def _descriptions(label: int) -> tuple[str, ...]:

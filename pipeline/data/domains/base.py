@@ -15,11 +15,11 @@ How E0's zero-shot ability is made partial and uneven, as CLIP's is on MTIL (Air
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
 
 # counts (per class) -> (images uint8 (n, 3, S, S), labels int64 (n,)); `part` is train / test / corpus
 Sampler = Callable[[np.ndarray, str, np.random.Generator, int], "tuple[np.ndarray, np.ndarray]"]
@@ -70,11 +70,6 @@ def register(domain: Domain) -> Domain:
     return domain
 
 
-def rng_for(seed: int, *stream: str) -> np.random.Generator:
-    """An independent stream per (seed, domain, part); crc32 because Python's hash() is salted per process."""
-    if seed < 0:
-        raise ValueError(f"seed: must be >= 0, got {seed}")
-    return np.random.default_rng([seed, zlib.crc32("/".join(stream).encode())])
 
 
 def shuffled_labels(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -109,10 +104,10 @@ def paint(canvas: np.ndarray, mask: np.ndarray, colour) -> None:
     canvas += m * np.asarray(colour, np.float32)
 
 
-def finish(canvases: list[np.ndarray], rng: np.random.Generator, noise: float = 4.0) -> np.ndarray:
+def finish(canvases: list[np.ndarray], rng: np.random.Generator, size: int, noise: float = 4.0) -> np.ndarray:
     """(S, S, 3) float canvases -> uint8 (n, 3, S, S), with a little pixel noise."""
     if not canvases:
-        return np.zeros((0, 3, 1, 1), np.uint8)
+        return np.zeros((0, 3, size, size), np.uint8)
     x = np.stack(canvases)
     x += rng.standard_normal(x.shape, dtype=np.float32) * noise
     return np.clip(np.rint(x), 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)

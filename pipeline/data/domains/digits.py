@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Domain, register, rng_for
+from ..streams import stream_rng
+from .base import Domain, register
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -24,7 +25,7 @@ def _pools() -> tuple[np.ndarray, dict[str, list[np.ndarray]]]:
 
     images, labels = load_digits(return_X_y=True)
     images = (images.reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.float32)
-    rng = rng_for(0, "digits", "pools")  # fixed: the pools never change with data.seed
+    rng = stream_rng(0, "digits", "pools")  # fixed: the pools never change with data.seed
     pools: dict[str, list[np.ndarray]] = {"test": [], "corpus": [], "train": []}
     for c in range(10):
         idx = rng.permutation(np.flatnonzero(labels == c))

@@ -38,7 +38,7 @@ def sample(counts: np.ndarray, part: str, rng: np.random.Generator, size: int):
         paint(canvas, r <= 0.25 + 0.75 * lobe, np.asarray(COLOURS[colour]) + rng.uniform(-20, 20, 3))
         paint(canvas, r <= rng.uniform(0.18, 0.26), (230, 170, 30) if colour != "yellow" else (150, 90, 20))
         canvases.append(canvas)
-    return finish(canvases, rng), labels
+    return finish(canvases, rng, size), labels
 
 
 def _descriptions(label: int) -> tuple[str, ...]:

@@ -66,7 +66,7 @@ def _tile(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 def sample(counts: np.ndarray, part: str, rng: np.random.Generator, size: int):
     labels = shuffled_labels(counts, rng)
-    return finish([_tile(int(label), size, rng) for label in labels], rng), labels
+    return finish([_tile(int(label), size, rng) for label in labels], rng, size), labels
 
 
 register(Domain(

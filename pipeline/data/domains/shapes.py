@@ -38,7 +38,7 @@ def sample(counts: np.ndarray, part: str, rng: np.random.Generator, size: int):
         colour = (bg + rng.choice([-1, 1], 3) * rng.uniform(70, 130, 3)) % 256
         paint(canvas, _mask(int(label), x, y), colour)
         canvases.append(canvas)
-    return finish(canvases, rng), labels
+    return finish(canvases, rng, size), labels
 
 
 register(Domain(

@@ -10,6 +10,14 @@ CLASSES = ("striped", "dotted", "checkered", "zigzagged", "grid", "wavy", "spira
            "blotchy", "bubbly", "marbled", "honeycombed")
 
 
+def _line(wave: np.ndarray, f: float, size: int) -> np.ndarray:
+    """Pixels within 0.75 pixel of a zero of `wave` = sin(pi f t): lines stay at least 1.5 pixels wide
+    whatever the frequency, so no pixel grid can miss them (a fixed threshold on |sin| makes lines thinner
+    than a pixel at high f, and they fall apart into dashes once rotated)."""
+    half_width = 0.75 * 2 / size  # in units of the [-1, 1] grid
+    return np.abs(wave) < np.sin(min(np.pi / 2, np.pi * f * half_width))
+
+
 def _pattern(label: int, x: np.ndarray, y: np.ndarray, f: float, rng: np.random.Generator) -> np.ndarray:
     """Boolean foreground of texture `label` at frequency `f` (periods per unit) in rotated coordinates."""
     size = x.shape[0]
@@ -23,15 +31,16 @@ def _pattern(label: int, x: np.ndarray, y: np.ndarray, f: float, rng: np.random.
         tri = np.abs(((x * f) % 2) - 1)
         return np.sin(np.pi * f * (y + 0.6 * tri)) > 0
     if label == 4:  # grid: thin lines both ways
-        return (np.abs(np.sin(np.pi * f * x)) < 0.3) | (np.abs(np.sin(np.pi * f * y)) < 0.3)
+        return _line(np.sin(np.pi * f * x), f, size) | _line(np.sin(np.pi * f * y), f, size)
     if label == 5:  # wavy
         return np.sin(np.pi * f * (y + 0.25 * np.sin(np.pi * 1.5 * x))) > 0
     if label == 6:  # spiralled
         r, a = np.sqrt(x * x + y * y) + 1e-6, np.arctan2(y, x)
         return np.sin(2 * np.pi * f * 0.5 * r + a) > 0
-    if label == 7:  # crosshatched: two families of thin diagonals
-        d1, d2 = np.sin(np.pi * f * (x + y) / 1.4), np.sin(np.pi * f * (x - y) / 1.4)
-        return (np.abs(d1) < 0.3) | (np.abs(d2) < 0.3)
+    if label == 7:  # crosshatched: two families of thin lines
+        # Two families crossing at 60 degrees, so no rotation turns a crosshatch into a (square) grid.
+        c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+        return _line(np.sin(np.pi * f * (c * x + s * y)), f, size) | _line(np.sin(np.pi * f * (c * x - s * y)), f, size)
     if label == 8:  # blotchy
         return smooth_noise(size, 3 + int(f), rng) > 0.55
     if label == 9:  # bubbly: outlines of random circles
@@ -43,7 +52,7 @@ def _pattern(label: int, x: np.ndarray, y: np.ndarray, f: float, rng: np.random.
         return out
     if label == 10:  # marbled: veins of a turbulent sine
         turb = smooth_noise(size, 4, rng) * 6
-        return np.abs(np.sin(np.pi * (f * 0.5 * x + turb))) < 0.25
+        return _line(np.sin(np.pi * (f * 0.5 * x + turb)), 2 * f, size)  # the turbulence about doubles the local frequency
     # honeycombed: distance to the nearest centre of a hexagonal lattice, drawn as cell walls
     s = 2.0 / f
     q = y / (s * 0.866)
@@ -65,7 +74,7 @@ def sample(counts: np.ndarray, part: str, rng: np.random.Generator, size: int):
         x, y = rotate(gx, gy, rng.uniform(0, np.pi))
         paint(canvas, _pattern(int(label), x, y, rng.uniform(2.5, 4.5), rng), fg)
         canvases.append(canvas)
-    return finish(canvases, rng, noise=6.0), labels
+    return finish(canvases, rng, size, noise=6.0), labels
 
 
 register(Domain(
