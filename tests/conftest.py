@@ -58,6 +58,17 @@ def make_micro_params() -> dict:
     return p
 
 
+def rejected_params(raw: dict) -> str:
+    """The ParamsError message of params `raw`, checked to be one line."""
+    from pipeline.config import Params, ParamsError
+
+    with pytest.raises(ParamsError) as info:
+        Params.from_dict(raw)
+    message = str(info.value)
+    assert "\n" not in message, f"the error should be one line: {message!r}"
+    return message
+
+
 @pytest.fixture
 def micro_params() -> dict:
     return make_micro_params()

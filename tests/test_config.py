@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from conftest import REPO
+from conftest import REPO, rejected_params
 from pipeline.config import Params, ParamsError
 
 COMMITTED_ORDER = ["aircraft", "shapes", "textures", "landuse", "flowers", "digits"]
@@ -23,14 +23,6 @@ def _with(params: dict, dotted: str, value) -> dict:
         node = node[key]
     node[last] = value
     return out
-
-
-def _rejected(raw: dict) -> str:
-    with pytest.raises(ParamsError) as info:
-        Params.from_dict(raw)
-    message = str(info.value)
-    assert "\n" not in message, f"the error should be one line: {message!r}"
-    return message
 
 
 # --- what is accepted ---------------------------------------------------------------------------------------
@@ -75,60 +67,60 @@ def test_params_are_frozen(micro_params):
 
 
 def test_unknown_top_level_key(micro_params):
-    message = _rejected({**micro_params, "trian": {"steps": 3}})
+    message = rejected_params({**micro_params, "trian": {"steps": 3}})
     assert "trian" in message and "unknown key" in message
 
 
 def test_unknown_nested_key(micro_params):
     raw = copy.deepcopy(micro_params)
     raw["loss"]["dis_wieght"] = 0.1
-    message = _rejected(raw)
+    message = rejected_params(raw)
     assert "loss.dis_wieght" in message and "unknown key" in message
 
 
 def test_wrong_type(micro_params):
-    message = _rejected(_with(micro_params, "train.steps", "ten"))
+    message = rejected_params(_with(micro_params, "train.steps", "ten"))
     assert "train.steps" in message
 
 
 def test_float_rejected_for_int(micro_params):
-    assert "train.steps" in _rejected(_with(micro_params, "train.steps", 2.5))
+    assert "train.steps" in rejected_params(_with(micro_params, "train.steps", 2.5))
 
 
 def test_negative_weight(micro_params):
-    message = _rejected(_with(micro_params, "loss.dis_weight", -0.1))
+    message = rejected_params(_with(micro_params, "loss.dis_weight", -0.1))
     assert "loss.dis_weight" in message
 
 
 def test_unknown_method(micro_params):
-    message = _rejected(_with(micro_params, "train.method", "nope"))
+    message = rejected_params(_with(micro_params, "train.method", "nope"))
     assert "train.method" in message and "nope" in message
     assert "dual_teacher" in message  # lists the known ones
 
 
 def test_unknown_arch(micro_params):
-    message = _rejected(_with(micro_params, "model.arch", "nope"))
+    message = rejected_params(_with(micro_params, "model.arch", "nope"))
     assert "model.arch" in message and "nope" in message
 
 
 def test_unknown_facet_task(micro_params):
     raw = _with(micro_params, "tasks", {"shape": {"prev": "e0"}, "texture": {"prev": "shape"}})
-    message = _rejected(raw)
+    message = rejected_params(raw)
     assert "tasks.texture" in message
 
 
 def test_unknown_domain_task(micro_params):
     raw = _with(_with(micro_params, "data.benchmark", "domains"), "tasks", {"shapes": {"prev": "e0"}, "shape": {"prev": "shapes"}})
-    message = _rejected(raw)
+    message = rejected_params(raw)
     assert "tasks.shape" in message and "domains benchmark" in message and "aircraft" in message
 
 
 def test_target_has_its_own_benchmark(micro_params):
     raw = _with(micro_params, "target", {**micro_params["target"], "benchmark": "domains", "task": "flowers"})
     assert Params.from_dict(raw).target.task == "flowers"
-    message = _rejected(_with(micro_params, "target", {**micro_params["target"], "benchmark": "domains"}))
+    message = rejected_params(_with(micro_params, "target", {**micro_params["target"], "benchmark": "domains"}))
     assert "target.task" in message and "count+colour" in message
-    message = _rejected(_with(micro_params, "target", {**micro_params["target"], "benchmark": "folder"}))
+    message = rejected_params(_with(micro_params, "target", {**micro_params["target"], "benchmark": "folder"}))
     assert "target.benchmark" in message and "data.root" in message
 
 
@@ -146,33 +138,33 @@ def test_target_has_its_own_benchmark(micro_params):
     ],
 )
 def test_broken_chain(micro_params, tasks, names):
-    message = _rejected(_with(micro_params, "tasks", tasks))
+    message = rejected_params(_with(micro_params, "tasks", tasks))
     assert message.startswith("params: tasks"), message  # names the section (then the task and its prev)
     for name in names:
         assert name in message
 
 
 def test_task_without_prev(micro_params):
-    message = _rejected(_with(micro_params, "tasks", {"shape": {}}))
+    message = rejected_params(_with(micro_params, "tasks", {"shape": {}}))
     assert "tasks.shape.prev" in message and "missing" in message
 
 
 def test_folder_benchmark_needs_existing_root(micro_params, tmp_path):
     missing = tmp_path / "no-such-folder"
     raw = _with(micro_params, "data", {**micro_params["data"], "benchmark": "folder", "root": str(missing)})
-    message = _rejected(raw)
+    message = rejected_params(raw)
     assert "data.root" in message and str(missing) in message
 
 
 def test_folder_benchmark_without_root(micro_params):
     raw = _with(micro_params, "data.benchmark", "folder")
-    assert "data.root" in _rejected(raw)
+    assert "data.root" in rejected_params(raw)
 
 
 def test_folder_benchmark_missing_task_folder(micro_params, tmp_path):
     (tmp_path / "shape" / "train").mkdir(parents=True)  # no test split, no other tasks
     raw = _with(micro_params, "data", {**micro_params["data"], "benchmark": "folder", "root": str(tmp_path)})
-    message = _rejected(raw)
+    message = rejected_params(raw)
     assert "tasks.shape" in message and str(tmp_path / "shape" / "test") in message
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import rejected_params
 from pipeline.config import Params, ParamsError
 from pipeline.data import load_corpus, save_corpus
 from pipeline.data.folder import build_folder_corpus
@@ -75,14 +76,6 @@ def _corpus(micro_params, root, **kw):
     return build_corpus(params.data, params.task_names)
 
 
-def _rejected(raw: dict) -> str:
-    with pytest.raises(ParamsError) as info:
-        Params.from_dict(raw)
-    message = str(info.value)
-    assert "\n" not in message, f"the error should be one line: {message!r}"
-    return message
-
-
 def _colours(images: torch.Tensor) -> list[tuple[int, ...]]:
     return [tuple(x[:, 0, 0].tolist()) for x in images]
 
@@ -129,12 +122,12 @@ def test_caption_list_pretrain_set(micro_params, root):
 
 
 def test_no_pretrain_set_and_no_opt_in_fails_at_load(micro_params, root):
-    message = _rejected(_raw(micro_params, root))
+    message = rejected_params(_raw(micro_params, root))
     assert str(root / "pretrain") in message and "data.pretrain_on_tasks" in message
     assert "model.pretrained: null" in message
 
     # A pretrained E0 needs no corpus ... unless the method draws reference pairs from it.
-    message = _rejected(_raw(micro_params, root, pretrained="e0.bin", method="zscl"))
+    message = rejected_params(_raw(micro_params, root, pretrained="e0.bin", method="zscl"))
     assert "train.method: zscl" in message and str(root / "pretrain") in message
 
 
@@ -165,26 +158,26 @@ def test_opt_in_pretrains_on_the_tasks_training_images(micro_params, root):
 # --- what is rejected ---------------------------------------------------------------------------------------
 
 
-def test_both_layouts_rejected(micro_params, root):
+def test_both_layoutsrejected_params(micro_params, root):
     _class_folders(root)
     _png(root / "pretrain" / "top.png", BLACK)
     _caption_list(root, ["top.png\ta black tile"])
-    message = _rejected(_raw(micro_params, root))
+    message = rejected_params(_raw(micro_params, root))
     assert str(root / "pretrain") in message and "both" in message
     assert "blue-cube" in message and "red_ball" in message
 
 
-def test_task_named_pretrain_rejected(micro_params, root):
+def test_task_named_pretrainrejected_params(micro_params, root):
     for split in ("train", "test"):
         _png(root / "pretrain" / split / "apple" / "0.png", (200, 0, 0))
     raw = _raw(micro_params, root, pretrain_on_tasks=True)
     raw["tasks"] = {"pretrain": {"prev": "e0"}}
-    message = _rejected(raw)
+    message = rejected_params(raw)
     assert "tasks.pretrain" in message and "reserved" in message
 
     raw = _raw(micro_params, root, pretrain_on_tasks=True)
     raw["target"]["task"] = "pretrain"
-    message = _rejected(raw)
+    message = rejected_params(raw)
     assert "target.task" in message and "reserved" in message
 
 
@@ -197,15 +190,15 @@ def test_task_named_pretrain_rejected(micro_params, root):
 ], ids=["no-tab", "no-caption", "dotdot", "absolute", "empty"])
 def test_bad_caption_list_fails_at_load(micro_params, root, lines, expected):
     path = _caption_list(root, lines)
-    message = _rejected(_raw(micro_params, root))
+    message = rejected_params(_raw(micro_params, root))
     assert re.search(expected, message) and str(path) in message
 
 
-def test_empty_pretrain_folder_and_embedded_opt_in_rejected(micro_params, root):
+def test_empty_pretrain_folder_and_embedded_opt_inrejected_params(micro_params, root):
     (root / "pretrain").mkdir()
-    message = _rejected(_raw(micro_params, root))
+    message = rejected_params(_raw(micro_params, root))
     assert str(root / "pretrain") in message and "neither" in message
-    assert "data.pretrain_on_tasks" in _rejected({**micro_params, "data": {**micro_params["data"], "pretrain_on_tasks": True}})
+    assert "data.pretrain_on_tasks" in rejected_params({**micro_params, "data": {**micro_params["data"], "pretrain_on_tasks": True}})
 
 
 def test_unreadable_pretrain_images_name_their_path(micro_params, root):

@@ -106,12 +106,18 @@ def test_dual_teacher_first_task_distillation_is_zero_at_start(workspace, monkey
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("weighting", ["mean", "adaptive"])
-def test_dual_teacher_second_task_teaches_only_the_student(workspace, monkeypatch, weighting):
+def second_task_dual_teacher(workspace, monkeypatch, **loss):
+    """A dual-teacher method on the workspace's second task ('colour', after 'shape'), with loss changes."""
     root, params = workspace
     monkeypatch.chdir(root)
-    ctx = make_context(with_loss(params, teacher_weighting=weighting), "colour")
-    method = get_method("dual_teacher")(ctx)
+    ctx = make_context(with_loss(params, **loss), "colour")
+    return ctx, get_method("dual_teacher")(ctx)
+
+
+@pytest.mark.parametrize("weighting", ["mean", "adaptive"])
+def test_dual_teacher_second_task_teaches_only_the_student(workspace, monkeypatch, weighting):
+    ctx, method = second_task_dual_teacher(workspace, monkeypatch, teacher_weighting=weighting)
+    params = ctx.params
     prev, e0 = ctx.prev_features, ctx.e0_features
     assert prev is not None and not torch.equal(prev.image, e0.image)  # E_{m-1} (trained on shape) differs from E0
     snapshot = {k: v.clone() for k, v in {"prev_i": prev.image, "prev_t": prev.text, "e0_i": e0.image, "e0_t": e0.text}.items()}
@@ -139,17 +145,14 @@ def test_dual_teacher_second_task_teaches_only_the_student(workspace, monkeypatc
 
 @pytest.mark.parametrize("teachers", ["e0", "prev"])
 def test_single_teacher_ablation_distils_from_that_teacher_alone(workspace, monkeypatch, teachers):
-    root, params = workspace
-    monkeypatch.chdir(root)
-    ctx = make_context(with_loss(params, dis_teachers=teachers), "colour")
-    method = get_method("dual_teacher")(ctx)
+    ctx, method = second_task_dual_teacher(workspace, monkeypatch, dis_teachers=teachers)
     images, labels, idx = first_batch(ctx)
     dis = method.terms(images, labels, idx)["dis"]
     teacher = ctx.e0_features if teachers == "e0" else ctx.prev_features
     v, u = ctx.student_features(images)
     expected = similarity_distillation(torch.cat([v, u]), torch.cat([teacher.image[idx], teacher.text]), method.prototypes)
     torch.testing.assert_close(dis, expected)
-    both = get_method("dual_teacher")(make_context(params, "colour")).terms(images, labels, idx)["dis"]
+    both = second_task_dual_teacher(workspace, monkeypatch)[1].terms(images, labels, idx)["dis"]
     assert not torch.allclose(dis, both)  # the two teachers disagree: dropping one changes the loss
 
 
