@@ -1,4 +1,4 @@
-"""Classify images with a trained model: `python -m pipeline.predict --task shape IMAGE...`.
+"""Classify images with a trained model: `python -m pipeline.predict --task flowers IMAGE...`.
 
 By default the final model of the task chain is used (models/<last task>); `--model e0` gives E0
 zero-shot, `--model NAME` the model after task NAME. Classes and prompts come from the prepared task.
