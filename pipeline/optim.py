@@ -12,7 +12,10 @@ def adamw(parameters, lr: float, weight_decay: float) -> torch.optim.AdamW:
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    # foreach: one C++ call per group instead of a Python loop over ~100 tensors. On CPU torch defaults to the
+    # loop; foreach gives the same bytes here (every checkpoint's hash in dvc.lock unchanged) at about half the
+    # optimiser time. `fused` is faster still but rounds differently.
+    return torch.optim.AdamW(groups, lr=lr, foreach=True)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
