@@ -15,6 +15,7 @@ import time
 import torch
 
 from pipeline import io, paths, runtime
+from pipeline.config import LIBRARIES
 from pipeline.data import load_task
 from pipeline.distill.teachers import load_teacher
 from pipeline.models import classifier
@@ -42,7 +43,7 @@ def main(argv):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args(argv)
-    params = load_params()
+    params = load_params(*LIBRARIES)
     device = runtime.setup(params.runtime.model_copy(update={"device": "cpu"}), 0)
     task = load_task(paths.TARGET)
     images = torch.randint(0, 256, (args.batch_size, 3, *task.test_images.shape[2:]), dtype=torch.uint8)

@@ -24,7 +24,7 @@ from typing import Callable
 
 from pipeline import compare_tables as tables
 from pipeline import io, paths
-from pipeline.config import Params, ParamsError
+from pipeline.config import LIBRARIES, Params, ParamsError
 from pipeline.stages.common import load_params, stage
 
 
@@ -127,7 +127,7 @@ def main(argv: list[str]) -> None:
     branch = BRANCHES[args.branch]
     if args.redraw:
         return publish(branch, io.read_json(branch.outputs[0]))
-    params = load_params()
+    params = load_params(*LIBRARIES)
     check_variants(params, branch)
     known = branch.variants(params)
     variants = args.variants or list(known)

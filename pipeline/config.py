@@ -13,8 +13,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline import paths
+from pipeline.continual.registry import CORPUS_METHODS, check_method_name
 
 E0 = "e0"  # name of the pretrained model in the task chain (`prev` of the first task)
+
+# Libraries whose names params.yaml uses: model.arch (open_clip), teacher.arch (timm). Importing one only to
+# check a name costs seconds, so a stage checks those of the libraries it imports anyway (stages/common.py);
+# `Params.load` and `from_dict` check all unless told otherwise.
+LIBRARIES = ("open_clip", "timm")
 
 
 class ParamsError(ValueError):
@@ -67,14 +73,7 @@ class ModelParams(Section):
     arch: str = "synth-rn-tiny"  # open_clip architecture; ours are registered from pipeline/models/configs
     pretrained: str | None = None  # null: pretrain E0 here; else an open_clip tag or a local checkpoint file
 
-    @field_validator("arch")
-    @classmethod
-    def _known_arch(cls, v: str) -> str:
-        from pipeline.models.clip import available_archs  # lazy: open_clip import is slow
-
-        if v not in available_archs():
-            raise ValueError(f"unknown open_clip architecture {v!r}")
-        return v
+    # (checked against open_clip's names by check_library_names)
 
 
 class PretrainParams(Section):
@@ -138,11 +137,7 @@ class TrainParams(Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        from pipeline.continual import METHODS
-
-        if v not in METHODS:
-            raise ValueError(f"unknown method {v!r}; known: {', '.join(sorted(METHODS))}")
-        return v
+        return check_method_name(v)
 
 
 class TaskLink(Section):
@@ -178,7 +173,7 @@ class TargetParams(Section):
 
 
 class TeacherParams(Section):
-    arch: str = "resnet18"  # any timm CNN name, trained from scratch (no downloads)
+    arch: str = "resnet18"  # any timm CNN name, trained from scratch (no downloads); see check_library_names
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0)
@@ -187,14 +182,6 @@ class TeacherParams(Section):
     flip: bool = True  # random horizontal flips
     seed: int = 0
 
-    @field_validator("arch")
-    @classmethod
-    def _known_arch(cls, v: str) -> str:
-        import timm  # lazy: slow import
-
-        if not timm.is_model(v):
-            raise ValueError(f"unknown timm model {v!r}")
-        return v
 
 
 class StudentParams(Section):
@@ -307,11 +294,9 @@ class Params(Section):
     @property
     def corpus_needed_by(self) -> str | None:
         """The params key and value that reads E0's caption corpus (data/corpus), or None if none does."""
-        from pipeline.continual import METHODS  # lazy, as in TrainParams: the methods import torch models
-
         if self.model.pretrained is None:
             return "model.pretrained: null (E0 pretrained here)"
-        if METHODS[self.train.method].uses_corpus:
+        if self.train.method in CORPUS_METHODS:
             return f"train.method: {self.train.method}"
         return None
 
@@ -321,7 +306,8 @@ class Params(Section):
         return task_order(self.tasks)
 
     @classmethod
-    def load(cls, path: str | Path = paths.PARAMS) -> "Params":
+    def load(cls, path: str | Path = paths.PARAMS, libraries: tuple[str, ...] = LIBRARIES) -> "Params":
+        """params.yaml, validated; `libraries`: whose names to check too (see check_library_names)."""
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text())
@@ -329,14 +315,35 @@ class Params(Section):
             raise ParamsError(f"{path}: file not found") from None
         except yaml.YAMLError as e:
             raise ParamsError(f"{path}: not valid YAML ({e})") from None
-        return cls.from_dict(raw if raw is not None else {}, source=str(path))
+        return cls.from_dict(raw if raw is not None else {}, source=str(path), libraries=libraries)
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "params") -> "Params":
+    def from_dict(cls, raw: dict, source: str = "params", libraries: tuple[str, ...] = LIBRARIES) -> "Params":
         try:
-            return cls.model_validate(raw)
+            params = cls.model_validate(raw)
         except ValidationError as e:
             raise ParamsError(f"{source}: {_first_error(e)}") from None
+        try:
+            check_library_names(params, libraries)
+        except ValueError as e:
+            raise ParamsError(f"{source}: {e}") from None
+        return params
+
+
+def check_library_names(params: Params, libraries: tuple[str, ...] = LIBRARIES) -> None:
+    unknown = set(libraries) - set(LIBRARIES)
+    if unknown:
+        raise TypeError(f"no name check for libraries {sorted(unknown)}; known: {LIBRARIES}")
+    if "open_clip" in libraries:
+        from pipeline.models.clip import available_archs
+
+        if params.model.arch not in available_archs():
+            raise ValueError(f"model.arch: unknown open_clip architecture {params.model.arch!r}")
+    if "timm" in libraries:
+        import timm
+
+        if not timm.is_model(params.teacher.arch):
+            raise ValueError(f"teacher.arch: unknown timm model {params.teacher.arch!r}")
 
 
 def task_order(tasks: dict[str, TaskLink]) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from pipeline import io, paths
+from pipeline.config import LIBRARIES
 from pipeline.data.folder import load_image
 from pipeline.evaluation import probabilities
 from pipeline.models import classifier
@@ -57,7 +58,7 @@ def show(paths_: list[Path], classes: list[str], probs: torch.Tensor, top: int) 
 @stage
 def main(argv: list[str]) -> None:
     args = parse(argv)
-    params = load_params()
+    params = load_params(*LIBRARIES)
     if classifier_kind(args.model) in ("cnn", "student"):
         classes, probs = predict_classifier(args.model, args.images, params.data.image_size)
         return show(args.images, classes, probs, args.top)

@@ -3,6 +3,8 @@ compute with a message that names the key (in-process and through a stage's comm
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -100,7 +102,31 @@ def test_unknown_method(micro_params):
 
 def test_unknown_arch(micro_params):
     message = rejected_params(_with(micro_params, "model.arch", "nope"))
-    assert "model.arch" in message and "nope" in message
+    assert message == "params: model.arch: unknown open_clip architecture 'nope'"
+    message = rejected_params(_with(micro_params, "teacher.arch", "nope"))
+    assert message == "params: teacher.arch: unknown timm model 'nope'"
+
+
+def test_library_names_are_checked_only_for_the_libraries_asked(micro_params):
+    """A stage checks the names of the libraries it imports anyway (their import costs seconds)."""
+    raw = _with(_with(micro_params, "model.arch", "nope"), "teacher.arch", "nope")
+    assert Params.from_dict(raw, libraries=()).model.arch == "nope"
+    with pytest.raises(ParamsError, match="model.arch"):
+        Params.from_dict(raw, libraries=("open_clip",))
+    with pytest.raises(ParamsError, match="teacher.arch"):
+        Params.from_dict(_with(micro_params, "teacher.arch", "nope"), libraries=("timm",))
+    with pytest.raises(TypeError, match="torchvision"):
+        Params.from_dict(micro_params, libraries=("torchvision",))
+
+
+def test_params_load_imports_no_method_and_no_model_library():
+    """Start-up: validating params.yaml (as evaluate, prepare or target do) imports neither the methods nor
+    open_clip, timm or torchvision; config and the method registry do not import each other's heavy side."""
+    code = ("import sys; from pipeline.stages.common import load_params; load_params(); "
+            "print(sorted(m for m in ('open_clip', 'timm', 'torchvision', 'pipeline.continual.base', "
+            "'pipeline.continual.dual_teacher', 'pipeline.models.clip') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_unknown_facet_task(micro_params):
@@ -210,3 +236,13 @@ def test_stage_with_invalid_params_fails_cleanly(project_copy, micro_params, dot
     assert sentinel.read_bytes() == before
     assert sorted(p.name for p in (project_copy.root / "data").rglob("*")) == ["shape", "task.json", "tasks"]
     assert not (project_copy.root / "data" / "corpus").exists()
+
+
+@pytest.mark.parametrize("stage, dotted, message", [
+    ("pretrain", "model.arch", "model.arch: unknown open_clip architecture 'nope'"),
+    ("teacher", "teacher.arch", "teacher.arch: unknown timm model 'nope'"),
+])
+def test_stage_checks_the_names_of_the_library_it_imports(project_copy, micro_params, stage, dotted, message):
+    project_copy.write_params(_with(micro_params, dotted, "nope"))
+    proc = project_copy.stage(stage)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: params.yaml: {message}"

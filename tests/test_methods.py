@@ -10,7 +10,7 @@ from conftest import REPO
 
 from pipeline import io, paths
 from pipeline.config import Params
-from pipeline.continual import METHODS, dual_teacher, get_method
+from pipeline.continual import all_methods, dual_teacher, get_method
 from pipeline.continual.base import TaskContext
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.trainer import train_task
@@ -71,10 +71,24 @@ def first_batch(ctx: TaskContext, n: int = 8):
     return ctx.task.train_images[idx], ctx.task.train_labels[idx], idx
 
 
-def test_registry_has_the_issue_methods():
-    assert {"finetune", "dual_teacher"} <= set(METHODS)
-    with pytest.raises(ValueError, match="nope"):
+def test_registry_lists_exactly_the_registered_methods():
+    from pipeline.continual.registry import CORPUS_METHODS, MODULES
+
+    methods = all_methods()
+    assert set(methods) == set(MODULES) and {"finetune", "dual_teacher"} <= set(methods)
+    assert all(cls.name == name and cls.__module__ == f"pipeline.continual.{MODULES[name]}" for name, cls in methods.items())
+    assert CORPUS_METHODS <= set(MODULES)
+    with pytest.raises(ValueError, match="unknown method 'nope'; known: dual_teacher, finetune"):
         get_method("nope")
+
+
+def test_registering_an_unlisted_or_second_method_is_refused():
+    from pipeline.continual.registry import register_method
+
+    with pytest.raises(ValueError, match="not listed"):
+        register_method(type("Nope", (), {"name": "nope"}))
+    with pytest.raises(ValueError, match="registered twice"):
+        register_method(type("Again", (), {"name": "finetune"}))
 
 
 def test_finetune_has_only_ce_and_trains_all_but_logit_scale(workspace, monkeypatch):

@@ -1,5 +1,4 @@
-"""Continual-learning methods behind a registry (importing this package registers them)."""
-from pipeline.continual import dual_teacher, finetune, lwf, lwm, wise_ft, zscl  # noqa: F401  (registration)
-from pipeline.continual.registry import METHODS, get_method
+"""Continual-learning methods behind a registry; `get_method(name)` imports a method's module on demand."""
+from pipeline.continual.registry import METHODS, all_methods, get_method
 
-__all__ = ["METHODS", "get_method"]
+__all__ = ["METHODS", "all_methods", "get_method"]

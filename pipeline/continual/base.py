@@ -135,9 +135,7 @@ class Method:
     Subclasses set `name`, implement `terms`, and may keep state updated in `after_step` (buffers, not
     parameters: the optimiser only ever sees the student's parameters)."""
 
-    name: ClassVar[str]
-    # Reads E0's caption corpus (data/corpus): Params then refuses a folder benchmark that gives it none.
-    uses_corpus: ClassVar[bool] = False
+    name: ClassVar[str]  # listed in registry.MODULES (and in registry.CORPUS_METHODS if it reads E0's corpus)
 
     def __init__(self, ctx: TaskContext):
         self.ctx = ctx

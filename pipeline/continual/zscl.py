@@ -33,8 +33,7 @@ from pipeline.runtime import stable_seed
 
 @register_method
 class ZSCL(Method):
-    name = "zscl"
-    uses_corpus = True  # reference batches
+    name = "zscl"  # in registry.CORPUS_METHODS: reference batches from E0's corpus
 
     def __init__(self, ctx):
         super().__init__(ctx)

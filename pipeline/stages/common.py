@@ -26,8 +26,10 @@ def stage(fn):
     return main
 
 
-def load_params() -> Params:
-    return Params.load(os.environ.get("PIPELINE_PARAMS", "params.yaml"))
+def load_params(*libraries: str) -> Params:
+    """params.yaml, validated, with the names of `libraries` (open_clip, timm) the stage imports anyway:
+    importing a library only to check a name would cost seconds of every stage's start-up."""
+    return Params.load(os.environ.get("PIPELINE_PARAMS", "params.yaml"), libraries=libraries)
 
 
 def live(directory):

@@ -20,7 +20,7 @@ RUNS = {"student": paths.STUDENT, "baseline": paths.STUDENT_BASELINE}  # baselin
 
 @stage
 def main(argv):
-    params = load_params()
+    params = load_params("timm")
     dp = params.distill
     task = load_task(paths.TARGET)
     config = StudentConfig(image_size=params.data.image_size, num_classes=len(task.classes), **dp.student.model_dump())

@@ -15,7 +15,7 @@ from pipeline.stages.common import live, load_params, stage
 
 @stage
 def main(argv):
-    params = load_params()
+    params = load_params("open_clip")
     device = runtime.setup(params.runtime, params.pretrain.seed)
     tasks = load_tasks(params.task_names)
     start = time.perf_counter()

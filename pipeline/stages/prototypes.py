@@ -14,7 +14,7 @@ from pipeline.stages.common import load_params, stage
 
 @stage
 def main(argv):
-    params = load_params()
+    params = load_params("open_clip")
     device = runtime.setup(params.runtime, 0)
     tasks = load_tasks(params.task_names)
     e0 = clip_lib.freeze(clip_lib.load(paths.model_dir(E0)))

@@ -11,7 +11,7 @@ from pipeline.stages.common import live, load_params, stage
 
 @stage
 def main(argv):
-    params = load_params()
+    params = load_params("timm")
     tp = params.teacher
     task = load_task(paths.TARGET)
     device = runtime.setup(params.runtime, runtime.stable_seed(tp.seed, "teacher"))

@@ -18,7 +18,7 @@ from pipeline.stages.common import live, load_params, stage
 def main(argv):
     if len(argv) != 1:
         raise ValueError("usage: python -m pipeline.stages.train TASK")
-    params, name = load_params(), argv[0]
+    params, name = load_params("open_clip"), argv[0]
     if name not in params.tasks:
         raise ValueError(f"tasks.{name}: no such task in params.yaml")
     device = runtime.setup(params.runtime, runtime.stable_seed(params.train.seed, name))
