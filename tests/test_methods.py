@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -286,8 +288,14 @@ def test_seen_scope_rows_and_columns(chain, monkeypatch, weighting):
     seen = {}  # the arguments the losses are called with
     monkeypatch.setattr(dual_teacher, "dual_teacher_distillation", lambda *args: seen.setdefault("args", args) and 0.0)
     monkeypatch.setattr(dual_teacher, "prototype_contrastive", lambda v, y, u, p, tau: seen.setdefault("con", (u, p)) and 0.0)
+    reads = []
+    load = clip_lib.load
+    monkeypatch.setattr(clip_lib, "load", lambda directory: reads.append(Path(directory).name) or load(directory))
     images, labels, idx = first_batch(ctx)
     method.terms(images, labels, idx)
+    method.terms(images, labels, idx)
+    assert reads == ["colour"]  # E_{m-1}: one read of its checkpoint for the task, none per step
+    monkeypatch.setattr(clip_lib, "load", load)
     rows, prototypes, e0_rows, prev_rows, w, k, b = seen["args"]
     assert w == weighting and (k, b) == (params.loss.adaptive_k, params.loss.adaptive_b)
 

@@ -87,15 +87,25 @@ class TaskContext:
         return TeacherFeatures(image=cached["features"], text=cached["text_features"])
 
     @functools.cached_property
-    def prev_features(self) -> TeacherFeatures | None:
-        """E_{m-1}'s features, or None for the first task (where E_{m-1} is E0 itself)."""
+    def _prev_teacher(self) -> dict[str, torch.Tensor] | None:
+        """E_{m-1}'s features, computed once per task from one read of its checkpoint (E_{m-1} is fixed
+        during the task): `image` of this task's training images, `text` of this task's classes and, with
+        `loss.dis_scope: seen`, `seen_text` of tasks 1..m. None on the first task (E_{m-1} is E0)."""
         if self.prev_name == E0:
             return None
         teacher = self.load_teacher(self.prev_name)
         image = clip_lib.encode_images_batched(teacher, self.task.train_images, self.params.eval.batch_size, progress=f"E_{self.prev_name} features")
         with torch.no_grad():
-            text = clip_lib.class_text_features(teacher, self.task.prompts())
-        return TeacherFeatures(image=image.to(self.device), text=text)
+            out = {"image": image.to(self.device), "text": clip_lib.class_text_features(teacher, self.task.prompts())}
+            if self.params.loss.dis_scope == "seen":
+                out["seen_text"] = clip_lib.tasks_class_text_features(teacher, [t.prompts() for t in self.seen_tasks])
+        return out
+
+    @property
+    def prev_features(self) -> TeacherFeatures | None:
+        """E_{m-1}'s features, or None for the first task (where E_{m-1} is E0 itself)."""
+        cached = self._prev_teacher
+        return None if cached is None else TeacherFeatures(image=cached["image"], text=cached["text"])
 
     @functools.cached_property
     def seen_e0_text(self) -> torch.Tensor:
@@ -104,16 +114,16 @@ class TaskContext:
         earlier = [self.prototypes_stage_tensor(n, "text_features") for n in self.base_names]
         return torch.cat([*earlier, self.e0_features.text])
 
-    @functools.cached_property
+    @property
     def seen_prev_text(self) -> torch.Tensor | None:
         """E_{m-1}'s class text features of tasks 1..m, (sum_k C_k, d), this task's last; None on the first
-        task. E_{m-1} is fixed during the task, so they are computed once, like `prev_features` (at the
-        price of reading E_{m-1}'s checkpoint a second time per task, nothing per step)."""
-        if self.prev_name == E0:
+        task. Needs `loss.dis_scope: seen` (computed with `prev_features`, from the same read)."""
+        cached = self._prev_teacher
+        if cached is None:
             return None
-        teacher = self.load_teacher(self.prev_name)
-        with torch.no_grad():
-            return clip_lib.tasks_class_text_features(teacher, [t.prompts() for t in self.seen_tasks])
+        if "seen_text" not in cached:
+            raise RuntimeError("seen_prev_text is computed only with loss.dis_scope: seen")
+        return cached["seen_text"]
 
     @property
     def prototypes(self) -> torch.Tensor:
