@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline import paths
 from pipeline.continual.registry import CORPUS_METHODS, check_method_name
+from pipeline.errors import InputError
 
 E0 = "e0"  # name of the pretrained model in the task chain (`prev` of the first task)
 
@@ -23,7 +24,7 @@ E0 = "e0"  # name of the pretrained model in the task chain (`prev` of the first
 LIBRARIES = ("open_clip", "timm")
 
 
-class ParamsError(ValueError):
+class ParamsError(InputError):
     """A params.yaml problem, with a message that names the key or path."""
 
 

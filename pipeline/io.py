@@ -15,6 +15,7 @@ from typing import Iterator
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from pipeline.errors import InputError, MissingInput
 
 
 @contextmanager
@@ -47,9 +48,9 @@ def read_json(path: str | Path):
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found (has its stage run?)") from None
+        raise MissingInput(f"{path}: not found (has its stage run?)") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise InputError(f"{path}: not valid JSON ({e})") from None
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -62,7 +63,7 @@ def load_tensors(path: str | Path, keys: list[str] | None = None) -> dict[str, t
     a prototypes file also holds the features of every training image)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (has its stage run?)")
+        raise MissingInput(f"{path}: not found (has its stage run?)")
     try:
         if keys is None:
             return load_file(str(path))
@@ -70,4 +71,4 @@ def load_tensors(path: str | Path, keys: list[str] | None = None) -> dict[str, t
             return {k: f.get_tensor(k) for k in keys}
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         wanted = "" if keys is None else f" with tensors {keys}"
-        raise ValueError(f"{path}: not a readable safetensors file{wanted} ({e})") from None
+        raise InputError(f"{path}: not a readable safetensors file{wanted} ({e})") from None

@@ -18,6 +18,7 @@ from pipeline.evaluation import probabilities
 from pipeline.models import classifier
 from pipeline.models import clip as clip_lib
 from pipeline.stages.common import load_params, stage
+from pipeline.errors import InputError
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -63,7 +64,7 @@ def main(argv: list[str]) -> None:
         classes, probs = predict_classifier(args.model, args.images, params.data.image_size)
         return show(args.images, classes, probs, args.top)
     if args.task not in params.tasks:
-        raise ValueError(f"--task: {args.task!r} is not a task of params.yaml ({', '.join(params.task_names)})")
+        raise InputError(f"--task: {args.task!r} is not a task of params.yaml ({', '.join(params.task_names)})")
     meta = io.read_json(paths.task_dir(args.task) / "task.json")
     clip = clip_lib.load(paths.model_dir(args.model or params.task_names[-1]))
     images = torch.stack([torch.tensor(load_image(p, clip.image_size)) for p in args.images])

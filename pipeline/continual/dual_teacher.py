@@ -21,6 +21,7 @@ from pipeline.continual.base import Method, TaskContext
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.registry import register_method
 from pipeline.losses import clip_ce, dual_teacher_distillation, prototype_contrastive
+from pipeline.errors import InputError
 
 PROTOTYPES = "prototypes"  # state key of the task's own prototypes P_m, as they ended
 
@@ -49,7 +50,7 @@ def carried_prototypes(ctx: TaskContext) -> dict[str, torch.Tensor]:
             fallback.append(name)
             carried[name] = initial
         elif state[key].shape != initial.shape:
-            raise ValueError(f"{path}: {key} has shape {tuple(state[key].shape)}, task {name!r} {tuple(initial.shape)}")
+            raise InputError(f"{path}: {key} has shape {tuple(state[key].shape)}, task {name!r} {tuple(initial.shape)}")
         else:
             carried[name] = state[key].to(initial)
     if fallback and ctx.params.loss.dis_scope == "seen":

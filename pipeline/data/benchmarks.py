@@ -17,6 +17,7 @@ from pipeline.data.facets import build_facet_corpus, build_facet_task, facet_nam
 from pipeline.data.folder import build_folder_corpus, build_folder_task
 from pipeline.data.folder_pretrain import PRETRAIN_DIR, build_pretrain_corpus, pretrain_dir, pretrain_layout
 from pipeline.data.types import CaptionCorpus, TaskData, load_task
+from pipeline.errors import InputError
 
 
 def check_task_names(benchmark: str, root: str | None, names: list[str], key: str | None = None) -> None:
@@ -26,20 +27,20 @@ def check_task_names(benchmark: str, root: str | None, names: list[str], key: st
         where = key or f"tasks.{name}"
         if benchmark == "domains":
             if name not in domain_names():
-                raise ValueError(f"{where}: {name!r} is not a task of the domains benchmark ({', '.join(domain_names())})")
+                raise InputError(f"{where}: {name!r} is not a task of the domains benchmark ({', '.join(domain_names())})")
         elif benchmark == "facets":
             if not is_facet_task(name):
                 known = ", ".join(facet_names())
-                raise ValueError(f"{where}: {name!r} is not a task of the facets benchmark (a facet or facets "
+                raise InputError(f"{where}: {name!r} is not a task of the facets benchmark (a facet or facets "
                                  f"joined by '+'; facets: {known})")
         elif benchmark == "folder":
             if name == PRETRAIN_DIR:
-                raise ValueError(f"{where}: {name!r} is reserved for E0's pretraining set "
+                raise InputError(f"{where}: {name!r} is reserved for E0's pretraining set "
                                  f"({pretrain_dir(root)}); give the task another folder name")
             for split in ("train", "test"):
                 folder = Path(root) / name / split
                 if not folder.is_dir():
-                    raise ValueError(f"{where}: folder {folder} does not exist")
+                    raise InputError(f"{where}: folder {folder} does not exist")
 
 
 def check_corpus_source(data, needed_by: str | None) -> None:
@@ -52,7 +53,7 @@ def check_corpus_source(data, needed_by: str | None) -> None:
     if folder.exists():
         pretrain_layout(folder)
     elif needed_by and not data.pretrain_on_tasks:
-        raise ValueError(f"{needed_by} needs E0's caption corpus, but folder {folder} does not exist: add it "
+        raise InputError(f"{needed_by} needs E0's caption corpus, but folder {folder} does not exist: add it "
                          f"(class folders or captions.tsv), or set data.pretrain_on_tasks: true to use the "
                          f"tasks' training images (E0's zero-shot row then has seen every task)")
 

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from .types import SPLITS, CaptionCorpus, TaskData
+from pipeline.errors import InputError, MissingInput
 
 CLASSNAMES_FILE = "classnames.txt"
 
@@ -37,11 +38,11 @@ def _image_extensions() -> set[str]:
 
 def _class_dirs(split_dir: Path) -> list[Path]:
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"{split_dir}: split directory not found")
+        raise MissingInput(f"{split_dir}: split directory not found")
     dirs = sorted((p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
                   key=lambda p: p.name)
     if not dirs:
-        raise ValueError(f"{split_dir}: no class sub-directories")
+        raise InputError(f"{split_dir}: no class sub-directories")
     return dirs
 
 
@@ -49,7 +50,7 @@ def _image_files(class_dir: Path, extensions: set[str]) -> list[Path]:
     files = sorted(p for p in class_dir.iterdir()
                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
     if not files:
-        raise ValueError(f"{class_dir}: class folder has no image files")
+        raise InputError(f"{class_dir}: class folder has no image files")
     return files
 
 
@@ -59,7 +60,7 @@ def load_image(path: Path, image_size: int) -> np.ndarray:
         with Image.open(path) as im:
             im = im.convert("RGB")  # also forces a full decode, so truncated files fail here
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ... for bad files
-        raise ValueError(f"{path}: cannot read image ({e})") from e
+        raise InputError(f"{path}: cannot read image ({e})") from e
     w, h = im.size
     scale = image_size / min(w, h)
     nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
@@ -80,13 +81,13 @@ def _class_texts(task_dir: Path, folders: list[str]) -> list[str]:
             folder, sep, text = line.partition(":")
             folder, text = folder.strip(), text.strip()
             if not sep or not text:
-                raise ValueError(f"{path}:{lineno}: expected 'folder_name: class text', got {line!r}")
+                raise InputError(f"{path}:{lineno}: expected 'folder_name: class text', got {line!r}")
             if folder not in texts:
-                raise ValueError(f"{path}:{lineno}: unknown class folder {folder!r}; known: {folders}")
+                raise InputError(f"{path}:{lineno}: unknown class folder {folder!r}; known: {folders}")
             texts[folder] = text
     out = [texts[f] for f in folders]
     if len(set(out)) != len(out):
-        raise ValueError(f"{task_dir}: class texts are not distinct: {out}")
+        raise InputError(f"{task_dir}: class texts are not distinct: {out}")
     return out
 
 
@@ -94,13 +95,13 @@ def _scan(task_dir: Path) -> tuple[list[str], dict[str, list[list[Path]]]]:
     """Class folder names and, per split, the image files of each class (same class order)."""
     task_dir = Path(task_dir)
     if not task_dir.is_dir():
-        raise FileNotFoundError(f"{task_dir}: task directory not found")
+        raise MissingInput(f"{task_dir}: task directory not found")
     extensions = _image_extensions()
     dirs = {s: _class_dirs(task_dir / s) for s in SPLITS}
     folders = [d.name for d in dirs["train"]]
     test_folders = [d.name for d in dirs["test"]]
     if folders != test_folders:
-        raise ValueError(f"{task_dir}: train/ and test/ class folders differ: only in train "
+        raise InputError(f"{task_dir}: train/ and test/ class folders differ: only in train "
                          f"{sorted(set(folders) - set(test_folders))}, only in test "
                          f"{sorted(set(test_folders) - set(folders))}")
     return folders, {s: [_image_files(d, extensions) for d in dirs[s]] for s in SPLITS}

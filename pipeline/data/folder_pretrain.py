@@ -20,6 +20,7 @@ from typing import Literal
 
 from .folder import build_class_folder_corpus, load_images
 from .types import CaptionCorpus
+from pipeline.errors import InputError
 
 PRETRAIN_DIR = "pretrain"  # reserved: no task may have this name
 CAPTIONS_FILE = "captions.tsv"
@@ -36,7 +37,7 @@ def read_caption_list(path: Path) -> list[tuple[str, str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+        raise InputError(f"{path}: not UTF-8 text ({e})") from None
     pairs = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -44,13 +45,13 @@ def read_caption_list(path: Path) -> list[tuple[str, str]]:
         rel, sep, caption = line.partition("\t")
         rel, caption = rel.strip(), caption.strip()
         if not sep or not rel or not caption:
-            raise ValueError(f"{path}:{lineno}: expected 'relative/image/path<TAB>caption', got {line!r}")
+            raise InputError(f"{path}:{lineno}: expected 'relative/image/path<TAB>caption', got {line!r}")
         parts = PurePosixPath(rel)
         if parts.is_absolute() or ".." in parts.parts:
-            raise ValueError(f"{path}:{lineno}: image path {rel!r} must be relative to {path.parent} and stay in it")
+            raise InputError(f"{path}:{lineno}: image path {rel!r} must be relative to {path.parent} and stay in it")
         pairs.append((rel, caption))
     if not pairs:
-        raise ValueError(f"{path}: no image-caption pairs")
+        raise InputError(f"{path}: no image-caption pairs")
     return pairs
 
 
@@ -58,19 +59,19 @@ def pretrain_layout(folder: Path) -> Layout:
     """Which layout ``folder`` holds (module docstring); raises ValueError naming it for neither or both."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"{folder}: not a directory")
+        raise InputError(f"{folder}: not a directory")
     subdirs = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
     listing = folder / CAPTIONS_FILE
     if listing.is_file():
         used = {PurePosixPath(rel).parts[0] for rel, _ in read_caption_list(listing)}
         strays = sorted(subdirs - used)
         if strays:
-            raise ValueError(f"{folder}: holds both {CAPTIONS_FILE} and class folders it lists no image in "
+            raise InputError(f"{folder}: holds both {CAPTIONS_FILE} and class folders it lists no image in "
                              f"({', '.join(strays)}); use class folders or a caption list, not both")
         return "captions"
     if subdirs:
         return "classes"
-    raise ValueError(f"{folder}: holds neither class folders nor {CAPTIONS_FILE}")
+    raise InputError(f"{folder}: holds neither class folders nor {CAPTIONS_FILE}")
 
 
 def build_pretrain_corpus(folder: Path, *, image_size: int, templates: list[str],

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from pipeline import io
+from pipeline.errors import InputError
 
 TASK_JSON = "task.json"
 CORPUS_TENSORS = "corpus.safetensors"
@@ -88,7 +89,7 @@ def _read_tensors(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
     tensors = io.load_tensors(path)
     missing = [k for k in keys if k not in tensors]
     if missing:
-        raise ValueError(f"{path}: missing key(s) {missing}, found {sorted(tensors)}")
+        raise InputError(f"{path}: missing key(s) {missing}, found {sorted(tensors)}")
     return tensors
 
 
@@ -108,17 +109,17 @@ def load_task(directory: Path) -> TaskData:
     meta_path = directory / TASK_JSON
     meta = io.read_json(meta_path)
     if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path}: expected a JSON object")
+        raise InputError(f"{meta_path}: expected a JSON object")
     for key, kind in (("name", str), ("classes", list), ("templates", list)):
         if not isinstance(meta.get(key), kind):
-            raise ValueError(f"{meta_path}: key '{key}' missing or not a {kind.__name__}")
+            raise InputError(f"{meta_path}: key '{key}' missing or not a {kind.__name__}")
     splits = {s: _read_tensors(directory / f"{s}.safetensors", ("images", "labels")) for s in SPLITS}
     try:
         return TaskData(name=meta["name"], classes=meta["classes"], templates=meta["templates"],
                         train_images=splits["train"]["images"], train_labels=splits["train"]["labels"],
                         test_images=splits["test"]["images"], test_labels=splits["test"]["labels"])
     except ValueError as e:
-        raise ValueError(f"{directory}: invalid task data: {e}") from e
+        raise InputError(f"{directory}: invalid task data: {e}") from e
 
 
 def save_corpus(corpus: CaptionCorpus, directory: Path) -> None:
@@ -135,12 +136,12 @@ def load_corpus(directory: Path, needed_by: str | None = None) -> CaptionCorpus:
     images = _read_tensors(directory / CORPUS_TENSORS, ("images",))["images"]
     captions = io.read_json(directory / CAPTIONS_JSON)
     if not isinstance(captions, list):
-        raise ValueError(f"{directory / CAPTIONS_JSON}: expected a JSON list of strings")
+        raise InputError(f"{directory / CAPTIONS_JSON}: expected a JSON list of strings")
     try:
         corpus = CaptionCorpus(images=images, captions=captions)
     except ValueError as e:
-        raise ValueError(f"{directory}: invalid corpus data: {e}") from e
+        raise InputError(f"{directory}: invalid corpus data: {e}") from e
     if needed_by and not corpus.captions:
-        raise ValueError(f"{directory}: caption corpus is empty, but {needed_by} needs image-caption pairs; "
+        raise InputError(f"{directory}: caption corpus is empty, but {needed_by} needs image-caption pairs; "
                          f"run prepare again (folder benchmark: <root>/pretrain/ or data.pretrain_on_tasks)")
     return corpus

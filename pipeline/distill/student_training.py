@@ -17,6 +17,7 @@ from pipeline.distill.l2l import learning_to_learn_step, split_classes
 from pipeline.losses import hard_distillation, soft_distillation, student_ce
 from pipeline.models.classifier import image_input
 from pipeline.models.student import DistillationStudent
+from pipeline.errors import InputError
 
 Objective = Callable[[tuple[Tensor, Tensor], tuple], Tensor]
 
@@ -39,7 +40,7 @@ def train_student(model: DistillationStudent, task: TaskData, dp: DistillParams,
     num_classes = len(task.classes)
     use_l2l = dp.l2l and bool(model.ft_parameters())
     if use_l2l and dp.l2l_unseen_classes >= num_classes:
-        raise ValueError(f"distill.l2l_unseen_classes: {dp.l2l_unseen_classes} leaves no pseudo-seen class of {num_classes}")
+        raise InputError(f"distill.l2l_unseen_classes: {dp.l2l_unseen_classes} leaves no pseudo-seen class of {num_classes}")
     steps = D.steps_for(len(labels), dp.batch_size, dp.epochs)
     model.to(device).train()
     optimizer = optim.adamw(model.model_parameters(), dp.lr, dp.weight_decay)

@@ -17,6 +17,7 @@ from pipeline.data import TaskData
 from pipeline.distill import data as D
 from pipeline.models import classifier
 from pipeline.models import clip as clip_lib
+from pipeline.errors import InputError
 
 
 @dataclass
@@ -31,7 +32,7 @@ def load_teacher(params: Params, task: TaskData, device: torch.device) -> Teache
     if choice == "cnn":
         model, meta = classifier.load(paths.CNN)
         if meta["classes"] != task.classes:
-            raise ValueError(f"{paths.CNN}: trained on other classes than {paths.TARGET} (re-run the teacher stage)")
+            raise InputError(f"{paths.CNN}: trained on other classes than {paths.TARGET} (re-run the teacher stage)")
         model.to(device).requires_grad_(False)
         return Teacher(f"cnn {meta['arch']}", lambda images: model(classifier.image_input(images)),
                        sum(p.numel() for p in model.parameters()))

@@ -13,6 +13,7 @@ from torch import nn
 
 from pipeline import io
 from pipeline.models.student import DistillationStudent, StudentConfig
+from pipeline.errors import InputError
 
 WEIGHTS, META = "model.safetensors", "model.json"
 # Fixed, not per-data-set statistics: the embedded benchmarks and most photos sit around these values.
@@ -56,11 +57,11 @@ def load(directory: str | Path) -> tuple[nn.Module, dict]:
     elif meta.get("kind") == "student":
         model = build_student(StudentConfig(**meta["config"]))
     else:
-        raise ValueError(f"{directory / META}: 'kind' must be 'cnn' or 'student', got {meta.get('kind')!r}")
+        raise InputError(f"{directory / META}: 'kind' must be 'cnn' or 'student', got {meta.get('kind')!r}")
     try:
         model.load_state_dict(io.load_tensors(directory / WEIGHTS))
     except RuntimeError as e:
-        raise ValueError(f"{directory / WEIGHTS}: weights do not fit the model in {META} ({str(e).splitlines()[0]})") from None
+        raise InputError(f"{directory / WEIGHTS}: weights do not fit the model in {META} ({str(e).splitlines()[0]})") from None
     return model.eval(), meta
 
 

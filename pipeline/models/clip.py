@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import io
+from pipeline.errors import InputError
 
 CONFIGS = Path(__file__).parent / "configs"
 WEIGHTS, META = "model.safetensors", "model.json"
@@ -49,7 +50,7 @@ def build(arch: str, image_size: int, pretrained: str | None = None) -> Clip:
     """A fresh model (`pretrained=None`), an open_clip tag, or a local open_clip checkpoint file."""
     oc = _open_clip()
     if pretrained is not None and not (Path(pretrained).is_file() or pretrained in oc.list_pretrained_tags_by_model(arch)):
-        raise ValueError(f"model.pretrained: {pretrained!r} is neither a file nor an open_clip tag of {arch!r}")
+        raise InputError(f"model.pretrained: {pretrained!r} is neither a file nor an open_clip tag of {arch!r}")
     try:
         model = oc.create_model(arch, pretrained=pretrained, force_image_size=image_size)
     except Exception as e:  # a tag needs its weights in the local cache: no download here
@@ -71,7 +72,7 @@ def load(directory: str | Path) -> Clip:
         clip.model.load_state_dict(io.load_tensors(directory / WEIGHTS))
     except RuntimeError as e:  # shapes or names differ: the architecture config changed since it was saved
         first = str(e).strip().splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise ValueError(f"{directory / WEIGHTS}: weights do not fit architecture {meta['arch']!r} ({first})") from None
+        raise InputError(f"{directory / WEIGHTS}: weights do not fit architecture {meta['arch']!r} ({first})") from None
     return clip
 
 

@@ -5,25 +5,38 @@ import functools
 import os
 import sys
 
-from pipeline.config import Params, ParamsError
+from pipeline.config import Params
+from pipeline.errors import InputError
 
 
 def stage(fn):
-    """Wrap a stage's main(argv): params and input errors print one line naming the key or file and exit 2
-    (set PIPELINE_DEBUG=1 for the traceback); nothing is written by then, outputs are written atomically."""
+    """Wrap a stage's main(argv): an input error (params, files, images, checkpoints: `InputError`) prints
+    one line naming the key, file or value and exits 2 (PIPELINE_DEBUG=1 shows the traceback); Ctrl-C prints
+    one line and exits 130; anything else is a bug and shows its traceback. Outputs are written atomically,
+    so none is half-written by then."""
 
     @functools.wraps(fn)
     def main(argv: list[str] | None = None):
         argv = sys.argv[1:] if argv is None else argv
         try:
             return fn(argv)
-        except (ParamsError, FileNotFoundError, ValueError) as e:
+        except InputError as e:
             if os.environ.get("PIPELINE_DEBUG"):
                 raise
-            print(f"error: {e}", file=sys.stderr)
+            print(f"\nerror: {e}" if _inside_progress_bar() else f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            raise SystemExit(130) from None
 
     return main
+
+
+def _inside_progress_bar() -> bool:
+    """Whether a tqdm bar is open: the error line must start on a line of its own."""
+    from tqdm import tqdm
+
+    return bool(getattr(tqdm, "_instances", None))
 
 
 def load_params(*libraries: str) -> Params:

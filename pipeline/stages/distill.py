@@ -14,6 +14,7 @@ from pipeline.distill.teachers import load_teacher, training_logits
 from pipeline.models import classifier
 from pipeline.models.student import StudentConfig, parameter_count
 from pipeline.stages.common import live, load_params, stage
+from pipeline.errors import InputError
 
 RUNS = {"student": paths.STUDENT, "baseline": paths.STUDENT_BASELINE}  # baseline: no distillation
 
@@ -25,7 +26,7 @@ def main(argv):
     task = load_task(paths.TARGET)
     config = StudentConfig(image_size=params.data.image_size, num_classes=len(task.classes), **dp.student.model_dump())
     if dp.l2l and dp.l2l_unseen_classes >= len(task.classes):
-        raise ValueError(f"distill.l2l_unseen_classes: {dp.l2l_unseen_classes} leaves no pseudo-seen class of {len(task.classes)}")
+        raise InputError(f"distill.l2l_unseen_classes: {dp.l2l_unseen_classes} leaves no pseudo-seen class of {len(task.classes)}")
     device = runtime.setup(params.runtime, runtime.stable_seed(dp.seed, "distill"))
     teacher = load_teacher(params, task, device)
     batch = params.eval.batch_size

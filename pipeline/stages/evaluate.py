@@ -6,6 +6,7 @@ import numpy as np
 from pipeline import io, metrics, paths, plots
 from pipeline.config import E0
 from pipeline.stages.common import load_params, stage
+from pipeline.errors import InputError
 
 
 @stage
@@ -16,7 +17,7 @@ def main(argv):
     rows = [io.read_json(paths.task_row(name)) for name in names]
     methods = sorted({row["method"] for row in rows})
     if len(methods) != 1:
-        raise ValueError(f"{paths.TASK_ROWS}: tasks were trained with different methods {methods}; rerun `dvc repro`")
+        raise InputError(f"{paths.TASK_ROWS}: tasks were trained with different methods {methods}; rerun `dvc repro`")
     matrix = np.array([[zero_shot["tasks"][t]["accuracy"] for t in names]] + [[row["accuracy"][t] for t in names] for row in rows])
     summary = metrics.summary(matrix)
     io.write_json(paths.CL, {"method": methods[0], **summary, "zero_shot": zero_shot})

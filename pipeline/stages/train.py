@@ -12,15 +12,16 @@ from pipeline.data.benchmarks import load_tasks
 from pipeline.evaluation import accuracy_row
 from pipeline.models import clip as clip_lib
 from pipeline.stages.common import live, load_params, stage
+from pipeline.errors import InputError
 
 
 @stage
 def main(argv):
     if len(argv) != 1:
-        raise ValueError("usage: python -m pipeline.stages.train TASK")
+        raise InputError("usage: python -m pipeline.stages.train TASK")
     params, name = load_params("open_clip"), argv[0]
     if name not in params.tasks:
-        raise ValueError(f"tasks.{name}: no such task in params.yaml")
+        raise InputError(f"tasks.{name}: no such task in params.yaml")
     device = runtime.setup(params.runtime, runtime.stable_seed(params.train.seed, name))
     tasks = load_tasks(params.task_names)
     student = clip_lib.load(paths.model_dir(params.tasks[name].prev))
