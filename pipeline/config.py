@@ -6,6 +6,7 @@ here too; derived values are properties and never written back.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,18 @@ E0 = "e0"  # name of the pretrained model in the task chain (`prev` of the first
 # check a name costs seconds, so a stage checks those of the libraries it imports anyway (stages/common.py);
 # `Params.load` and `from_dict` check all unless told otherwise.
 LIBRARIES = ("open_clip", "timm")
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 does (DVC reads params.yaml that way, with ruamel):
+    `5e-4` is a float, not the string PyYAML's YAML 1.1 makes of it."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 class ParamsError(InputError):
@@ -311,7 +324,7 @@ class Params(Section):
         """params.yaml, validated; `libraries`: whose names to check too (see check_library_names)."""
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.load(path.read_text(), Loader=_Yaml12Loader)
         except FileNotFoundError:
             raise ParamsError(f"{path}: file not found") from None
         except yaml.YAMLError as e:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from pipeline.config import RuntimeParams
+from pipeline.errors import InputError
 
 
 def setup(runtime: RuntimeParams, seed: int) -> torch.device:
@@ -20,7 +21,7 @@ def setup(runtime: RuntimeParams, seed: int) -> torch.device:
     # open_clip warns on every fresh model that no pretrained weights were loaded: that is our default.
     logging.getLogger().setLevel(logging.ERROR)
     if runtime.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("runtime.device: 'cuda' requested but no CUDA device is available")
+        raise InputError("runtime.device: 'cuda' requested but no CUDA device is available (use cpu or auto)")
     use_cuda = runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available())
     if use_cuda:
         # CPU kernels are already repeatable for a fixed thread count; deterministic mode there only costs

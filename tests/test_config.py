@@ -203,6 +203,16 @@ def test_load_names_the_file(tmp_path):
         Params.load(missing)
 
 
+def test_floats_are_read_as_dvc_reads_them(tmp_path, micro_params):
+    """YAML 1.2 (DVC, `dvc exp run -S train.lr=5e-4`): 5e-4 is a float; PyYAML's YAML 1.1 made it a string."""
+    text = yaml.safe_dump(micro_params).replace("lr: 0.0001", "lr: 5e-4", 1)
+    assert "lr: 5e-4" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert yaml.safe_load(text)["train"]["lr"] == "5e-4"  # what plain PyYAML gives
+    assert Params.load(path, libraries=()).train.lr == 5e-4
+
+
 def test_load_reports_source_and_key(tmp_path, micro_params):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(_with(micro_params, "train.steps", 0)))

@@ -57,3 +57,30 @@ def test_input_errors_are_still_the_builtin_types(tmp_path):
     with pytest.raises(InputError):
         io.load_tensors(tmp_path / "bad.json")
     assert issubclass(ParamsError, InputError)
+
+
+def test_cuda_without_a_gpu_is_an_input_error():
+    import torch
+
+    from pipeline import runtime
+    from pipeline.config import RuntimeParams
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(InputError, match="runtime.device: 'cuda'"):
+        runtime.setup(RuntimeParams(device="cuda", threads=1), 0)
+
+
+def test_outputs_get_the_mode_open_would_give_them(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the output must follow the umask like any file."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        io.write_json(tmp_path / "a.json", {"x": 1})
+        os.umask(0o002)
+        io.write_text(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o664

@@ -233,3 +233,32 @@ def test_prepare_stage_writes_the_pretraining_set(project_copy, micro_params, ro
     assert captions == ["a photo of a blue cube.", "a blue cube.",
                         "a photo of a red ball.", "a red ball.", "a photo of a red ball."]
     assert sorted(p.name for p in (project_copy.root / "data" / "tasks").iterdir()) == ["fruit", "veg"]
+
+
+@pytest.mark.parametrize("bits", [16, 32])
+def test_deep_greyscale_images_keep_their_range(tmp_path, bits):
+    """PIL's convert("RGB") clips 16-bit greyscale at 255 (a gradient turns almost all white); the loader
+    scales by the type's range instead: a 0..65535 ramp becomes a 0..255 ramp."""
+    import numpy as np
+
+    from pipeline.data.folder import load_image
+
+    ramp = np.tile(np.linspace(0, 65535, 64), (64, 1))
+    image = Image.fromarray(ramp.astype(np.uint16)) if bits == 16 else Image.fromarray(ramp.astype(np.int32), mode="I")
+    path = tmp_path / ("ramp.png" if bits == 16 else "ramp.tiff")  # PNG has no 32-bit greyscale
+    image.save(path)
+    loaded = load_image(path, 32)
+    assert loaded.shape == (3, 32, 32) and (loaded[0] == loaded[1]).all() and (loaded[0] == loaded[2]).all()
+    row = loaded[0, 16].astype(int)
+    assert row[0] <= 8 and row[-1] >= 247 and (np.diff(row) >= 0).all()  # still a ramp, not clipped white
+    assert (loaded == 255).mean() < 0.05
+
+
+def test_float_images_are_refused_naming_the_file(tmp_path):
+    import numpy as np
+
+    from pipeline.data.folder import load_image
+
+    Image.fromarray(np.zeros((8, 8), dtype=np.float32), mode="F").save(tmp_path / "float.tiff")
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "float.tiff")) + ".*float"):
+        load_image(tmp_path / "float.tiff", 8)

@@ -54,11 +54,26 @@ def _image_files(class_dir: Path, extensions: set[str]) -> list[Path]:
     return files
 
 
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """RGB by the image's own range. PIL's convert("RGB") clips 16- and 32-bit greyscale (modes I;16, I) at
+    255, which turns a 16-bit scan almost white: those are scaled from their type's range (65535 for 16-bit
+    data, which PIL may also open as mode I) instead. Float images (mode F) have no such range: refused."""
+    if im.mode == "F":
+        raise ValueError("32-bit float image: save it with 8 or 16 bits per channel")
+    if im.mode.startswith("I"):
+        values = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or values.max() <= 65535 else float(2**31 - 1)
+        grey = np.round(np.clip(values, 0, top) / top * 255.0).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    return im.convert("RGB")
+
+
 def load_image(path: Path, image_size: int) -> np.ndarray:
     """uint8 (3, S, S): RGB, shorter side resized to S, centre crop. Unreadable files raise ValueError."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")  # also forces a full decode, so truncated files fail here
+            im.load()  # a full decode, so truncated files fail here
+            im = _to_rgb(im)
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ... for bad files
         raise InputError(f"{path}: cannot read image ({e})") from e
     w, h = im.size
