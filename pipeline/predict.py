@@ -7,6 +7,7 @@ the classes it was trained on (no `--task`)."""
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import torch
@@ -17,8 +18,8 @@ from pipeline.data.folder import load_image
 from pipeline.evaluation import probabilities
 from pipeline.models import classifier
 from pipeline.models import clip as clip_lib
-from pipeline.stages.common import load_params, stage
 from pipeline.errors import InputError
+from pipeline.stages.common import load_params, stage
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -26,8 +27,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     parser.add_argument("--task", help="task whose classes to choose from (a key of params.yaml tasks); not for student/cnn")
     parser.add_argument("--model", default=None, help="model folder name under models/ (default: the last task's)")
-    parser.add_argument("--top", type=int, default=3, help="how many classes to print per image")
+    parser.add_argument("--top", type=_positive, default=3, help="how many classes to print per image (>= 1)")
     return parser.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def predict(clip: clip_lib.Clip, classes: list[str], templates: list[str], images: torch.Tensor) -> torch.Tensor:
@@ -60,9 +68,15 @@ def show(paths_: list[Path], classes: list[str], probs: torch.Tensor, top: int) 
 def main(argv: list[str]) -> None:
     args = parse(argv)
     params = load_params(*LIBRARIES)
+    # open_clip warns on every model it builds that no pretrained weights were loaded: ours load right after.
+    logging.getLogger().setLevel(logging.ERROR)
     if classifier_kind(args.model) in ("cnn", "student"):
+        if args.task is not None:
+            raise InputError(f"--task: models/{args.model} classifies its own classes; leave --task out")
         classes, probs = predict_classifier(args.model, args.images, params.data.image_size)
         return show(args.images, classes, probs, args.top)
+    if args.task is None:
+        raise InputError(f"--task: which task's classes to choose from? one of {', '.join(params.task_names)}")
     if args.task not in params.tasks:
         raise InputError(f"--task: {args.task!r} is not a task of params.yaml ({', '.join(params.task_names)})")
     meta = io.read_json(paths.task_dir(args.task) / "task.json")

@@ -84,3 +84,43 @@ def test_outputs_get_the_mode_open_would_give_them(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o664
+
+
+@pytest.mark.parametrize("meta", [{}, {"arch": "synth-rn-tiny"}, {"arch": "nope", "image_size": 32}, []])
+def test_a_clip_model_json_without_its_keys_is_named(tmp_path, meta):
+    from pipeline.models import clip as clip_lib
+
+    io.write_json(tmp_path / "model.json", meta)
+    with pytest.raises(InputError, match=f"{tmp_path / 'model.json'}: "):
+        clip_lib.load(tmp_path)
+
+
+@pytest.mark.parametrize("meta", [{}, {"kind": "cnn"}, {"kind": "student", "classes": ["a"]}])
+def test_a_classifier_model_json_without_its_keys_is_named(tmp_path, meta):
+    from pipeline.models import classifier
+
+    io.write_json(tmp_path / "model.json", meta)
+    with pytest.raises(InputError, match=f"{tmp_path / 'model.json'}: "):
+        classifier.load(tmp_path)
+
+
+def test_a_pretrained_file_that_does_not_load_is_named(tmp_path):
+    from pipeline.models import clip as clip_lib
+
+    (tmp_path / "weights.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match=r"model.pretrained: could not load .*weights.pt.* for 'synth-rn-tiny'"):
+        clip_lib.build("synth-rn-tiny", 32, pretrained=str(tmp_path / "weights.pt"))
+
+
+def test_a_teacher_that_cannot_take_the_image_size_is_named_before_training():
+    import torch
+
+    from pipeline.models import classifier
+
+    vit = classifier.build_cnn("vit_tiny_patch16_224", 3)
+    with pytest.raises(InputError, match=r"teacher.arch: 'vit_tiny_patch16_224' cannot take 32x32 images"):
+        classifier.check_image_size(vit, "vit_tiny_patch16_224", 32)
+    cnn = classifier.build_cnn("resnet18", 3).train()
+    before = {k: v.clone() for k, v in cnn.state_dict().items()}
+    classifier.check_image_size(cnn, "resnet18", 32)  # fits: changes nothing, not even BatchNorm statistics
+    assert cnn.training and all(torch.equal(before[k], v) for k, v in cnn.state_dict().items())

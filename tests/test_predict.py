@@ -47,11 +47,17 @@ def test_matches_evaluation_probabilities(workspace, monkeypatch):  # noqa: F811
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("args, message", [(["--task", "nope"], "nope"), (["--task", "shape"], "missing.png")])
+@pytest.mark.parametrize("args, message", [
+    (["--task", "nope"], "error: --task: 'nope' is not a task of params.yaml"),
+    (["--task", "shape"], "missing.png"),
+    ([], "error: --task: which task's classes to choose from? one of shape"),
+    (["--task", "shape", "--top", "-1"], "--top: must be >= 1, got -1"),
+])
 def test_errors_name_the_problem(workspace, monkeypatch, tmp_path, capsys, args, message):  # noqa: F811
     root, _ = workspace
     monkeypatch.chdir(root)
     with pytest.raises(SystemExit) as exit_info:
         predict.main([*args, "--model", "shape", str(tmp_path / "missing.png")])
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -32,6 +32,20 @@ def build_cnn(arch: str, num_classes: int) -> nn.Module:
     return timm.create_model(arch, pretrained=False, num_classes=num_classes)
 
 
+def check_image_size(model: nn.Module, arch: str, image_size: int) -> None:
+    """One forward of a blank batch (eval mode, no gradient, no random draw) before any training: a timm
+    model fixed to another input size (a ViT at 224 px) fails here with one line instead of mid-training."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, 3, image_size, image_size, device=next(model.parameters()).device))
+    except Exception as e:  # timm raises AssertionError, RuntimeError, ValueError... for a size it cannot take
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"teacher.arch: {arch!r} cannot take {image_size}x{image_size} images (data.image_size): {first}") from None
+    finally:
+        model.train(was_training)
+
+
 def build_student(config: StudentConfig) -> DistillationStudent:
     return DistillationStudent(config)
 
@@ -52,6 +66,11 @@ def load(directory: str | Path) -> tuple[nn.Module, dict]:
     """(model in eval mode, its meta) from a directory written by `save`."""
     directory = Path(directory)
     meta = io.read_json(directory / META)
+    if not isinstance(meta, dict):
+        raise InputError(f"{directory / META}: expected a JSON object")
+    missing = [k for k in {"cnn": ("arch", "classes"), "student": ("config", "classes")}.get(meta.get("kind"), ()) if k not in meta]
+    if missing:
+        raise InputError(f"{directory / META}: missing key(s) {', '.join(missing)}")
     if meta.get("kind") == "cnn":
         model = build_cnn(meta["arch"], len(meta["classes"]))
     elif meta.get("kind") == "student":

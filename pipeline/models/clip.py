@@ -53,8 +53,11 @@ def build(arch: str, image_size: int, pretrained: str | None = None) -> Clip:
         raise InputError(f"model.pretrained: {pretrained!r} is neither a file nor an open_clip tag of {arch!r}")
     try:
         model = oc.create_model(arch, pretrained=pretrained, force_image_size=image_size)
-    except Exception as e:  # a tag needs its weights in the local cache: no download here
-        raise RuntimeError(f"model.pretrained: could not load {pretrained!r} for {arch!r}: {e}") from e
+    except Exception as e:  # a tag needs its weights in the local cache (no download here); a file must fit arch
+        if pretrained is None:
+            raise  # a fresh model failing to build is a bug, not an input
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"model.pretrained: could not load {pretrained!r} for {arch!r} ({first})") from None
     return Clip(model=model, tokenizer=oc.get_tokenizer(arch), arch=arch, image_size=image_size)
 
 
@@ -67,6 +70,10 @@ def save(clip: Clip, directory: str | Path, meta: dict) -> None:
 def load(directory: str | Path) -> Clip:
     directory = Path(directory)
     meta = io.read_json(directory / META)
+    if not isinstance(meta, dict) or not isinstance(meta.get("arch"), str) or not isinstance(meta.get("image_size"), int):
+        raise InputError(f"{directory / META}: needs 'arch' (a string) and 'image_size' (an integer)")
+    if meta["arch"] not in available_archs():
+        raise InputError(f"{directory / META}: unknown open_clip architecture {meta['arch']!r}")
     clip = build(meta["arch"], meta["image_size"])
     try:
         clip.model.load_state_dict(io.load_tensors(directory / WEIGHTS))

@@ -16,6 +16,7 @@ def main(argv):
     task = load_task(paths.TARGET)
     device = runtime.setup(params.runtime, runtime.stable_seed(tp.seed, "teacher"))
     model = classifier.build_cnn(tp.arch, len(task.classes)).to(device)
+    classifier.check_image_size(model, tp.arch, task.train_images.shape[-1])
     with live(paths.TEACHER_LIVE) as logger:
         final_loss = train_teacher(model, task, tp, device, logger)
     scores = D.predict(lambda b: model(classifier.image_input(b)), task.test_images, params.eval.batch_size, device)
