@@ -50,6 +50,15 @@ def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_utf8(path: str | Path) -> str:
+    """A user's text file (class names, caption lists); an encoding error names the file."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e})") from None
+
+
 def read_json(path: str | Path):
     path = Path(path)
     try:

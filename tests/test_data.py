@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.errors import InputError
 from pipeline.data import CaptionCorpus, TaskData, load_corpus, load_task, save_corpus, save_task
 from pipeline.data.facets import FACETS, build_facet_corpus, build_facet_task, caption, facet_names, render_world
 from pipeline.data.folder import build_folder_corpus, build_folder_task
@@ -272,6 +273,9 @@ def test_folder_task(tmp_path):
         ["green pear", "ripe apple"]
     (root / "classnames.txt").write_text("banana: yellow fruit\n")
     with pytest.raises(ValueError, match="classnames.txt"):
+        build_folder_task(root, name="fruit", image_size=16, templates=["{}"])
+    (root / "classnames.txt").write_bytes("red_apple: pomme rôtie\n".encode("latin-1"))
+    with pytest.raises(InputError, match=re.escape(str(root / "classnames.txt")) + ": not UTF-8 text"):
         build_folder_task(root, name="fruit", image_size=16, templates=["{}"])
 
 

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .types import SPLITS, CaptionCorpus, TaskData
+from pipeline import io
 from pipeline.errors import InputError, MissingInput
+from .types import SPLITS, CaptionCorpus, TaskData
 
 CLASSNAMES_FILE = "classnames.txt"
 
@@ -89,7 +90,7 @@ def _class_texts(task_dir: Path, folders: list[str]) -> list[str]:
     texts = {f: f.replace("_", " ").replace("-", " ").strip() for f in folders}
     path = task_dir / CLASSNAMES_FILE
     if path.is_file():
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, line in enumerate(io.read_utf8(path).splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue

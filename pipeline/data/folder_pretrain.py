@@ -18,9 +18,10 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from pipeline import io
+from pipeline.errors import InputError
 from .folder import build_class_folder_corpus, load_images
 from .types import CaptionCorpus
-from pipeline.errors import InputError
 
 PRETRAIN_DIR = "pretrain"  # reserved: no task may have this name
 CAPTIONS_FILE = "captions.tsv"
@@ -34,10 +35,7 @@ def pretrain_dir(root: str | Path) -> Path:
 
 def read_caption_list(path: Path) -> list[tuple[str, str]]:
     """(relative image path, caption) pairs of a caption list, in file order; errors name ``path:line``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e})") from None
+    text = io.read_utf8(path)
     pairs = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
