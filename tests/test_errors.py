@@ -124,3 +124,39 @@ def test_a_teacher_that_cannot_take_the_image_size_is_named_before_training():
     before = {k: v.clone() for k, v in cnn.state_dict().items()}
     classifier.check_image_size(cnn, "resnet18", 32)  # fits: changes nothing, not even BatchNorm statistics
     assert cnn.training and all(torch.equal(before[k], v) for k, v in cnn.state_dict().items())
+
+
+def test_a_stage_ends_when_its_parent_is_killed(tmp_path):
+    """`kill -9` of dvc must not leave its stage training outside DVC's lock (Linux: PR_SET_PDEATHSIG)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    if sys.platform != "linux":
+        pytest.skip("parent-death signal is Linux only")
+    child = ("import time; from pipeline.stages.common import stage\n"
+             "@stage\ndef main(argv):\n    time.sleep(60)\nmain([])\n")
+    parent = (f"import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', {child!r}], cwd={str(REPO)!r}); "
+              f"open({str(tmp_path / 'pid')!r}, 'w').write(str(p.pid)); p.wait()")
+    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=REPO)
+    pid_file = tmp_path / "pid"
+    for _ in range(100):
+        if pid_file.is_file() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    pid = int(pid_file.read_text())
+    time.sleep(3)  # the child is inside main() (imports take about 2 s)
+    os.kill(pid, 0)  # alive while its parent is
+    proc.kill()
+    proc.wait()
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    pytest.fail("the stage outlived its killed parent")

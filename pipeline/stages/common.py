@@ -18,6 +18,7 @@ def stage(fn):
     @functools.wraps(fn)
     def main(argv: list[str] | None = None):
         argv = sys.argv[1:] if argv is None else argv
+        _exit_with_parent()
         try:
             return fn(argv)
         except InputError as e:
@@ -30,6 +31,21 @@ def stage(fn):
             raise SystemExit(130) from None
 
     return main
+
+
+def _exit_with_parent() -> None:
+    """Linux: end this process when its parent dies. A `dvc repro` killed with SIGKILL cannot stop the stage
+    it started, which would go on training outside DVC's lock and write outputs DVC no longer tracks."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):  # no prctl in this libc: nothing to do
+        pass
 
 
 def _inside_progress_bar() -> bool:
