@@ -14,7 +14,9 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
+# pipeline.check validates all of params.yaml first (DVC would run no stage for a misspelt top-level key).
 repro: $(STAMP)
+	$(RUN) python -m pipeline.check
 	$(RUN) dvc repro
 
 test: $(STAMP)

@@ -256,3 +256,29 @@ def test_stage_checks_the_names_of_the_library_it_imports(project_copy, micro_pa
     project_copy.write_params(_with(micro_params, dotted, "nope"))
     proc = project_copy.stage(stage)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: params.yaml: {message}"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("foo: 1\n", "params.yaml: foo: unknown key"),
+    ("", "params.yaml: tasks: missing key"),
+    ("# nothing but a comment\n", "params.yaml: tasks: missing key"),
+    ("cycle", "params.yaml: tasks: colour.prev: task is not reachable from 'e0' (a cycle?)"),
+])
+def test_check_names_what_dvc_would_not(project_copy, micro_params, text, message):
+    """`make repro` runs `python -m pipeline.check` first: a top-level key no stage reads, an empty
+    params.yaml or a task-chain cycle gives one line of ours instead of DVC's own error (or none)."""
+    if text == "cycle":
+        raw = _with(micro_params, "tasks", {"shape": {"prev": "e0"}, "colour": {"prev": "fill"}, "fill": {"prev": "colour"}})
+        project_copy.write_params(raw)
+    elif text.startswith("foo"):
+        project_copy.write_params(micro_params)
+        (project_copy.root / "params.yaml").write_text((project_copy.root / "params.yaml").read_text() + text)
+    else:
+        (project_copy.root / "params.yaml").write_text(text)
+    proc = project_copy.python("-m", "pipeline.check")
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}", proc.stderr
+    if text:
+        return
+    project_copy.write_params(micro_params)
+    ok = project_copy.python("-m", "pipeline.check")
+    assert ok.returncode == 0 and ok.stdout.startswith("params.yaml: ok (facets benchmark, tasks shape -> ")
