@@ -314,6 +314,19 @@ class Params(Section):
             return f"train.method: {self.train.method}"
         return None
 
+    def select(self, keys: list[str]) -> dict:
+        """The values of `keys` (sections or dotted keys, as a stage lists its params in dvc.yaml) as a
+        nested dict: what a checkpoint records of the params that made it, no more (a key its stage does not
+        read would change the checkpoint's hash, and so rerun every stage after it, for nothing)."""
+        full, out = self.model_dump(mode="json"), {}
+        for key in keys:
+            *parents, leaf = key.split(".")
+            source, target = full, out
+            for part in parents:
+                source, target = source[part], target.setdefault(part, {})
+            target[leaf] = source[leaf]
+        return out
+
     @property
     def task_names(self) -> list[str]:
         """Tasks in training order (following the `prev` links from E0)."""

@@ -111,3 +111,23 @@ def test_the_closure_follows_lazy_and_registry_imports():
     assert PIPELINE / "models" / "clip.py" in closure("pipeline.stages.prototypes")
     assert PIPELINE / "stages" / "__init__.py" not in train  # docstring only
     assert PIPELINE / "distill" / "l2l.py" not in train
+
+
+@pytest.mark.parametrize("name", ["pretrain", "train"])
+def test_a_checkpoint_records_the_params_its_stage_reads(name, micro_params):
+    """models/<name>/model.json holds the params of the keys dvc.yaml lists for the stage, no more: a change
+    to another key must not change the checkpoint's hash (and rerun every stage after it)."""
+    import importlib
+
+    from pipeline.config import Params
+
+    module = importlib.import_module(f"pipeline.stages.{name}")
+    dvc_params = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][name]
+    dvc_params = dvc_params.get("do", dvc_params)["params"]
+    assert module.PARAMS == dvc_params
+    params = Params.from_dict(micro_params, libraries=())
+    recorded = params.select(module.PARAMS)
+    assert set(recorded) == {k.split(".")[0] for k in dvc_params}
+    assert recorded["eval"] == {"batch_size": micro_params["eval"]["batch_size"]}
+    other = dict(micro_params, distill={**micro_params["distill"], "epochs": 99})
+    assert Params.from_dict(other, libraries=()).select(module.PARAMS) == recorded

@@ -14,6 +14,8 @@ from pipeline.models import clip as clip_lib
 from pipeline.stages.common import live, load_params, stage
 from pipeline.errors import InputError
 
+PARAMS = ["loss", "train", "eval.batch_size", "runtime", "tasks"]  # read by this stage, as in dvc.yaml
+
 
 @stage
 def main(argv):
@@ -34,7 +36,7 @@ def main(argv):
     row = accuracy_row(student, tasks, params.eval.batch_size)
     # No wall time here: the checkpoint's bytes (and so its DVC hash) must depend on the params only.
     meta = {"name": name, "prev": params.tasks[name].prev, "method": method.name, "final_loss": final}
-    clip_lib.save(student, paths.model_dir(name), meta | {"params": params.model_dump(mode="json")})
+    clip_lib.save(student, paths.model_dir(name), meta | {"params": params.select(PARAMS)})
     if method.state():
         io.save_tensors(paths.method_state(name), method.state())
     io.write_json(paths.task_row(name), {"task": name, "method": method.name, "accuracy": row})
