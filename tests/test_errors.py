@@ -160,3 +160,29 @@ def test_a_stage_ends_when_its_parent_is_killed(tmp_path):
         time.sleep(0.1)
     os.kill(pid, 9)
     pytest.fail("the stage outlived its killed parent")
+
+
+def test_a_failed_stage_keeps_its_previous_loss_curves(tmp_path):
+    """DVCLive empties its folder on start; `live` logs beside it and swaps only on success."""
+    from pipeline.stages.common import live
+
+    curves = tmp_path / "metrics" / "train" / "task"
+    with live(curves) as logger:
+        for step in range(3):
+            logger.log_metric("loss/total", 1.0 / (step + 1))
+            logger.next_step()
+    first = {p.relative_to(curves): p.read_bytes() for p in curves.rglob("*") if p.is_file()}
+    assert any(p.suffix == ".tsv" for p in first)
+
+    with pytest.raises(RuntimeError, match="killed mid-training"):
+        with live(curves) as logger:
+            logger.log_metric("loss/total", 9.0)
+            logger.next_step()
+            raise RuntimeError("killed mid-training")
+    assert {p.relative_to(curves): p.read_bytes() for p in curves.rglob("*") if p.is_file()} == first
+
+    with live(curves) as logger:
+        logger.log_metric("loss/total", 5.0)
+        logger.next_step()
+    assert {p.relative_to(curves): p.read_bytes() for p in curves.rglob("*") if p.is_file()} != first
+    assert sorted(p.name for p in curves.parent.iterdir()) == ["task"]  # no staging folder left
