@@ -186,3 +186,18 @@ def test_a_failed_stage_keeps_its_previous_loss_curves(tmp_path):
         logger.next_step()
     assert {p.relative_to(curves): p.read_bytes() for p in curves.rglob("*") if p.is_file()} != first
     assert sorted(p.name for p in curves.parent.iterdir()) == ["task"]  # no staging folder left
+
+
+def test_atomic_dir_replaces_the_folder_only_on_success(tmp_path):
+    target = tmp_path / "models" / "task"
+    target.mkdir(parents=True)
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_dir(target) as folder:
+            (folder / "new.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    with io.atomic_dir(target) as folder:
+        io.write_json(folder / "new.json", {"a": 1})
+    assert [p.name for p in target.iterdir()] == ["new.json"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["task"]

@@ -369,3 +369,22 @@ def test_carried_prototypes_fall_back_to_e0_initial_ones(chain, workspace, monke
     assert list(method.earlier_prototypes) == ["shape", "colour"]
     assert torch.equal(method.earlier_prototypes["shape"], io.load_tensors(paths.prototypes_file("shape"))["prototypes"])
     assert torch.equal(method.earlier_prototypes["colour"], state_of("colour")["prototypes"])
+
+
+def test_a_task_folder_holds_exactly_what_its_stage_wrote(chain, monkeypatch):
+    """Retraining a task replaces models/<task> whole: a stray file goes, and a method without state
+    (finetune after dual_teacher) leaves no method_state.safetensors behind. (Last: it retrains 'fill'.)"""
+    from pipeline.stages import train as train_stage
+
+    root, params = chain
+    monkeypatch.chdir(root)
+    folder = paths.model_dir("fill")
+    assert paths.method_state("fill").is_file()
+    (folder / "stray.txt").write_text("dropped here by hand")
+    raw = params.model_dump(mode="json")
+    raw["train"]["method"] = "finetune"
+    (root / "finetune.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("PIPELINE_PARAMS", str(root / "finetune.yaml"))
+    train_stage.main(["fill"])
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(".")) == []  # no staging left

@@ -42,7 +42,8 @@ def main(argv):
         scores = evaluate_student(model, task.test_images, batch, device)
         results[run] = {head: D.accuracy(s, labels) for head, s in scores.items()}
         per_class[run] = D.per_class_accuracy(scores["fused"], labels, task.classes)
-        classifier.save(model.cpu(), directory, classifier.student_meta(model, task.classes, distilled=run == "student",
+        with io.atomic_dir(directory) as folder:
+            classifier.save(model.cpu(), folder, classifier.student_meta(model, task.classes, distilled=run == "student",
                                                                          params=params.distill.model_dump(mode="json")))
     summary = {
         "task": task.name, "classes": len(task.classes), "teacher": teacher.name, "mode": dp.mode,

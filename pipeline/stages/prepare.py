@@ -1,11 +1,9 @@
 """Stage `prepare`: the benchmark's task splits and E0's caption corpus under data/."""
 from __future__ import annotations
 
-import shutil
-
 from tqdm import tqdm
 
-from pipeline import paths
+from pipeline import io, paths
 from pipeline.data import save_corpus, save_task
 from pipeline.data.benchmarks import build_corpus, build_task
 from pipeline.stages.common import load_params, stage
@@ -18,12 +16,11 @@ def main(argv):
     # Build everything before writing anything, so a bad image in the last task leaves old data intact.
     tasks = {name: build_task(params.data, name) for name in tqdm(names, desc="prepare tasks")}
     corpus = build_corpus(params.data, names)
-    for name, task in tasks.items():
-        save_task(task, paths.task_dir(name))
-    save_corpus(corpus, paths.CORPUS)
-    for stale in paths.TASKS.iterdir():  # tasks removed from params.yaml
-        if stale.is_dir() and stale.name not in tasks:
-            shutil.rmtree(stale)
+    with io.atomic_dir(paths.TASKS) as folder:  # no folder of a task removed from params.yaml stays
+        for name, task in tasks.items():
+            save_task(task, folder / paths.task_dir(name).name)
+    with io.atomic_dir(paths.CORPUS) as folder:
+        save_corpus(corpus, folder)
     print(f"prepared {len(tasks)} tasks ({', '.join(names)}) and {len(corpus.captions)} captions")
 
 

@@ -34,7 +34,8 @@ def main(argv):
     # then re-run every downstream stage although the weights are byte-identical.
     seconds = time.perf_counter() - start
     meta = {"name": E0, "source": params.model.pretrained or "pretrain stage"}
-    clip_lib.save(clip, paths.model_dir(E0), meta | {"params": params.select(PARAMS)})
+    with io.atomic_dir(paths.model_dir(E0)) as folder:
+        clip_lib.save(clip, folder, meta | {"params": params.select(PARAMS)})
     chance = {name: round(100.0 / len(task.classes), 4) for name, task in tasks.items()}
     per_task = {name: {"accuracy": row[name], "chance": chance[name]} for name in row}
     io.write_json(paths.ZERO_SHOT, {"transfer": round(metrics.zero_shot_transfer(list(row.values())), 4), "tasks": per_task})

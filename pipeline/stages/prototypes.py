@@ -19,12 +19,14 @@ def main(argv):
     tasks = load_tasks(params.task_names)
     e0 = clip_lib.freeze(clip_lib.load(paths.model_dir(E0)))
     e0.model.to(device)
-    for name, task in tasks.items():
-        features = clip_lib.encode_images_batched(e0, task.train_images, params.eval.batch_size, progress=f"E0 features {name}")
-        prototypes = initial_prototypes(features, task.train_labels, len(task.classes))
-        with torch.no_grad():
-            text_features = clip_lib.class_text_features(e0, task.prompts()).cpu()
-        io.save_tensors(paths.prototypes_file(name), {"prototypes": prototypes, "features": features, "text_features": text_features})
+    with io.atomic_dir(paths.PROTOTYPES) as folder:  # no file of a task removed from params.yaml stays
+        for name, task in tasks.items():
+            features = clip_lib.encode_images_batched(e0, task.train_images, params.eval.batch_size, progress=f"E0 features {name}")
+            prototypes = initial_prototypes(features, task.train_labels, len(task.classes))
+            with torch.no_grad():
+                text_features = clip_lib.class_text_features(e0, task.prompts()).cpu()
+            io.save_tensors(folder / paths.prototypes_file(name).name,
+                            {"prototypes": prototypes, "features": features, "text_features": text_features})
     print(f"prototypes of {len(tasks)} tasks written to {paths.PROTOTYPES}")
 
 

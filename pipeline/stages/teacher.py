@@ -21,8 +21,9 @@ def main(argv):
         final_loss = train_teacher(model, task, tp, device, logger)
     scores = D.predict(lambda b: model(classifier.image_input(b)), task.test_images, params.eval.batch_size, device)
     n_params = sum(p.numel() for p in model.parameters())
-    classifier.save(model, paths.CNN, {"kind": "cnn", "arch": tp.arch, "classes": task.classes, "final_loss": final_loss,
-                                       "params": params.teacher.model_dump(mode="json")})
+    with io.atomic_dir(paths.CNN) as folder:
+        classifier.save(model, folder, {"kind": "cnn", "arch": tp.arch, "classes": task.classes,
+                                        "final_loss": final_loss, "params": params.teacher.model_dump(mode="json")})
     accuracy = D.accuracy(scores, task.test_labels)
     io.write_json(paths.TEACHER, {"arch": tp.arch, "parameters": n_params, "accuracy": accuracy,
                                   "per_class": D.per_class_accuracy(scores, task.test_labels, task.classes)})

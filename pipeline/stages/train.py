@@ -36,9 +36,10 @@ def main(argv):
     row = accuracy_row(student, tasks, params.eval.batch_size)
     # No wall time here: the checkpoint's bytes (and so its DVC hash) must depend on the params only.
     meta = {"name": name, "prev": params.tasks[name].prev, "method": method.name, "final_loss": final}
-    clip_lib.save(student, paths.model_dir(name), meta | {"params": params.select(PARAMS)})
-    if method.state():
-        io.save_tensors(paths.method_state(name), method.state())
+    with io.atomic_dir(paths.model_dir(name)) as folder:  # no method_state left by another method
+        clip_lib.save(student, folder, meta | {"params": params.select(PARAMS)})
+        if method.state():
+            io.save_tensors(folder / paths.method_state(name).name, method.state())
     io.write_json(paths.task_row(name), {"task": name, "method": method.name, "accuracy": row})
     # Kept apart from the accuracy row, which must depend on the params only (byte-identical reruns).
     io.write_json(paths.task_cost(name), {"seconds": seconds, "peak_memory_mb": runtime.peak_memory_mb(device)})
