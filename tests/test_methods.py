@@ -227,15 +227,17 @@ CHAIN = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}, "fill": {"prev": 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    """Three tasks trained one after another by the train stage with the default dual-teacher params
-    (dis_scope "current"), so each leaves its method_state.safetensors for the next."""
+    """Three tasks trained one after another by the train stage with the default dual-teacher params but
+    the patent's dis_scope "current", so each leaves its method_state.safetensors for the next (carried
+    whatever the scope)."""
     from pipeline.stages import train as train_stage
 
     root = tmp_path_factory.mktemp("chain")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        params = make_workspace(root, CHAIN)
-        assert params.train.method == "dual_teacher" and params.loss.dis_scope == "current"
+        params = with_loss(make_workspace(root, CHAIN), dis_scope="current")
+        (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
+        assert params.train.method == "dual_teacher" and Params.load().loss.dis_scope == "current"
         for name in CHAIN:
             train_stage.main([name])
         yield root, params
@@ -267,9 +269,8 @@ def test_seen_scope_on_the_first_task_equals_current(workspace, monkeypatch):
     """Task 1 has no earlier task, so the seen scope's rows and columns are the current ones: same terms."""
     root, params = workspace
     monkeypatch.chdir(root)
-    ctx = make_context(params, "shape")
-    batch = first_batch(ctx)
-    current = get_method("dual_teacher")(ctx).terms(*batch)
+    batch = first_batch(make_context(params, "shape"))
+    current = get_method("dual_teacher")(make_context(with_loss(params, dis_scope="current"), "shape")).terms(*batch)
     seen = get_method("dual_teacher")(make_context(with_loss(params, dis_scope="seen"), "shape")).terms(*batch)
     for key in ("ce", "con", "dis"):
         assert torch.equal(current[key], seen[key]), key
