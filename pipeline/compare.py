@@ -155,6 +155,7 @@ def main(argv: list[str]) -> None:
         previous = io.read_json(branch.outputs[0])
         summary["variants"] = {**previous["variants"], **summary["variants"]}
         summary["seconds"] += previous["seconds"]
+        summary["merged"] = sorted(set(previous.get("merged", [])) | set(variants))  # rows of a later run
     if branch.name == "cl":
         summary["checks"] = tables.regime_checks(summary)
     if branch.name == "distill" and paths.THROUGHPUT.is_file():  # from `make bench` on the committed models

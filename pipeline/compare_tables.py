@@ -105,8 +105,11 @@ def markdown_cl(summary: dict) -> str:
         f"Mean ± sample std over seeds {seeds} (`train.seed`; E0 is the same for every run), accuracy in %. "
         "Train s / task: wall time of a task's training loop (teacher features included, evaluation not), mean "
         "over tasks, median over seeds; peak memory: the train process's peak resident set (CPU) or CUDA allocation, "
-        f"largest over tasks, mean over seeds. All runs in one `{summary.get('command', 'make compare')}` "
-        f"({summary['seconds']} s).",
+        f"largest over tasks, mean over seeds. "
+        + (f"All runs in one `{summary.get('command', 'make compare')}` ({summary['seconds']} s)."
+           if not summary.get("merged") else
+           f"Runs of `{summary.get('command', 'make compare')}` ({summary['seconds']} s in all); "
+           f"{', '.join(summary['merged'])} re-run later (`--merge`), so its time is from another run."),
     ]
     if summary.get("checks"):
         lines += ["", "Is the benchmark in the MTIL regime, and do the baselines rank as published (`pipeline/regime.py`, "
