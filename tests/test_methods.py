@@ -161,23 +161,27 @@ def test_dual_teacher_second_task_teaches_only_the_student(workspace, monkeypatc
 
 @pytest.mark.parametrize("teachers", ["e0", "prev"])
 def test_single_teacher_ablation_distils_from_that_teacher_alone(workspace, monkeypatch, teachers):
-    ctx, method = second_task_dual_teacher(workspace, monkeypatch, dis_teachers=teachers)
+    # the patent's scope, whose rows are this task's only (the seen scope's rows are tested below)
+    ctx, method = second_task_dual_teacher(workspace, monkeypatch, dis_teachers=teachers, dis_scope="current")
     images, labels, idx = first_batch(ctx)
     dis = method.terms(images, labels, idx)["dis"]
     teacher = ctx.e0_features if teachers == "e0" else ctx.prev_features
     v, u = ctx.student_features(images)
     expected = similarity_distillation(torch.cat([v, u]), torch.cat([teacher.image[idx], teacher.text]), method.prototypes)
     torch.testing.assert_close(dis, expected)
-    both = second_task_dual_teacher(workspace, monkeypatch)[1].terms(images, labels, idx)["dis"]
+    both = second_task_dual_teacher(workspace, monkeypatch, dis_scope="current")[1].terms(images, labels, idx)["dis"]
     assert not torch.allclose(dis, both)  # the two teachers disagree: dropping one changes the loss
 
 
 def test_dis_weight_zero_removes_distillation_from_the_update(workspace, monkeypatch):
-    """With con_weight = dis_weight = 0 a dual-teacher step is a fine-tuning step (same batches, same seed)."""
+    """With con_weight = dis_weight = 0 a dual-teacher step is a fine-tuning step (same batches, same seed).
+    In the patent's scope: the seen scope computes this task's text features in one forward with the earlier
+    tasks' prompts, the same values up to float rounding, which Adam's normalisation amplifies."""
     root, params = workspace
     monkeypatch.chdir(root)
     states = {}
-    for name, p in (("finetune", params), ("dual_teacher", with_loss(params, con_weight=0.0, dis_weight=0.0))):
+    plain = with_loss(params, con_weight=0.0, dis_weight=0.0, dis_scope="current")
+    for name, p in (("finetune", params), ("dual_teacher", plain)):
         ctx = make_context(p, "colour")
         train_task(get_method(name)(ctx))
         states[name] = ctx.student.model.state_dict()
