@@ -4,10 +4,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import shutil
 import sys
-from pathlib import Path
 
+from pipeline import io
 from pipeline.config import Params
 from pipeline.errors import InputError
 
@@ -68,17 +67,10 @@ def load_params(*libraries: str) -> Params:
 def live(directory):
     """DVCLive logger that leaves dvc.yaml alone (the stage declares its plots) and makes no experiment.
 
-    DVCLive empties its folder when it starts; it logs into a sibling staging folder instead, which replaces
-    `directory` only when the block succeeds, so a failed or killed stage keeps the previous curves whole."""
+    DVCLive empties its folder when it starts; it logs into io.atomic_dir's staging folder instead, which
+    replaces `directory` only when the block succeeds, so a failed or killed stage keeps the previous curves."""
     from dvclive import Live
 
-    directory = Path(directory)
-    staging, old = directory.with_name(f".{directory.name}.live"), directory.with_name(f".{directory.name}.old")
-    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run
-    with Live(dir=str(staging), dvcyaml=None, save_dvc_exp=False, report=None) as logger:
-        yield logger
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(staging, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    with io.atomic_dir(directory) as staging:
+        with Live(dir=str(staging), dvcyaml=None, save_dvc_exp=False, report=None) as logger:
+            yield logger
