@@ -1,30 +1,37 @@
 """`make compare` / `make compare-distill`: run the pipeline for every variant x seed of params.yaml `compare`
-as DVC experiments and tabulate the results (mean and sample std over seeds) in a JSON file, a markdown table
-and the README between its markers.
+as queued DVC experiments and tabulate the results (mean and sample std over seeds) in a JSON file, a markdown
+table and the README between its markers.
 
-Two branches share the runner:
+Three branches share the runner:
 - `cl` (default): `compare.variants`, seeds set `train.seed`; Transfer / Average / Last, training wall time
   per task and peak memory (metrics/cost/), and the average accuracy after each task (a figure, compare_tables).
 - `ablation`: `compare.ablation_variants` (variants of the headline method, dual_teacher), as `cl`.
 - `distill`: `compare.distill_variants`, seeds set `distill.seed`; student accuracy with and without
   distillation (metrics/distill.json).
 
-Each run is a `dvc exp run` in the workspace, so the upstream stages (data, E0, prototypes, the CNN teacher)
-are reused and only the stages a variant changes run (`--temp` copies would re-run everything: DVC does not
-check `persist` outputs out into them). The committed params.yaml, dvc.lock and metrics/ are restored
-afterwards (`git checkout` + `dvc checkout`), so they must have no uncommitted changes when it starts."""
+Each variant x seed is one `dvc exp run --queue -S ...`; `dvc queue start --jobs N` runs them, each in its own
+copy of the repository, and the results are read back from the experiments' commits (`dvc exp show --json` names them). The workspace is never
+touched: the stages upstream of what a variant changes (data, E0, prototypes, the CNN teacher) are checked out
+from DVC's cache in every copy, never re-run, which is why the workspace's pipeline must be up to date first
+(`make repro`); the summary records which stages the experiments ran."""
 from __future__ import annotations
 
 import argparse
 import copy
+import fnmatch
+import json
+import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from pipeline import compare_tables as tables
 from pipeline import io, paths
 from pipeline.config import LIBRARIES, Params, ParamsError
+from pipeline.errors import InputError
 from pipeline.stages.common import load_params, stage
 
 
@@ -33,11 +40,12 @@ class Branch:
     name: str
     variants_key: str  # attribute of params.compare holding the variants
     seed_key: str  # the dotted key each seed sets
-    collect: Callable[[], dict]  # one run's results, read from the workspace after `dvc exp run`
+    collect: Callable[[tables.Reader], dict]  # one run's results, from a reader of its metrics files
     summarise: Callable[[dict[str, list[dict]], list[int]], dict]
     markdown: Callable[[dict], str]
     outputs: tuple  # (json, markdown) paths
     markers: tuple[str, str]  # README markers around the table
+    may_run: tuple[str, ...]  # stage-name patterns a variant may re-run: everything upstream comes from the cache
 
     def variants(self, params: Params) -> dict[str, dict]:
         return getattr(params.compare, self.variants_key)
@@ -45,14 +53,15 @@ class Branch:
 
 BRANCHES = {
     "cl": Branch("cl", "variants", "train.seed", tables.collect_cl, tables.summarise_cl, tables.markdown_cl,
-                 (paths.COMPARE, paths.COMPARE_TABLE), ("<!-- compare:start -->", "<!-- compare:end -->")),
+                 (paths.COMPARE, paths.COMPARE_TABLE), ("<!-- compare:start -->", "<!-- compare:end -->"),
+                 ("train@*", "evaluate")),
     # The headline method's ablation: variants of dual_teacher, the same runs and table as `cl`.
     "ablation": Branch("ablation", "ablation_variants", "train.seed", tables.collect_cl, tables.summarise_cl,
                        tables.markdown_cl, (paths.COMPARE_ABLATION, paths.COMPARE_ABLATION_TABLE),
-                       ("<!-- compare-ablation:start -->", "<!-- compare-ablation:end -->")),
+                       ("<!-- compare-ablation:start -->", "<!-- compare-ablation:end -->"), ("train@*", "evaluate")),
     "distill": Branch("distill", "distill_variants", "distill.seed", tables.collect_distill, tables.summarise_distill,
                       tables.markdown_distill, (paths.COMPARE_DISTILL, paths.COMPARE_DISTILL_TABLE),
-                      ("<!-- compare-distill:start -->", "<!-- compare-distill:end -->")),
+                      ("<!-- compare-distill:start -->", "<!-- compare-distill:end -->"), ("distill",)),
 }
 
 
@@ -62,6 +71,14 @@ def experiment_name(branch: Branch, variant: str, seed: int) -> str:
 
 def overrides(params: Params, variant: str, seed: int, branch: Branch = BRANCHES["cl"]) -> dict[str, object]:
     return {**branch.variants(params)[variant], branch.seed_key: seed}
+
+
+def set_params(sets: dict[str, object]) -> list[str]:
+    """`dvc exp run` arguments setting dotted keys (Hydra grammar: None is `null`)."""
+    args = []
+    for key, value in sets.items():
+        args += ["--set-param", f"{key}={'null' if value is None else value}"]
+    return args
 
 
 def check_variants(params: Params, branch: Branch = BRANCHES["cl"]) -> None:
@@ -83,36 +100,92 @@ def check_variants(params: Params, branch: Branch = BRANCHES["cl"]) -> None:
         Params.from_dict(raw, source=f"{where}.{variant}")
 
 
-RESTORED = ("params.yaml", "dvc.lock", paths.METRICS.as_posix())
+def default_jobs(params: Params) -> int:
+    """Experiments at once: compare.jobs, else as many as the cores hold at runtime.threads each."""
+    if params.compare.jobs is not None:
+        return params.compare.jobs
+    return max(1, (os.cpu_count() or 1) // params.runtime.threads)
 
 
-def check_clean() -> None:
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", *RESTORED], check=True, capture_output=True, text=True).stdout
-    if dirty.strip():
-        raise ParamsError(f"uncommitted changes in {', '.join(RESTORED)} would be overwritten; commit or stash them first:\n{dirty}")
+# --- DVC's experiment queue ---------------------------------------------------------------------------------
+
+def _dvc(*args: str) -> str:
+    return subprocess.run(["dvc", *args], check=True, capture_output=True, text=True).stdout
 
 
-def restore() -> None:
-    """Back to the committed params and results (the experiments stay in `dvc exp show`)."""
-    subprocess.run(["git", "checkout", "--", *RESTORED], check=True)
-    subprocess.run(["dvc", "checkout", "--quiet"], check=True)
-    # Files only an experiment wrote (a method's own loss curve): check_clean saw no untracked ones before.
-    subprocess.run(["git", "clean", "-fdq", "--", paths.METRICS.as_posix()], check=True)
+def check_up_to_date() -> None:
+    """Queued experiments check the upstream outputs out of the cache as dvc.lock records them: a stale
+    workspace pipeline would make every experiment re-run its changed stages."""
+    changed = json.loads(_dvc("status", "--json") or "{}")
+    if changed:
+        raise InputError(f"the pipeline is not up to date (stage {', '.join(sorted(changed))} changed): "
+                         f"run `make repro` first")
 
 
-def run_experiment(name: str, sets: dict[str, object], collect: Callable[[], dict]) -> dict:
-    """One `dvc exp run` in the workspace; returns what `collect` reads of its results."""
-    # An earlier experiment of that name is removed first: `exp run --force` would also re-run every stage.
-    subprocess.run(["dvc", "exp", "remove", name], capture_output=True)
-    # `exp run` leaves the previous experiment's params in the workspace: start every run from the committed
-    # params.yaml, or a key set by one variant (distill.mode=hard) leaks into the next.
-    subprocess.run(["git", "checkout", "--", "params.yaml"], check=True)
-    cmd = ["dvc", "exp", "run", "--name", name]
-    for key, value in sets.items():
-        cmd += ["--set-param", f"{key}={'null' if value is None else value}"]
-    print("$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    return collect()
+def queue_status() -> dict[str, str]:
+    """Name -> status (Queued, Running, Success, Failed) of the tasks `dvc queue status` lists."""
+    status = {}
+    for line in _dvc("queue", "status").splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and re.fullmatch(r"[0-9a-f]{7}", fields[0]):
+            status[fields[1]] = fields[-1]
+    return status
+
+
+def experiments() -> dict[str, str]:
+    """Name -> commit of each experiment of HEAD (`dvc exp show --json`)."""
+    found = {}
+    for baseline in json.loads(_dvc("exp", "show", "--json")):
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                if rev.get("name"):
+                    found[rev["name"]] = rev["rev"]
+    return found
+
+
+def reader(name: str, rev: str) -> tables.Reader:
+    """Reads a metrics file from an experiment's commit, whole: `dvc exp show` keeps only the numbers of a
+    metrics file, not the accuracy matrix's lists."""
+    def read(path: Path) -> dict:
+        proc = subprocess.run(["git", "show", f"{rev}:{Path(path).as_posix()}"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise InputError(f"experiment {name}: no {Path(path).as_posix()} in its commit {rev[:7]}")
+        return json.loads(proc.stdout)
+
+    return read
+
+
+def stages_run(name: str) -> list[str]:
+    """The stages an experiment ran (not checked out of the cache), from its log."""
+    return re.findall(r"^Running stage '([^']+)'", _dvc("queue", "logs", name), re.MULTILINE)
+
+
+def run_queued(runs: dict[str, dict[str, object]], jobs: int) -> None:
+    """Queue one experiment per name (replacing an earlier one of that name), run them `jobs` at a time,
+    and wait for them all; a failed one names its log."""
+    from tqdm import tqdm
+
+    earlier = sorted(set(runs) & (set(experiments()) | set(queue_status())))
+    if earlier:
+        _dvc("exp", "remove", *earlier)
+    for name, sets in runs.items():
+        print("$ " + " ".join(["dvc", "exp", "run", "--queue", "--name", name, *set_params(sets)]), flush=True)
+        _dvc("exp", "run", "--queue", "--name", name, *set_params(sets))
+    print(f"$ dvc queue start --jobs {jobs}   (follow one with `dvc queue logs NAME --follow`)", flush=True)
+    _dvc("queue", "start", "--jobs", str(jobs))
+    with tqdm(total=len(runs), desc="experiments", unit="exp") as bar:
+        while True:
+            status = queue_status()
+            done = [n for n in runs if status.get(n) in ("Success", "Failed")]
+            bar.update(len(done) - bar.n)
+            failed = [n for n in done if status[n] == "Failed"]
+            if failed:
+                raise SystemExit(f"error: experiment {failed[0]} failed: see `dvc queue logs {failed[0]}`")
+            if len(done) == len(runs):
+                return
+            if not any(status.get(n) in ("Queued", "Running") for n in runs):
+                raise SystemExit(f"error: the queue stopped with experiments missing; see `dvc queue status`")
+            time.sleep(5)
 
 
 @stage
@@ -121,6 +194,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--branch", choices=sorted(BRANCHES), default="cl", help="which comparison (default: cl)")
     parser.add_argument("--variants", nargs="*", help="subset of the branch's variants (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, help="override compare.seeds")
+    parser.add_argument("--jobs", type=int, help="experiments at once (default: compare.jobs)")
     parser.add_argument("--redraw", action="store_true", help="only rewrite the table, figure and README from the last output")
     parser.add_argument("--merge", action="store_true", help="keep the other variants of the last output (re-run a subset)")
     args = parser.parse_args(argv)
@@ -134,23 +208,24 @@ def main(argv: list[str]) -> None:
     unknown = [v for v in variants if v not in known]
     if unknown:
         raise ParamsError(f"--variants: {unknown[0]!r} is not in compare.{branch.variants_key} ({', '.join(known)})")
+    if args.jobs is not None and args.jobs < 1:
+        raise ParamsError(f"--jobs: {args.jobs} must be at least 1")
     seeds = args.seeds if args.seeds else params.compare.seeds
-    subprocess.run(["dvc", "repro"], check=True)  # the shared upstream stages must be up to date first
-    check_clean()
-    reference = branch.collect()  # the committed default run (E0 zero-shot, the teacher, ...)
-    runs: dict[str, list[dict]] = {}
+    check_up_to_date()
+    reference = branch.collect(io.read_json)  # the committed default run (E0 zero-shot, the teacher, ...)
+    names = {(v, s): experiment_name(branch, v, s) for v in variants for s in seeds}
     start = time.perf_counter()
-    try:
-        for variant in variants:
-            runs[variant] = [
-                run_experiment(experiment_name(branch, variant, s), overrides(params, variant, s, branch), branch.collect)
-                for s in seeds
-            ]
-    finally:
-        restore()
+    run_queued({names[v, s]: overrides(params, v, s, branch) for v, s in names}, args.jobs or default_jobs(params))
+    seconds = round(time.perf_counter() - start)
+    results = experiments()
+    runs = {v: [branch.collect(reader(names[v, s], results[names[v, s]])) for s in seeds] for v in variants}
+    ran = sorted({s for name in names.values() for s in stages_run(name)})
+    upstream = [s for s in ran if not any(fnmatch.fnmatchcase(s, p) for p in branch.may_run)]
+    if upstream:  # results stand, but the runs cost more than they should: say so
+        print(f"warning: queued experiments re-ran upstream stages {', '.join(upstream)}")
     command = "make compare" if branch.name == "cl" else f"make compare-{branch.name}"
-    summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": round(time.perf_counter() - start),
-                                               "command": command}
+    summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": seconds, "command": command,
+                                               "stages_run": ran}
     if args.merge and branch.outputs[0].is_file():
         previous = io.read_json(branch.outputs[0])
         summary["variants"] = {**previous["variants"], **summary["variants"]}
@@ -162,7 +237,7 @@ def main(argv: list[str]) -> None:
         summary["throughput"] = io.read_json(paths.THROUGHPUT)
     io.write_json(branch.outputs[0], summary)
     publish(branch, summary)
-    print(f"{len(variants) * len(seeds)} experiments in {summary['seconds']} s; see `dvc exp show`")
+    print(f"{len(names)} experiments in {seconds} s; see `dvc exp show`")
 
 
 def publish(branch: Branch, summary: dict) -> None:

@@ -1,18 +1,22 @@
 """What `pipeline.compare` reads of one run, how it summarises seeds, and the tables and figure it writes.
 
-Pure functions of JSON-like dicts (plus the reads of the workspace in `collect_*`), so they are tested
+Pure functions of JSON-like dicts (plus the reads of one run's metrics files in `collect_*`), so they are tested
 without running a single experiment."""
 from __future__ import annotations
 
 import re
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from pipeline import io, paths
 
 CL_KEYS = ("transfer", "average", "last")
+# Reads one metrics file of a run: from the workspace (the committed default run) or from an experiment's
+# results as `dvc exp show --json` gives them (pipeline.compare).
+Reader = Callable[[Path], dict]
 README = Path("README.md")
 
 
@@ -29,10 +33,10 @@ def _cell(entry: dict) -> str:
 
 # --- continual learning ------------------------------------------------------------------------------------
 
-def collect_cl() -> dict:
+def collect_cl(read: Reader = io.read_json) -> dict:
     """One run: its summary, accuracy matrix, E0's zero-shot Transfer and each task's training cost."""
-    cl, matrix, zero_shot = io.read_json(paths.CL), io.read_json(paths.MATRIX), io.read_json(paths.ZERO_SHOT)
-    costs = [io.read_json(paths.task_cost(t)) for t in matrix["columns"]]
+    cl, matrix, zero_shot = read(paths.CL), read(paths.MATRIX), read(paths.ZERO_SHOT)
+    costs = [read(paths.task_cost(t)) for t in matrix["columns"]]
     return cl | {
         "matrix": matrix["matrix"],
         "chance": [zero_shot["tasks"][t]["chance"] for t in matrix["columns"]],
@@ -145,8 +149,8 @@ def plot_curves(summary: dict, path: Path) -> None:
 DISTILL_HEADS = ("class", "dist", "fused")
 
 
-def collect_distill() -> dict:
-    return io.read_json(paths.DISTILL)
+def collect_distill(read: Reader = io.read_json) -> dict:
+    return read(paths.DISTILL)
 
 
 def summarise_distill(runs: dict[str, list[dict]], seeds: list[int]) -> dict:

@@ -49,7 +49,9 @@ class DataParams(Section):
     # domains: six embedded image domains, a small stand-in for MTIL (default) | facets: the facet world, every
     # image carrying every facet | folder: your images under data.root
     benchmark: Literal["domains", "facets", "folder"] = "domains"
-    root: str | None = None  # folder benchmark: one sub-directory per task, E0's pretraining set in pretrain/
+    # folder benchmark: one sub-directory per task, E0's pretraining set in pretrain/. Always a dependency of
+    # prepare and target in dvc.yaml (DVC cannot depend on a null path), so it must exist for every benchmark.
+    root: str = Field("images", min_length=1)
     image_size: int = Field(32, ge=16, le=1024)
     train_per_class: int = Field(100, ge=1)
     test_per_class: int = Field(50, ge=1)
@@ -73,12 +75,9 @@ class DataParams(Section):
 
     @model_validator(mode="after")
     def _root_for_folder(self) -> "DataParams":
-        if self.benchmark == "folder":
-            if self.root is None:
-                raise ValueError("benchmark 'folder' needs data.root")
-            if not Path(self.root).is_dir():
-                raise ValueError(f"data.root: folder {self.root!r} does not exist")
-        elif self.pretrain_on_tasks:  # an embedded corpus is generated apart from the tasks, by design
+        if not Path(self.root).is_dir():
+            raise ValueError(f"data.root: folder {self.root!r} does not exist")
+        if self.benchmark != "folder" and self.pretrain_on_tasks:  # an embedded corpus is generated apart from the tasks, by design
             raise ValueError(f"data.pretrain_on_tasks: applies to the folder benchmark only, not {self.benchmark!r}")
         return self
 
@@ -262,6 +261,7 @@ class CompareParams(Section):
     Read by pipeline/compare.py only, so no stage reruns when it changes."""
 
     seeds: list[int] = [0, 1, 2]
+    jobs: int | None = Field(None, ge=1)  # experiments at once; null: cores // runtime.threads
     variants: dict[str, dict[str, Scalar]] = {"finetune": {"train.method": "finetune"}, "dual_teacher": {}}
     ablation_variants: dict[str, dict[str, Scalar]] = {}  # `make compare-ablation`: variants of dual_teacher
     distill_variants: dict[str, dict[str, Scalar | None]] = {"soft": {}}  # seeds set distill.seed
@@ -294,8 +294,6 @@ class Params(Section):
         check_task_names(self.data.benchmark, self.data.root, list(self.tasks))
         if self.target.imbalance != 1 and self.target.benchmark != "facets":
             raise ValueError(f"target.imbalance: applies to target.benchmark facets only, not {self.target.benchmark!r}")
-        if self.target.benchmark == "folder" and self.data.root is None:
-            raise ValueError("target.benchmark: 'folder' needs data.root")
         check_task_names(self.target.benchmark, self.data.root, [self.target.task], key="target.task")
         check_corpus_source(self.data, self.corpus_needed_by)
         if self.distill.teacher not in ("cnn", E0, *self.tasks):

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent  # the venv's bin/ (python, dvc); not resolved: a venv python is a symlink
 
 # Top-level files a project copy needs besides the `pipeline` package (copied when present).
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "pytest.ini")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "pytest.ini",
+                 "images/README.md", "Makefile", "requirements.txt")
 MICRO_TASKS = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}, "fill": {"prev": "colour"}}
 
 GIT_IDENTITY = {

@@ -147,7 +147,7 @@ def test_target_has_its_own_benchmark(micro_params):
     message = rejected_params(_with(micro_params, "target", {**micro_params["target"], "benchmark": "domains"}))
     assert "target.task" in message and "count+colour" in message
     message = rejected_params(_with(micro_params, "target", {**micro_params["target"], "benchmark": "folder"}))
-    assert "target.benchmark" in message and "data.root" in message
+    assert "target.task" in message and "data.root" in message and "images" in message
 
 
 @pytest.mark.parametrize(
@@ -182,9 +182,17 @@ def test_folder_benchmark_needs_existing_root(micro_params, tmp_path):
     assert "data.root" in message and str(missing) in message
 
 
-def test_folder_benchmark_without_root(micro_params):
-    raw = _with(micro_params, "data.benchmark", "folder")
-    assert "data.root" in rejected_params(raw)
+def test_folder_benchmark_default_root_has_no_tasks(micro_params):
+    """The default data.root, images/, holds only its README: the first task's folder is named."""
+    message = rejected_params(_with(micro_params, "data.benchmark", "folder"))
+    assert "tasks.shape" in message and "images/shape/train" in message and "data.root" in message
+
+
+def test_root_must_exist_for_every_benchmark(micro_params, tmp_path):
+    """data.root is a dependency of prepare and target in dvc.yaml, read or not: DVC fails on a missing one."""
+    missing = str(tmp_path / "gone")
+    message = rejected_params(_with(micro_params, "data", {**micro_params["data"], "root": missing}))
+    assert message.startswith("params: data") and "data.root" in message and missing in message
 
 
 def test_folder_benchmark_missing_task_folder(micro_params, tmp_path):

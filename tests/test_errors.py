@@ -9,6 +9,11 @@ from pipeline.errors import InputError, MissingInput
 from pipeline.stages.common import stage
 
 
+@pytest.fixture(autouse=True)
+def _outside_dvc(monkeypatch):
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+
+
 def _main(exc: BaseException):
     @stage
     def main(argv):
@@ -24,6 +29,27 @@ def test_input_error_is_one_line_and_exit_2(exc, capsys):
         _main(exc)([])
     assert info.value.code == 2
     assert capsys.readouterr().err == f"error: {exc}\n"
+
+
+def test_under_dvc_the_line_says_how_to_restore_the_outputs(monkeypatch, capsys):
+    """DVC deletes a stage's outputs before it runs: the one line names the stage and the restore command."""
+    monkeypatch.setenv("DVC_STAGE", "train@shape")
+    with pytest.raises(SystemExit) as info:
+        _main(InputError("data/x.png: cannot read image"))([])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: data/x.png: cannot read image [DVC removed train@shape's outputs")
+    assert "`git checkout -- metrics && dvc checkout`" in err
+
+
+def test_under_dvc_a_bug_shows_its_traceback_then_the_restore_line(monkeypatch, capsys):
+    monkeypatch.setenv("DVC_STAGE", "evaluate")
+    with pytest.raises(SystemExit) as info:
+        _main(KeyError("features"))([])
+    err = capsys.readouterr().err
+    assert info.value.code == 1
+    assert "Traceback" in err and "KeyError: 'features'" in err
+    assert err.splitlines()[-1].startswith("error: stage failed [DVC removed evaluate's outputs")
 
 
 def test_input_error_shows_its_traceback_with_pipeline_debug(monkeypatch):

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from safetensors import safe_open
 
-from conftest import REPO, Project, make_micro_params, make_project
+from conftest import REPO, VENV_BIN, Project, make_micro_params, make_project
 from pipeline import metrics
 
 TASKS = ["shape", "colour", "fill"]
@@ -333,6 +333,96 @@ def test_metrics_diff_between_head_and_workspace(dvc_exp):
         assert cl_rows[key] == (head[key], workspace[key])
     assert head != workspace  # dis_weight changed the model, so the summary moved
     assert {p for p, *_ in rows} >= {"metrics/cl.json", "metrics/zero_shot.json", *(f"metrics/tasks/{t}.json" for t in TASKS)}
+
+
+@pytest.fixture(scope="module")
+def dvc_return(dvc_exp):
+    """Back to the committed dis_weight after the dis_weight=0.0 experiment: DVC's run-cache holds that run."""
+    project, _, before, _ = dvc_exp
+    proc = project.dvc("exp", "run", "-S", "loss.dis_weight=0.2", check=True)
+    return project, proc, before
+
+
+@pytest.mark.dvc
+def test_return_to_seen_params_restores_from_the_run_cache(dvc_return, dvc_repro):
+    project, proc, before = dvc_return
+    _, _, snapshot, _ = dvc_repro
+    output = proc.stdout + proc.stderr
+    assert RUNNING.findall(output) == []  # nothing trains again
+    for stage in (*(f"train@{t}" for t in TASKS), "evaluate"):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in output
+    assert {m: _sha(project.root / "models" / m / "model.safetensors") for m in MODELS} == before
+    for rel, content in snapshot.items():  # metrics (kept in git, not DVC's cache) restored too, byte for byte
+        assert (project.root / rel).read_bytes() == content, rel
+
+
+def _tree_hashes(project: Project, *folders: str) -> dict[str, str]:
+    return {p.relative_to(project.root).as_posix(): _sha(p) for f in folders for p in sorted((project.root / f).rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def dvc_compare(dvc_return):
+    """`python -m pipeline.compare` on the queue: one variant, one seed no run has used (its stages must run)."""
+    project, _, _ = dvc_return
+    before = _tree_hashes(project, "models", "data", "metrics")
+    params_before = (project.root / "params.yaml").read_bytes()
+    proc = project.python("-m", "pipeline.compare", "--variants", "finetune", "--seeds", "5", check=True, timeout=400)
+    return project, proc, before, params_before
+
+
+@pytest.mark.dvc
+def test_compare_runs_on_the_queue_and_leaves_the_workspace_alone(dvc_compare):
+    project, proc, before, params_before = dvc_compare
+    assert "dvc exp run --queue --name cmp-finetune-s5" in proc.stdout and "dvc queue start --jobs" in proc.stdout
+    summary = _read(project, "metrics/compare.json")
+    # Only the stages the variant changes ran in the experiment: the upstream ones came from DVC's cache.
+    assert summary["stages_run"] == sorted([*(f"train@{t}" for t in TASKS), "evaluate"])
+    assert summary["variants"]["finetune"]["seeds"] == [5]
+    compare_outputs = {"metrics/compare.json", "metrics/compare.md", "metrics/compare_curves.json", "metrics/compare_curves.png"}
+    after = _tree_hashes(project, "models", "data", "metrics")
+    assert {k: v for k, v in after.items() if k not in compare_outputs} == before
+    assert (project.root / "params.yaml").read_bytes() == params_before
+
+
+@pytest.mark.dvc
+def test_a_failed_stage_says_how_to_restore_and_dvc_checkout_does(dvc_compare, dvc_repro, tmp_path):
+    """DVC deletes a stage's outputs before it runs; when the stage then fails (here: params it reads through
+    PIPELINE_PARAMS, which DVC does not see), its one error line says how to get them back, and that works."""
+    project, _, _, _ = dvc_compare
+    _, _, snapshot, _ = dvc_repro
+    bad = yaml.safe_load((project.root / "params.yaml").read_text())
+    bad["tasks"] = {"nope": {"prev": "e0"}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    env = {**project.env, "PIPELINE_PARAMS": str(tmp_path / "bad.yaml")}
+    proc = subprocess.run(["dvc", "repro", "--force", "--single-item", "evaluate"], cwd=project.root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    [line] = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert "tasks.nope" in line and "DVC removed evaluate's outputs" in line
+    assert not (project.root / "metrics/cl.json").exists()
+    project.git("checkout", "--", "metrics", check=True)
+    project.dvc("checkout", "--quiet", check=True)
+    assert (project.root / "metrics/cl.json").read_bytes() == snapshot["metrics/cl.json"]
+    assert project.dvc("status", "--quiet").returncode == 0
+
+
+@pytest.mark.dvc
+def test_a_bad_param_given_to_make_repro_changes_no_file(dvc_compare):
+    project, _, _, params_before = dvc_compare
+    before = _tree_hashes(project, "models", "data", "metrics")
+    params = yaml.safe_load(params_before)
+    params["train"]["lr"] = -1.0
+    project.write_params(params)
+    try:
+        proc = project.run("make", "repro", f"VENV={VENV_BIN.parent}", timeout=120)
+    finally:
+        (project.root / "params.yaml").write_bytes(params_before)
+    assert proc.returncode != 0
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "train.lr" in errors[0], proc.stderr
+    assert "Running stage" not in proc.stdout + proc.stderr
+    assert _tree_hashes(project, "models", "data", "metrics") == before
 
 
 # --- (3) stage command-line errors --------------------------------------------------------------------------

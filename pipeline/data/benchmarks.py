@@ -20,7 +20,7 @@ from pipeline.data.types import CaptionCorpus, TaskData, load_task
 from pipeline.errors import InputError
 
 
-def check_task_names(benchmark: str, root: str | None, names: list[str], key: str | None = None) -> None:
+def check_task_names(benchmark: str, root: str, names: list[str], key: str | None = None) -> None:
     """Fail before any compute if a task of params.yaml does not exist in the benchmark (`key` names the
     params key in the message; default `tasks.<name>`). Facet tasks may be joints of facets ('a+b')."""
     for name in names:
@@ -40,7 +40,7 @@ def check_task_names(benchmark: str, root: str | None, names: list[str], key: st
             for split in ("train", "test"):
                 folder = Path(root) / name / split
                 if not folder.is_dir():
-                    raise InputError(f"{where}: folder {folder} does not exist")
+                    raise InputError(f"{where}: folder {folder} does not exist (data.root is {root!r})")
 
 
 def check_corpus_source(data, needed_by: str | None) -> None:

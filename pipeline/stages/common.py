@@ -15,7 +15,8 @@ def stage(fn):
     """Wrap a stage's main(argv): an input error (params, files, images, checkpoints: `InputError`) prints
     one line naming the key, file or value and exits 2 (PIPELINE_DEBUG=1 shows the traceback); Ctrl-C prints
     one line and exits 130; anything else is a bug and shows its traceback. Outputs are written atomically,
-    so none is half-written by then."""
+    so none is half-written; under DVC, which deleted the stage's outputs before running it, the line also
+    says how to get the last committed ones back."""
 
     @functools.wraps(fn)
     def main(argv: list[str] | None = None):
@@ -26,13 +27,31 @@ def stage(fn):
         except InputError as e:
             if os.environ.get("PIPELINE_DEBUG"):
                 raise
-            print(f"\nerror: {e}" if _inside_progress_bar() else f"error: {e}", file=sys.stderr)
+            print(f"\nerror: {e}{_restore_hint()}" if _inside_progress_bar() else f"error: {e}{_restore_hint()}",
+                  file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
-            print("\ninterrupted", file=sys.stderr)
+            print(f"\ninterrupted{_restore_hint()}", file=sys.stderr)
             raise SystemExit(130) from None
+        except Exception:
+            if os.environ.get("DVC_STAGE"):  # the traceback first, then where the outputs went
+                import traceback
+
+                traceback.print_exc()
+                print(f"error: stage failed{_restore_hint()}", file=sys.stderr)
+                raise SystemExit(1) from None
+            raise
 
     return main
+
+
+def _restore_hint() -> str:
+    """Under `dvc repro` / `dvc exp run` (DVC sets DVC_STAGE): DVC removed this stage's outputs before running
+    it, and the cache holds the last ones recorded in dvc.lock (metrics and plots are kept in git)."""
+    name = os.environ.get("DVC_STAGE")
+    if not name:
+        return ""
+    return f" [DVC removed {name}'s outputs before it ran: `git checkout -- metrics && dvc checkout` restores the last committed ones]"
 
 
 def _exit_with_parent() -> None:
