@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python` and `dvc`: run them from the venv.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: repro test compare compare-ablation compare-distill bench clean-venv
+.PHONY: repro test compare compare-ablation compare-distill bench bench-dvc clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ compare-distill: $(STAMP)
 # CPU inference throughput of the teacher and the student (needs `make repro` first): metrics/throughput.json
 bench: $(STAMP)
 	$(RUN) python -m pipeline.bench
+
+# A stage's start-up cost and a return to params already run (needs `make repro` first): metrics/bench_dvc.json
+bench-dvc: $(STAMP)
+	$(RUN) python -m pipeline.bench_dvc
 
 clean-venv:
 	rm -rf $(VENV)

@@ -262,3 +262,25 @@ def test_float_images_are_refused_naming_the_file(tmp_path):
     Image.fromarray(np.zeros((8, 8), dtype=np.float32), mode="F").save(tmp_path / "float.tiff")
     with pytest.raises(ValueError, match=re.escape(str(tmp_path / "float.tiff")) + ".*float"):
         load_image(tmp_path / "float.tiff", 8)
+
+
+# --- the pre-check `make repro` runs before DVC touches an output -------------------------------------------
+
+
+def test_pipeline_check_reads_every_image_header_first(micro_params, root, tmp_path, monkeypatch, capsys):
+    from pipeline import check
+
+    _class_folders(root)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps(_raw(micro_params, root)))  # JSON is YAML
+    monkeypatch.setenv("PIPELINE_PARAMS", str(params_file))
+    check.main([])
+    # fruit and veg: 2 classes x (2 train + 1 test) each, and pretrain/'s 5
+    assert "17 images under" in capsys.readouterr().out
+
+    bad = root / "veg" / "test" / "leek" / "0.png"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated: the header opens, the chunks do not
+    with pytest.raises(SystemExit) as info:
+        check.main([])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and str(bad) in err and "cannot read image" in err

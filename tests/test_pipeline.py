@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -423,6 +424,21 @@ def test_a_bad_param_given_to_make_repro_changes_no_file(dvc_compare):
     assert len(errors) == 1 and "train.lr" in errors[0], proc.stderr
     assert "Running stage" not in proc.stdout + proc.stderr
     assert _tree_hashes(project, "models", "data", "metrics") == before
+
+
+@pytest.mark.dvc
+def test_the_images_folder_is_a_dependency(dvc_compare):
+    """data.root (default images/) feeds prepare and target: a new image there makes both stale for DVC."""
+    project, _, _, _ = dvc_compare
+    new = project.root / "images" / "mine" / "train" / "cat" / "0.png"
+    new.parent.mkdir(parents=True)
+    new.write_bytes(PNG_MAGIC)
+    try:
+        status = json.loads(project.dvc("status", "--json", check=True).stdout)
+    finally:
+        shutil.rmtree(project.root / "images" / "mine")
+    assert sorted(status) == ["prepare", "target"]
+    assert json.loads(project.dvc("status", "--json", check=True).stdout) == {}
 
 
 # --- (3) stage command-line errors --------------------------------------------------------------------------

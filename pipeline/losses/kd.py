@@ -33,6 +33,32 @@ def cosine_logits(image_features: Tensor, text_features: Tensor, logit_scale: Te
     return scale * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
 
 
+def softmax_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Per-row ``KL( softmax(t / T) || softmax(s / T) )``, the teacher a constant, written as
+
+        KL = sum_c p_c (t_c - s_c) / T + lse(s / T) - lse(t / T),   p = exp(t / T - lse(t / T)),
+
+    (exact algebra, since sum_c p_c = 1) rather than through ``F.kl_div(log_softmax, ...)``. Why: the gradient in
+    s is then ``(softmax(s / T) - p) / T`` with both terms computed by the same operations (torch's logsumexp
+    backward is ``exp(x - lse(x))``), so it is exactly 0 where s == t, the minimum; kl_div's gradient there is
+    ``p_s * sum(p_t) - p_t``, a rounding error of about 1e-17 instead.
+
+    Args:
+        student_logits: (N, C) s. teacher_logits: (N, C) t (detached here). temperature: T > 0.
+    Returns:
+        (N,) the divergence of each row (not scaled by T^2).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} != teacher {tuple(teacher_logits.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}")
+    s = student_logits / temperature
+    t = teacher_logits.detach().to(student_logits.dtype) / temperature
+    lse_t = torch.logsumexp(t, dim=-1, keepdim=True)
+    p = torch.exp(t - lse_t)
+    return (p * (t - s)).sum(dim=-1) + torch.logsumexp(s, dim=-1) - lse_t.squeeze(-1)
+
+
 @register_loss("knowledge_distillation")
 def knowledge_distillation(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 2.0) -> Tensor:
     """Softmax knowledge distillation at temperature T (Hinton et al., 2015), LwF's L_old (Li & Hoiem,
@@ -41,9 +67,9 @@ def knowledge_distillation(student_logits: Tensor, teacher_logits: Tensor, tempe
         L_kd = T^2 * mean_i KL( softmax(t_i / T) || softmax(s_i / T) ).
 
     LwF writes L_old as the cross entropy -sum_c p_t log p_s; the KL differs from it by the teacher's entropy,
-    a constant, so both give the same gradient, and the KL is 0 at student == teacher. The T^2 factor keeps
-    the gradient's magnitude independent of T (Hinton et al., Sec. 2). Equal to
-    ``F.kl_div(F.log_softmax(s / T), F.softmax(t / T), reduction="batchmean") * T**2``.
+    a constant, so both give the same gradient, and the KL is 0 at student == teacher (value and gradient
+    exactly: ``softmax_kl``). The T^2 factor keeps the gradient's magnitude independent of T (Hinton et al.,
+    Sec. 2). Equal to ``F.kl_div(F.log_softmax(s / T), F.softmax(t / T), reduction="batchmean") * T**2``.
 
     Args:
         student_logits: (N, C) student logits s.
@@ -52,19 +78,7 @@ def knowledge_distillation(student_logits: Tensor, teacher_logits: Tensor, tempe
     Returns:
         scalar.
     """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} != teacher {tuple(teacher_logits.shape)}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0; got {temperature}")
-    t = teacher_logits.detach().to(student_logits.dtype)
-    # log_target: the teacher enters as log-probabilities, so a class with p_t -> 0 never gives 0 * log 0.
-    kl = F.kl_div(
-        F.log_softmax(student_logits / temperature, dim=-1),
-        F.log_softmax(t / temperature, dim=-1),
-        reduction="batchmean",
-        log_target=True,
-    )
-    return kl * temperature**2
+    return softmax_kl(student_logits, teacher_logits, temperature).mean() * temperature**2
 
 
 @register_loss("zscl_distillation")
