@@ -364,23 +364,26 @@ def _tree_hashes(project: Project, *folders: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def dvc_compare(dvc_return):
-    """`python -m pipeline.compare` on the queue: one variant, one seed no run has used (its stages must run)."""
+    """`python -m pipeline.compare` on the queue: the distill branch (one stage downstream of the teacher, the
+    cheapest to run), one variant, a seed no run has used (so its stage must run, not come from the run-cache)."""
     project, _, _ = dvc_return
     before = _tree_hashes(project, "models", "data", "metrics")
     params_before = (project.root / "params.yaml").read_bytes()
-    proc = project.python("-m", "pipeline.compare", "--variants", "finetune", "--seeds", "5", check=True, timeout=400)
+    proc = project.python("-m", "pipeline.compare", "--branch", "distill", "--variants", "soft", "--seeds", "5",
+                          check=True, timeout=400)
     return project, proc, before, params_before
 
 
 @pytest.mark.dvc
 def test_compare_runs_on_the_queue_and_leaves_the_workspace_alone(dvc_compare):
     project, proc, before, params_before = dvc_compare
-    assert "dvc exp run --queue --name cmp-finetune-s5" in proc.stdout and "dvc queue start --jobs" in proc.stdout
-    summary = _read(project, "metrics/compare.json")
-    # Only the stages the variant changes ran in the experiment: the upstream ones came from DVC's cache.
-    assert summary["stages_run"] == sorted([*(f"train@{t}" for t in TASKS), "evaluate"])
-    assert summary["variants"]["finetune"]["seeds"] == [5]
-    compare_outputs = {"metrics/compare.json", "metrics/compare.md", "metrics/compare_curves.json", "metrics/compare_curves.png"}
+    assert "dvc exp run --queue --name cmp-distill-soft-s5" in proc.stdout and "dvc queue start --jobs" in proc.stdout
+    summary = _read(project, "metrics/compare_distill.json")
+    # Only the stage the variant changes ran in the experiment: target and the teacher came from DVC's cache.
+    assert summary["stages_run"] == ["distill"]
+    assert summary["variants"]["soft"]["seeds"] == [5]
+    assert summary["reference"] == _read(project, "metrics/distill.json")  # the committed run, from the workspace
+    compare_outputs = {"metrics/compare_distill.json", "metrics/compare_distill.md"}
     after = _tree_hashes(project, "models", "data", "metrics")
     assert {k: v for k, v in after.items() if k not in compare_outputs} == before
     assert (project.root / "params.yaml").read_bytes() == params_before
