@@ -24,6 +24,8 @@ VENV_BIN = Path(sys.executable).parent  # the venv's bin/ (python, dvc); not res
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "pytest.ini",
                  "images/README.md", "Makefile", "requirements.txt")
 MICRO_TASKS = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}, "fill": {"prev": "colour"}}
+STAGE_COMMANDS = [("prepare",), ("pretrain",), ("prototypes",), *(("train", t) for t in MICRO_TASKS), ("evaluate",),
+                  ("target",), ("teacher",), ("distill",)]
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Pipeline Tests",
@@ -152,3 +154,54 @@ def make_project(root: Path, params: dict, scratch: Path | None = None) -> Proje
 @pytest.fixture
 def project_copy(tmp_path, micro_params) -> Project:
     return make_project(tmp_path / "project", micro_params, tmp_path / "scratch")
+
+
+# --- the two micro runs shared by test_pipeline.py and test_distill_stages.py ------------------------------
+
+
+def pipeline_params() -> dict:
+    """The micro params (facet world: a micro model learns it in three steps, so a params change moves the
+    accuracy rows), on one thread: copies A and B run side by side on 2 cores without oversubscribing."""
+    params = make_micro_params()
+    params["runtime"]["threads"] = 1
+    return params
+
+
+@dataclass
+class Background:
+    project: Project
+    proc: subprocess.Popen
+    log: Path
+
+    def wait(self, timeout: float = 540) -> tuple[int, str]:
+        rc = self.proc.wait(timeout=timeout)
+        return rc, self.log.read_text()
+
+
+@pytest.fixture(scope="session")
+def dvc_started(tmp_path_factory):
+    """Copy B with `dvc repro` running in the background (output to a file: a pipe could fill and block)."""
+    base = tmp_path_factory.mktemp("dvc")
+    project = make_project(base / "project", pipeline_params(), base / "scratch")
+    log = base / "repro.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["dvc", "repro"], cwd=project.root, env=project.env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    yield Background(project, proc, log)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory, dvc_started):
+    """Copy A: every stage's command, in DAG order; stdout of each, by stage name."""
+    base = tmp_path_factory.mktemp("micro")
+    project = make_project(base / "project", pipeline_params(), base / "scratch")
+    stale = project.root / "data" / "tasks" / "size" / "task.json"  # a task from an earlier params.yaml
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}\n")
+    outputs = {}
+    for command in STAGE_COMMANDS:
+        proc = project.stage(*command, check=True)
+        outputs["@".join(command)] = proc.stdout
+    return project, outputs

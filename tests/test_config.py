@@ -229,7 +229,30 @@ def test_load_reports_source_and_key(tmp_path, micro_params):
     assert str(info.value).startswith(f"{path}: train.steps:")
 
 
-# --- through a stage's command line -------------------------------------------------------------------------
+# --- through a stage's main() -------------------------------------------------------------------------------
+# In-process (the same main() a stage's command line runs, stderr and exit code included): a subprocess per
+# case would re-import torch, open_clip and timm each time. test_pipeline.py runs real processes.
+
+
+def run_main(main, params_text: str, tmp_path, monkeypatch, capsys, argv=()) -> tuple[int, str, str]:
+    """main(argv) with params.yaml = `params_text` (via PIPELINE_PARAMS), in `tmp_path`: (exit code, out, err)."""
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(params_text)
+    monkeypatch.setenv("PIPELINE_PARAMS", str(params_file))
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir(exist_ok=True)  # data.root's default
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _yaml(params: dict) -> str:
+    return yaml.safe_dump(params, sort_keys=False)
 
 
 @pytest.mark.parametrize(
@@ -237,56 +260,52 @@ def test_load_reports_source_and_key(tmp_path, micro_params):
     [("loss.dis_wieght", 0.1, "loss.dis_wieght"), ("train.steps", "ten", "train.steps")],
     ids=["unknown-key", "wrong-type"],
 )
-def test_stage_with_invalid_params_fails_cleanly(project_copy, micro_params, dotted, value, key):
-    sentinel = project_copy.root / "data" / "tasks" / "shape" / "task.json"
+def test_stage_with_invalid_params_fails_cleanly(micro_params, tmp_path, monkeypatch, capsys, dotted, value, key):
+    from pipeline.stages import prepare
+
+    sentinel = tmp_path / "data" / "tasks" / "shape" / "task.json"
     sentinel.parent.mkdir(parents=True)
     sentinel.write_bytes(b'{"sentinel": "from an earlier run"}\n')
     before = sentinel.read_bytes()
-    project_copy.write_params(_with(micro_params, dotted, value))
 
-    proc = project_copy.stage("prepare")
+    code, _, err = run_main(prepare.main, _yaml(_with(micro_params, dotted, value)), tmp_path, monkeypatch, capsys)
 
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{proc.stderr}"
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
     assert key in lines[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
     assert sentinel.read_bytes() == before
-    assert sorted(p.name for p in (project_copy.root / "data").rglob("*")) == ["shape", "task.json", "tasks"]
-    assert not (project_copy.root / "data" / "corpus").exists()
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == ["shape", "task.json", "tasks"]
 
 
 @pytest.mark.parametrize("stage, dotted, message", [
     ("pretrain", "model.arch", "model.arch: unknown open_clip architecture 'nope'"),
     ("teacher", "teacher.arch", "teacher.arch: unknown timm model 'nope'"),
 ])
-def test_stage_checks_the_names_of_the_library_it_imports(project_copy, micro_params, stage, dotted, message):
-    project_copy.write_params(_with(micro_params, dotted, "nope"))
-    proc = project_copy.stage(stage)
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: params.yaml: {message}"
+def test_stage_checks_the_names_of_the_library_it_imports(micro_params, tmp_path, monkeypatch, capsys, stage, dotted, message):
+    import importlib
+
+    main = importlib.import_module(f"pipeline.stages.{stage}").main
+    code, _, err = run_main(main, _yaml(_with(micro_params, dotted, "nope")), tmp_path, monkeypatch, capsys)
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'params.yaml'}: {message}"
 
 
 @pytest.mark.parametrize("text, message", [
-    ("foo: 1\n", "params.yaml: foo: unknown key"),
-    ("", "params.yaml: tasks: missing key"),
-    ("# nothing but a comment\n", "params.yaml: tasks: missing key"),
-    ("cycle", "params.yaml: tasks: colour.prev: task is not reachable from 'e0' (a cycle?)"),
+    ("foo: 1\n", "foo: unknown key"),
+    ("", "tasks: missing key"),
+    ("# nothing but a comment\n", "tasks: missing key"),
+    ("cycle", "tasks: colour.prev: task is not reachable from 'e0' (a cycle?)"),
 ])
-def test_check_names_what_dvc_would_not(project_copy, micro_params, text, message):
+def test_check_names_what_dvc_would_not(micro_params, tmp_path, monkeypatch, capsys, text, message):
     """`make repro` runs `python -m pipeline.check` first: a top-level key no stage reads, an empty
     params.yaml or a task-chain cycle gives one line of ours instead of DVC's own error (or none)."""
+    from pipeline import check
+
     if text == "cycle":
-        raw = _with(micro_params, "tasks", {"shape": {"prev": "e0"}, "colour": {"prev": "fill"}, "fill": {"prev": "colour"}})
-        project_copy.write_params(raw)
+        text = _yaml(_with(micro_params, "tasks", {"shape": {"prev": "e0"}, "colour": {"prev": "fill"}, "fill": {"prev": "colour"}}))
     elif text.startswith("foo"):
-        project_copy.write_params(micro_params)
-        (project_copy.root / "params.yaml").write_text((project_copy.root / "params.yaml").read_text() + text)
-    else:
-        (project_copy.root / "params.yaml").write_text(text)
-    proc = project_copy.python("-m", "pipeline.check")
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}", proc.stderr
-    if text:
-        return
-    project_copy.write_params(micro_params)
-    ok = project_copy.python("-m", "pipeline.check")
-    assert ok.returncode == 0 and ok.stdout.startswith("params.yaml: ok (facets benchmark, tasks shape -> ")
+        text = _yaml(micro_params) + text
+    code, _, err = run_main(check.main, text, tmp_path, monkeypatch, capsys)
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'params.yaml'}: {message}", err
+    code, out, _ = run_main(check.main, _yaml(micro_params), tmp_path, monkeypatch, capsys)
+    assert code == 0 and out.startswith("params.yaml: ok (facets benchmark, tasks shape -> ")

@@ -16,14 +16,10 @@ from pipeline.config import Params
 
 
 @pytest.fixture(scope="module")
-def branch(tmp_path_factory):
-    """A project copy where target, teacher and distill ran once (no CL stages: distill.teacher is cnn)."""
-    base = tmp_path_factory.mktemp("branch")
-    params = make_micro_params()
-    params["runtime"]["threads"] = 1
-    project = make_project(base / "project", params, base / "scratch")
-    out = {name: project.stage(name, check=True).stdout for name in ("target", "teacher", "distill")}
-    return project, out
+def branch(micro_run):
+    """The session's micro copy where every stage ran once by hand (conftest.py): its compression branch."""
+    project, outputs = micro_run
+    return project, {name: outputs[name] for name in ("target", "teacher", "distill")}
 
 
 def _read(project, rel):
@@ -128,15 +124,31 @@ def test_bad_params_are_named(change, message):
         Params.from_dict(raw)
 
 
-def test_too_many_unseen_classes_fail_before_training(tmp_path):
-    params = make_micro_params()
+def test_too_many_unseen_classes_fail_before_training(branch, tmp_path, monkeypatch, capsys):
+    """In-process on the session's micro copy (its target is there): the stage stops before training, one
+    line, and the student it wrote earlier is untouched."""
+    import yaml
+
+    from pipeline.stages import distill
+
+    project, _ = branch
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
     params["distill"]["l2l_unseen_classes"] = 28
-    project = make_project(tmp_path / "project", params, tmp_path / "scratch")
-    project.stage("target", check=True)
-    proc = project.stage("distill")
-    assert proc.returncode == 2
-    assert "distill.l2l_unseen_classes: 28 leaves no pseudo-seen class of 28" in proc.stderr
-    assert not (project.root / "models/student").exists()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("PIPELINE_PARAMS", str(tmp_path / "params.yaml"))
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    monkeypatch.chdir(project.root)
+    student = (project.root / "models/student/model.safetensors").read_bytes()
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as info:
+            distill.main([])
+    finally:
+        torch.set_num_threads(threads)  # the stage set the copy's runtime.threads in this process
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1
+    assert "distill.l2l_unseen_classes: 28 leaves no pseudo-seen class of 28" in err
+    assert (project.root / "models/student/model.safetensors").read_bytes() == student
 
 
 # --- pure parts -------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """End-to-end tests on the micro configuration, in temporary git copies of the project.
 
-Two copies are built once per module and shared:
-- `micro_run` (copy A) runs every stage's command line by hand, in DAG order;
-- `dvc_repro` (copy B) runs `dvc repro` with the same params, started in the background while copy A runs
-  (2 cores: the two runs overlap their start-up and import time).
+Two copies are built once per session (conftest.py) and shared:
+- `micro_run` (copy A) runs every stage's command line by hand, in DAG order (test_distill_stages.py reads
+  its compression branch too);
+- `dvc_repro` (copy B) runs `dvc repro` with the same params, started in the background when copy A starts
+  and left to run behind the other test modules (2 cores: it costs the suite little wall time).
 A second run of the same params is therefore also a check that `dvc repro` runs exactly the stage commands.
 The DVC tests then drive copy B further: a no-op `dvc repro`, a commit, `dvc exp run -S`, `dvc metrics diff`.
 """
@@ -14,14 +15,13 @@ import json
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 from safetensors import safe_open
 
-from conftest import REPO, VENV_BIN, Project, make_micro_params, make_project
+from conftest import REPO, VENV_BIN, Project, make_micro_params, make_project, pipeline_params
 from pipeline import metrics
 
 TASKS = ["shape", "colour", "fill"]
@@ -31,20 +31,10 @@ MODELS = [*CLIP_MODELS, *BRANCH_MODELS]
 CL_STAGES = ["prepare", "pretrain", "prototypes", *(f"train@{t}" for t in TASKS), "evaluate"]
 DISTILL_STAGES = ["target", "teacher", "distill"]
 ALL_STAGES = [*CL_STAGES, *DISTILL_STAGES]
-STAGE_COMMANDS = [("prepare",), ("pretrain",), ("prototypes",), *(("train", t) for t in TASKS), ("evaluate",),
-                  ("target",), ("teacher",), ("distill",)]
 METRIC_FILES = ("metrics/cl.json", "metrics/accuracy_matrix.json", "metrics/zero_shot.json", "metrics/teacher.json",
                 "metrics/distill.json", "metrics/distill_per_class.json")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
-
-
-def pipeline_params() -> dict:
-    """The micro params (facet world: a micro model learns it in three steps, so a params change moves the
-    accuracy rows), on one thread: copies A and B run side by side on 2 cores without oversubscribing."""
-    params = make_micro_params()
-    params["runtime"]["threads"] = 1
-    return params
 
 
 def _sha(path: Path) -> str:
@@ -53,49 +43,6 @@ def _sha(path: Path) -> str:
 
 def _read(project: Project, rel: str):
     return json.loads((project.root / rel).read_text())
-
-
-# --- shared runs --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Background:
-    project: Project
-    proc: subprocess.Popen
-    log: Path
-
-    def wait(self, timeout: float = 540) -> tuple[int, str]:
-        rc = self.proc.wait(timeout=timeout)
-        return rc, self.log.read_text()
-
-
-@pytest.fixture(scope="module")
-def dvc_started(tmp_path_factory):
-    """Copy B with `dvc repro` running in the background (output to a file: a pipe could fill and block)."""
-    base = tmp_path_factory.mktemp("dvc")
-    project = make_project(base / "project", pipeline_params(), base / "scratch")
-    log = base / "repro.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(["dvc", "repro"], cwd=project.root, env=project.env, stdout=out, stderr=subprocess.STDOUT, text=True)
-    yield Background(project, proc, log)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
-@pytest.fixture(scope="module")
-def micro_run(tmp_path_factory, dvc_started):
-    """Copy A: every stage's command, in DAG order; stdout of each, by stage name."""
-    base = tmp_path_factory.mktemp("micro")
-    project = make_project(base / "project", pipeline_params(), base / "scratch")
-    stale = project.root / "data" / "tasks" / "size" / "task.json"  # a task from an earlier params.yaml
-    stale.parent.mkdir(parents=True)
-    stale.write_text("{}\n")
-    outputs = {}
-    for command in STAGE_COMMANDS:
-        proc = project.stage(*command, check=True)
-        outputs["@".join(command)] = proc.stdout
-    return project, outputs
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +101,7 @@ def test_stages_write_their_outputs(micro_run):
     assert re.search(r"teacher [\d.]+% \| student fused [\d.]+%", outputs["distill"])
     for task in TASKS:
         cost = _read(project, f"metrics/cost/{task}.json")
-        assert cost["seconds"] >= 0 and cost["peak_memory_mb"] > 100  # torch alone is > 100 MB resident
+        assert isinstance(cost["seconds"], float) and cost["peak_memory_mb"] > 100  # torch alone is > 100 MB resident
     leftovers = [p for p in root.rglob("*.tmp")]
     assert not leftovers, f"temporary files left behind: {leftovers}"
 
