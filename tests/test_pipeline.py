@@ -24,6 +24,9 @@ from safetensors import safe_open
 from conftest import REPO, VENV_BIN, Project, make_micro_params, make_project, pipeline_params
 from pipeline import metrics
 
+# Both modules read the session's micro runs (conftest.py): under `pytest -n`, one worker holds them.
+pytestmark = pytest.mark.xdist_group("micro")
+
 TASKS = ["shape", "colour", "fill"]
 CLIP_MODELS = ["e0", *TASKS]
 BRANCH_MODELS = ["cnn", "student", "student_baseline"]  # the compression branch's classifiers
@@ -394,13 +397,20 @@ def test_the_images_folder_is_a_dependency(dvc_compare):
 # --- (3) stage command-line errors --------------------------------------------------------------------------
 
 
-def test_train_unknown_task_is_named(project_copy):
-    proc = project_copy.stage("train", "nope")
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "nope" in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not (project_copy.root / "models").exists()
+def test_train_unknown_task_is_named(micro_params, tmp_path, monkeypatch, capsys):
+    """In-process (the stage's own main()): the task is named in one line before anything is read or written."""
+    from pipeline.stages import train
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(micro_params))
+    (tmp_path / "images").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIPELINE_PARAMS", raising=False)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    with pytest.raises(SystemExit) as info:
+        train.main(["nope"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err == "error: tasks.nope: no such task in params.yaml\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "params.yaml"]
 
 
 def test_prepare_tolerates_a_stray_file_under_data_tasks(project_copy):
@@ -412,19 +422,32 @@ def test_prepare_tolerates_a_stray_file_under_data_tasks(project_copy):
     assert "Traceback" not in proc.stderr
 
 
-def test_default_benchmark_through_every_continual_stage(tmp_path):
+def test_default_benchmark_through_every_continual_stage(tmp_path, monkeypatch):
     """The default `domains` benchmark (real digits included) through prepare -> pretrain -> prototypes ->
-    train@<task> -> evaluate, on micro sizes."""
+    train@<task> -> evaluate, on micro sizes; in-process (each stage's main()), sparing six interpreter
+    start-ups: the micro runs above run the stages as processes."""
+    import importlib
+
+    import torch
+
     params = make_micro_params()
     params["data"]["benchmark"] = "domains"
     params["tasks"] = {"digits": {"prev": "e0"}, "shapes": {"prev": "digits"}}
-    project = make_project(tmp_path / "project", params, tmp_path / "scratch")
-    for args in (("prepare",), ("pretrain",), ("prototypes",), ("train", "digits"), ("train", "shapes"), ("evaluate",)):
-        project.stage(*args, check=True)
-    matrix = _read(project, "metrics/accuracy_matrix.json")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "images").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIPELINE_PARAMS", raising=False)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    threads = torch.get_num_threads()
+    try:
+        for stage, *argv in (("prepare",), ("pretrain",), ("prototypes",), ("train", "digits"), ("train", "shapes"),
+                             ("evaluate",)):
+            importlib.import_module(f"pipeline.stages.{stage}").main(argv)
+    finally:
+        torch.set_num_threads(threads)  # the stages set runtime.threads in this process
+    matrix = json.loads(Path("metrics/accuracy_matrix.json").read_text())
     assert matrix["columns"] == ["digits", "shapes"] and len(matrix["matrix"]) == 3
-    zero_shot = _read(project, "metrics/zero_shot.json")["tasks"]
+    zero_shot = json.loads(Path("metrics/zero_shot.json").read_text())["tasks"]
     assert {t: zero_shot[t]["chance"] for t in ("digits", "shapes")} == {"digits": 10.0, "shapes": 20.0}
-    corpus = json.loads((project.root / "data/corpus/captions.json").read_text())
+    corpus = json.loads(Path("data/corpus/captions.json").read_text())
     assert len(corpus) == params["data"]["corpus_size"]
-
