@@ -14,9 +14,6 @@ from pipeline.distill import data as D
 from pipeline.distill.student_training import objective
 from pipeline.config import Params
 
-# Both modules read the session's micro runs (conftest.py): under `pytest -n`, one worker holds them.
-pytestmark = pytest.mark.xdist_group("micro")
-
 
 @pytest.fixture(scope="module")
 def branch(micro_run):

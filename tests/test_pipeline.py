@@ -24,9 +24,6 @@ from safetensors import safe_open
 from conftest import REPO, VENV_BIN, Project, make_micro_params, make_project, pipeline_params
 from pipeline import metrics
 
-# Both modules read the session's micro runs (conftest.py): under `pytest -n`, one worker holds them.
-pytestmark = pytest.mark.xdist_group("micro")
-
 TASKS = ["shape", "colour", "fill"]
 CLIP_MODELS = ["e0", *TASKS]
 BRANCH_MODELS = ["cnn", "student", "student_baseline"]  # the compression branch's classifiers
