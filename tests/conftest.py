@@ -72,6 +72,23 @@ def rejected_params(raw: dict) -> str:
     return message
 
 
+def run_in(root: Path, monkeypatch, module: str, *argv: str) -> None:
+    """`python -m <module> argv` in-process, with `root` as the working directory (params.yaml there): no
+    interpreter start-up per call. The torch thread count a stage sets is put back afterwards."""
+    import importlib
+
+    import torch
+
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("PIPELINE_PARAMS", raising=False)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    threads = torch.get_num_threads()
+    try:
+        importlib.import_module(module).main(list(argv))
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def micro_params() -> dict:
     return make_micro_params()

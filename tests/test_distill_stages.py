@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from conftest import make_micro_params, make_project
+from conftest import make_micro_params, make_project, run_in
 from pipeline.data.facets import build_facet_task
 from pipeline.distill import data as D
 from pipeline.distill.student_training import objective
@@ -53,11 +53,12 @@ def test_distill_metrics(branch):
         assert meta["kind"] == "student" and meta["distilled"] == (run == "student")
 
 
-def test_distill_is_deterministic(branch):
+def test_distill_is_deterministic(branch, monkeypatch):
+    """Run again (in-process, the stage's own main()): byte-identical metrics and weights."""
     project, _ = branch
     first = (project.root / "metrics/distill.json").read_bytes()
     weights = (project.root / "models/student/model.safetensors").read_bytes()
-    project.stage("distill", check=True)
+    run_in(project.root, monkeypatch, "pipeline.stages.distill")
     assert (project.root / "metrics/distill.json").read_bytes() == first
     assert (project.root / "models/student/model.safetensors").read_bytes() == weights
 
@@ -72,16 +73,16 @@ def test_the_teacher_changes_the_student(branch):
     assert not torch.equal(student.head_dist.weight, baseline.head_dist.weight)
 
 
-def test_bench_writes_throughput(branch):
+def test_bench_writes_throughput(branch, monkeypatch, capsys):
     project, _ = branch
-    proc = project.python("-m", "pipeline.bench", "--repeats", "2", "--warmup", "1", check=True)
+    run_in(project.root, monkeypatch, "pipeline.bench", "--repeats", "2", "--warmup", "1")
     result = _read(project, "metrics/throughput.json")
     assert result["teacher"]["images_per_s"] > 0 and result["student"]["images_per_s"] > 0
     assert result["speedup"] == pytest.approx(result["student"]["images_per_s"] / result["teacher"]["images_per_s"], rel=0.01)
-    assert "speed-up" in proc.stdout
+    assert "speed-up" in capsys.readouterr().out
 
 
-def test_continual_teacher(tmp_path):
+def test_continual_teacher(tmp_path, monkeypatch, capsys):
     """distill.teacher = a CLIP model of the chain: its zero-shot head on the target's class texts teaches."""
     from pipeline.models import clip as clip_lib
 
@@ -93,8 +94,9 @@ def test_continual_teacher(tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(project.root)
         clip_lib.save(clip_lib.build("synth-rn-tiny", 32), project.root / "models/e0", {"name": "e0"})
-    project.stage("target", check=True)
-    out = project.stage("distill", check=True).stdout
+    run_in(project.root, monkeypatch, "pipeline.stages.target")
+    run_in(project.root, monkeypatch, "pipeline.stages.distill")
+    out = capsys.readouterr().out
     summary = _read(project, "metrics/distill.json")
     assert summary["teacher"] == "continual e0 (zero-shot head)"
     assert "student fused" in out
@@ -208,7 +210,7 @@ def test_objective_picks_the_loss():
     assert torch.equal(objective(hard, True)((z_s, z_d), batch), hard_distillation(z_s, z_d, z_t, y))
 
 
-def test_predict_with_the_student(branch, tmp_path):
+def test_predict_with_the_student(branch, tmp_path, monkeypatch, capsys):
     """`python -m pipeline.predict --model student IMAGE`: the student's classes, fused probabilities."""
     import numpy as np
     from PIL import Image
@@ -221,7 +223,8 @@ def test_predict_with_the_student(branch, tmp_path):
     for i in range(2):
         files.append(str(tmp_path / f"img{i}.png"))
         Image.fromarray(np.ascontiguousarray(task.test_images[i].numpy().transpose(1, 2, 0))).save(files[-1])
-    out = project.python("-m", "pipeline.predict", "--model", "student", "--top", "2", *files, check=True).stdout
+    run_in(project.root, monkeypatch, "pipeline.predict", "--model", "student", "--top", "2", *files)
+    out = capsys.readouterr().out
     lines = out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(files[0] + ": ")
     probs = [float(p) for p in re.findall(r" (\d\.\d{3})(?:,|$)", lines[0])]
