@@ -15,7 +15,6 @@ import ast
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 from pipeline import io, paths
+from pipeline.config import Params
 from pipeline.stages.common import stage
 
 STAGES = Path("pipeline/stages")
@@ -76,7 +76,6 @@ def return_to_seen_params(key: str, other: str) -> dict:
         start = time.perf_counter()
         proc = run("dvc", "exp", "run", "-S", f"{key}={value}")
         seconds = time.perf_counter() - start
-        shutil.rmtree(clone, ignore_errors=True)
     log = proc.stdout + proc.stderr
     return {"key": key, "from": other, "to": value, "seconds": round(seconds, 2),
             "restored": re.findall(r"Stage '([^']+)' is cached - skipping run", log),
@@ -84,9 +83,8 @@ def return_to_seen_params(key: str, other: str) -> dict:
 
 
 def _param(key: str) -> str:
-    import yaml
-
-    node = yaml.safe_load(Path(paths.PARAMS).read_text())
+    """The committed value of a dotted key, read as the stages read params.yaml."""
+    node = Params.load(libraries=()).model_dump(mode="json")
     for part in key.split("."):
         node = node[part]
     return str(node)

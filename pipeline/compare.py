@@ -10,8 +10,8 @@ Three branches share the runner:
   distillation (metrics/distill.json).
 
 Each variant x seed is one `dvc exp run --queue -S ...`; `dvc queue start --jobs N` runs them, each in its own
-copy of the repository, and the results are read back from the experiments' commits (`dvc exp show --json` names them). The workspace is never
-touched: the stages upstream of what a variant changes (data, E0, prototypes, the CNN teacher) are checked out
+copy of the repository, and the results are read back from the experiments' commits (`dvc exp show --json`
+names them). The workspace is never touched: the stages upstream of what a variant changes (data, E0, prototypes, the CNN teacher) are checked out
 from DVC's cache in every copy, never re-run, which is why the workspace's pipeline must be up to date first
 (`make repro`); the summary records which stages the experiments ran."""
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pipeline import io, paths
 
 CL_KEYS = ("transfer", "average", "last")
 # Reads one metrics file of a run: from the workspace (the committed default run) or from an experiment's
-# results as `dvc exp show --json` gives them (pipeline.compare).
+# commit (pipeline.compare.reader).
 Reader = Callable[[Path], dict]
 README = Path("README.md")
 

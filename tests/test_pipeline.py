@@ -21,7 +21,7 @@ import pytest
 import yaml
 from safetensors import safe_open
 
-from conftest import REPO, VENV_BIN, Project, make_micro_params, make_project, pipeline_params
+from conftest import REPO, VENV_BIN, Project, make_micro_params, make_project, pipeline_params, run_in
 from pipeline import metrics
 
 TASKS = ["shape", "colour", "fill"]
@@ -423,25 +423,14 @@ def test_default_benchmark_through_every_continual_stage(tmp_path, monkeypatch):
     """The default `domains` benchmark (real digits included) through prepare -> pretrain -> prototypes ->
     train@<task> -> evaluate, on micro sizes; in-process (each stage's main()), sparing six interpreter
     start-ups: the micro runs above run the stages as processes."""
-    import importlib
-
-    import torch
-
     params = make_micro_params()
     params["data"]["benchmark"] = "domains"
     params["tasks"] = {"digits": {"prev": "e0"}, "shapes": {"prev": "digits"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "images").mkdir()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("PIPELINE_PARAMS", raising=False)
-    monkeypatch.delenv("DVC_STAGE", raising=False)
-    threads = torch.get_num_threads()
-    try:
-        for stage, *argv in (("prepare",), ("pretrain",), ("prototypes",), ("train", "digits"), ("train", "shapes"),
-                             ("evaluate",)):
-            importlib.import_module(f"pipeline.stages.{stage}").main(argv)
-    finally:
-        torch.set_num_threads(threads)  # the stages set runtime.threads in this process
+    for stage, *argv in (("prepare",), ("pretrain",), ("prototypes",), ("train", "digits"), ("train", "shapes"),
+                         ("evaluate",)):
+        run_in(tmp_path, monkeypatch, f"pipeline.stages.{stage}", *argv)
     matrix = json.loads(Path("metrics/accuracy_matrix.json").read_text())
     assert matrix["columns"] == ["digits", "shapes"] and len(matrix["matrix"]) == 3
     zero_shot = json.loads(Path("metrics/zero_shot.json").read_text())["tasks"]
