@@ -6,7 +6,9 @@ anywhere.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import os
 import shutil
 import subprocess
@@ -75,13 +77,30 @@ def rejected_params(raw: dict) -> str:
 def run_in(root: Path, monkeypatch, module: str, *argv: str) -> None:
     """`python -m <module> argv` in-process, with `root` as the working directory (params.yaml there): no
     interpreter start-up per call. The torch thread count a stage sets is put back afterwards."""
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("PIPELINE_PARAMS", raising=False)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    _call_main(module, argv)
+
+
+def run_captured(root: Path, module: str, *argv: str) -> str:
+    """`run_in` for session fixtures (no monkeypatch there): cwd and the environment put back afterwards;
+    returns what the module printed to stdout."""
+    saved = {k: os.environ.pop(k) for k in ("PIPELINE_PARAMS", "DVC_STAGE") if k in os.environ}
+    out = io.StringIO()
+    try:
+        with contextlib.chdir(root), contextlib.redirect_stdout(out):
+            _call_main(module, argv)
+    finally:
+        os.environ.update(saved)
+    return out.getvalue()
+
+
+def _call_main(module: str, argv) -> None:
     import importlib
 
     import torch
 
-    monkeypatch.chdir(root)
-    monkeypatch.delenv("PIPELINE_PARAMS", raising=False)
-    monkeypatch.delenv("DVC_STAGE", raising=False)
     threads = torch.get_num_threads()
     try:
         importlib.import_module(module).main(list(argv))
@@ -209,16 +228,25 @@ def dvc_started(tmp_path_factory):
         proc.wait()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _start_dvc_repro_first(request):
+    """Copy B's `dvc repro` is the longest set-up of the suite and runs on one thread: started before the
+    first test (when any selected test needs it), it runs beside the others instead of being waited for."""
+    if any("dvc_started" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("dvc_started")
+
+
 @pytest.fixture(scope="session")
 def micro_run(tmp_path_factory, dvc_started):
-    """Copy A: every stage's command, in DAG order; stdout of each, by stage name."""
+    """Copy A: every stage's entry point (`main(argv)` of pipeline.stages.<name>, in this process: ten
+    interpreter and library start-ups fewer; copy B runs the same commands as processes under DVC), in DAG
+    order; stdout of each, by stage name."""
     base = tmp_path_factory.mktemp("micro")
     project = make_project(base / "project", pipeline_params(), base / "scratch")
     stale = project.root / "data" / "tasks" / "size" / "task.json"  # a task from an earlier params.yaml
     stale.parent.mkdir(parents=True)
     stale.write_text("{}\n")
     outputs = {}
-    for command in STAGE_COMMANDS:
-        proc = project.stage(*command, check=True)
-        outputs["@".join(command)] = proc.stdout
+    for module, *args in STAGE_COMMANDS:
+        outputs["@".join([module, *args])] = run_captured(project.root, f"pipeline.stages.{module}", *args)
     return project, outputs
