@@ -17,7 +17,7 @@ import torch
 from pipeline import io, paths, runtime
 from pipeline.config import LIBRARIES
 from pipeline.data import load_task
-from pipeline.distill.teachers import load_teacher
+from pipeline.compression.teachers import load_teacher
 from pipeline.models import classifier
 from pipeline.stages.common import load_params, stage
 

@@ -1,4 +1,4 @@
-"""Tests of pipeline.losses.distillation (spec step 6) and pipeline.distill.l2l (spec step 4,
+"""Tests of pipeline.losses.distillation (spec step 6) and pipeline.compression.l2l (spec step 4,
 learning-to-learn of the FT layers). Micro sizes."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.distill.l2l import learning_to_learn_step, split_classes
+from pipeline.compression.l2l import learning_to_learn_step, split_classes
 from pipeline.losses import LOSSES, hard_distillation, soft_distillation, student_ce
 from pipeline.models.student import DistillationStudent, StudentConfig
 from pipeline.models.student_blocks import ft_disabled

@@ -10,8 +10,8 @@ import torch
 
 from conftest import make_micro_params, make_project, run_in
 from pipeline.data.facets import build_facet_task
-from pipeline.distill import data as D
-from pipeline.distill.student_training import objective
+from pipeline.compression import data as D
+from pipeline.compression.student_training import objective
 from pipeline.config import Params
 
 

@@ -8,9 +8,9 @@ import torch
 
 from pipeline import io, paths, runtime
 from pipeline.data import load_task
-from pipeline.distill import data as D
-from pipeline.distill.student_training import evaluate_student, train_student
-from pipeline.distill.teachers import load_teacher, training_logits
+from pipeline.compression import data as D
+from pipeline.compression.student_training import evaluate_student, train_student
+from pipeline.compression.teachers import load_teacher, training_logits
 from pipeline.models import classifier
 from pipeline.models.student import StudentConfig, parameter_count
 from pipeline.stages.common import live, load_params, stage

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pipeline import io, paths, runtime
 from pipeline.data import load_task
-from pipeline.distill import data as D
-from pipeline.distill.teacher_training import train_teacher
+from pipeline.compression import data as D
+from pipeline.compression.teacher_training import train_teacher
 from pipeline.models import classifier
 from pipeline.stages.common import live, load_params, stage
 

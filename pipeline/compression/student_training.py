@@ -12,8 +12,8 @@ from tqdm import tqdm
 from pipeline import optim
 from pipeline.config import DistillParams
 from pipeline.data import TaskData
-from pipeline.distill import data as D
-from pipeline.distill.l2l import learning_to_learn_step, split_classes
+from pipeline.compression import data as D
+from pipeline.compression.l2l import learning_to_learn_step, split_classes
 from pipeline.losses import hard_distillation, soft_distillation, student_ce
 from pipeline.models.classifier import image_input
 from pipeline.models.student import DistillationStudent

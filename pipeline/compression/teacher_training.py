@@ -9,7 +9,7 @@ from tqdm import tqdm
 from pipeline import optim
 from pipeline.config import TeacherParams
 from pipeline.data import TaskData
-from pipeline.distill import data as D
+from pipeline.compression import data as D
 from pipeline.models.classifier import image_input
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from pipeline import paths
 from pipeline.config import Params
 from pipeline.data import TaskData
-from pipeline.distill import data as D
+from pipeline.compression import data as D
 from pipeline.models import classifier
 from pipeline.models import clip as clip_lib
 from pipeline.errors import InputError
