@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python` and `dvc`: run them from the venv.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: repro test compare compare-ablation compare-distill bench bench-dvc clean-venv
+.PHONY: repro test compare compare-ablation compare-distill compare-token bench bench-dvc clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ compare-ablation: $(STAMP)
 
 compare-distill: $(STAMP)
 	$(RUN) python -m pipeline.compare --branch distill
+
+compare-token: $(STAMP)
+	$(RUN) python -m pipeline.compare --branch token
 
 # CPU inference throughput of the teacher and the student (needs `make repro` first): metrics/throughput.json
 bench: $(STAMP)

@@ -48,13 +48,14 @@ def main(argv):
     task = load_task(paths.TARGET)
     images = torch.randint(0, 256, (args.batch_size, 3, *task.test_images.shape[2:]), dtype=torch.uint8)
     teacher = load_teacher(params, task, device)
-    student, _ = classifier.load(paths.STUDENT)
+    student, meta = classifier.load(paths.STUDENT)
     results = {
         "teacher": {"name": teacher.name, "parameters": teacher.parameters,
                     **images_per_second(teacher.logits, images, args.warmup, args.repeats)},
-        "student": {"name": "distillation-token student (fused heads)",
+        "student": {"name": "distillation-token student (fused heads)" if meta["kind"] == "student" else meta["arch"],
                     "parameters": sum(p.numel() for p in student.parameters()),
-                    **images_per_second(lambda b: student.fused_probs(classifier.image_input(b)), images, args.warmup, args.repeats)},
+                    **images_per_second(lambda b: classifier.logits_of(student, classifier.image_input(b)), images,
+                                        args.warmup, args.repeats)},
     }
     results["speedup"] = round(results["student"]["images_per_s"] / results["teacher"]["images_per_s"], 2)
     results["parameter_ratio"] = round(results["student"]["parameters"] / results["teacher"]["parameters"], 4)

@@ -1,13 +1,14 @@
-"""`make compare` / `make compare-distill`: run the pipeline for every variant x seed of params.yaml `compare`
+"""`make compare` / `make compare-distill` / `make compare-token`: run the pipeline for every variant x seed of params.yaml `compare`
 as queued DVC experiments and tabulate the results (mean and sample std over seeds) in a JSON file, a markdown
 table and the README between its markers.
 
-Three branches share the runner:
+Four comparisons share the runner:
 - `cl` (default): `compare.variants`, seeds set `train.seed`; Transfer / Average / Last, training wall time
   per task and peak memory (metrics/cost/), and the average accuracy after each task (a figure, compare_tables).
 - `ablation`: `compare.ablation_variants` (variants of the headline method, dual_teacher), as `cl`.
-- `distill`: `compare.distill_variants`, seeds set `distill.seed`; student accuracy with and without
-  distillation (metrics/distill.json).
+- `distill`: `compare.distill_variants` (the methods of the compression branch), seeds set `distill.seed`;
+  the student's accuracy, its gain over the same student alone, added parameters and step time.
+- `token`: `compare.token_variants` (the token student's ablation), as `distill`.
 
 Each variant x seed is one `dvc exp run --queue -S ...`; `dvc queue start --jobs N` runs them, each in its own
 copy of the repository, and the results are read back from the experiments' commits (`dvc exp show --json`
@@ -61,7 +62,10 @@ BRANCHES = {
                        ("<!-- compare-ablation:start -->", "<!-- compare-ablation:end -->"), ("train@*", "evaluate")),
     "distill": Branch("distill", "distill_variants", "distill.seed", tables.collect_distill, tables.summarise_distill,
                       tables.markdown_distill, (paths.COMPARE_DISTILL, paths.COMPARE_DISTILL_TABLE),
-                      ("<!-- compare-distill:start -->", "<!-- compare-distill:end -->"), ("distill",)),
+                      ("<!-- compare-distill:start -->", "<!-- compare-distill:end -->"), ("distill", "student_alone")),
+    "token": Branch("token", "token_variants", "distill.seed", tables.collect_distill, tables.summarise_token,
+                    tables.markdown_token, (paths.COMPARE_TOKEN, paths.COMPARE_TOKEN_TABLE),
+                    ("<!-- compare-token:start -->", "<!-- compare-token:end -->"), ("distill", "student_alone")),
 }
 
 
@@ -233,7 +237,7 @@ def main(argv: list[str]) -> None:
         summary["merged"] = sorted(set(previous.get("merged", [])) | set(variants))  # rows of a later run
     if branch.name == "cl":
         summary["checks"] = tables.regime_checks(summary)
-    if branch.name == "distill" and paths.THROUGHPUT.is_file():  # from `make bench` on the committed models
+    if branch.name == "token" and paths.THROUGHPUT.is_file():  # from `make bench` on the committed models
         summary["throughput"] = io.read_json(paths.THROUGHPUT)
     io.write_json(branch.outputs[0], summary)
     publish(branch, summary)

@@ -146,44 +146,43 @@ def plot_curves(summary: dict, path: Path) -> None:
 
 # --- compression branch ------------------------------------------------------------------------------------
 
-DISTILL_HEADS = ("class", "dist", "fused")
-
-
 def collect_distill(read: Reader = io.read_json) -> dict:
-    return read(paths.DISTILL)
+    """One run of the branch: the distilled student (and the teacher) and the same student alone."""
+    return {"distill": read(paths.DISTILL), "alone": read(paths.STUDENT_ALONE_METRICS)}
 
 
-def summarise_distill(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
+def summarise_token(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
+    """The token student's ablation: each head's accuracy distilled, the fused one alone, and the gain."""
     variants = {}
     for variant, results in runs.items():
-        entry = {"seeds": seeds, "mode": results[0]["mode"], "student_params": results[0]["params"]["student"]}
-        entry["student"] = {h: mean_std([r["student"][h] for r in results]) for h in DISTILL_HEADS}
-        entry["baseline"] = {h: mean_std([r["baseline"][h] for r in results]) for h in DISTILL_HEADS}
-        entry["gain"] = mean_std([r["student"]["fused"] - r["baseline"]["fused"] for r in results])
-        variants[variant] = entry
+        heads = results[0]["distill"]["heads"]
+        variants[variant] = {
+            "seeds": seeds, "student_params": results[0]["distill"]["parameters"],
+            "student": {h: mean_std([r["distill"]["heads"][h] for r in results]) for h in heads},
+            "alone": mean_std([r["alone"]["accuracy"] for r in results]),
+            "gain": mean_std([r["distill"]["accuracy"] - r["alone"]["accuracy"] for r in results]),
+        }
     return {"seeds": seeds, "variants": variants}
 
 
-def markdown_distill(summary: dict) -> str:
-    ref = summary["reference"]
-    lines = [
-        "| variant | loss | student params | distilled: class | dist | fused | without distillation: fused | gain (fused) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+def _reference_line(summary: dict, what: str) -> str:
+    ref = summary["reference"]["distill"]
+    seeds = ", ".join(map(str, summary["seeds"]))
+    return (f"Target `{ref['task']}` ({ref['classes']} classes); teacher `{ref['teacher']}` ({ref['teacher_parameters']:,} "
+            f"parameters) at {ref['teacher_accuracy']:.2f} %. Mean ± sample std over seeds {seeds} (`distill.seed`; the "
+            f"teacher is the same in every run), test accuracy in %. {what} All runs in one "
+            f"`make {summary.get('command', 'compare-distill')}` ({summary['seconds']} s).")
+
+
+def markdown_token(summary: dict) -> str:
+    lines = ["| variant | student params | distilled: class | dist | fused | alone: fused | gain (fused) |",
+             "|---|---|---|---|---|---|---|"]
     for variant, e in summary["variants"].items():
         s = e["student"]
-        lines.append(
-            f"| {variant} | {e['mode']} | {e['student_params']:,} | {_cell(s['class'])} | {_cell(s['dist'])} | "
-            f"{_cell(s['fused'])} | {_cell(e['baseline']['fused'])} | {_cell(e['gain'])} |"
-        )
-    seeds = ", ".join(map(str, summary["seeds"]))
-    lines += [
-        "",
-        f"Target `{ref['task']}` ({ref['classes']} classes); teacher `{ref['teacher']}` ({ref['params']['teacher']:,} "
-        f"parameters) at {ref['teacher_accuracy']:.2f} %. Mean ± sample std over seeds {seeds} (`distill.seed`; the "
-        f"teacher is the same in every run), test accuracy in %. \"Without distillation\": the same student, seed and "
-        f"budget trained on the labels alone. All runs in one `make compare-distill` ({summary['seconds']} s).",
-    ]
+        lines.append(f"| {variant} | {e['student_params']:,} | {_cell(s['class'])} | {_cell(s['dist'])} | "
+                     f"{_cell(s['fused'])} | {_cell(e['alone'])} | {_cell(e['gain'])} |")
+    lines += ["", _reference_line(summary, '"Alone": the same student, seed, initial weights and budget trained on '
+                                          'the labels alone (stage `student_alone`).')]
     if "throughput" in summary:
         t = summary["throughput"]
         lines += [
@@ -193,6 +192,46 @@ def markdown_distill(summary: dict) -> str:
             f"{t['student']['images_per_s']:,.0f} images/s ({t['speedup']:.2f}x), with "
             f"{100 * t['parameter_ratio']:.1f} % of the teacher's parameters.",
         ]
+    return "\n".join(lines) + "\n"
+
+
+def summarise_distill(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
+    """The methods side by side: per variant its student and method, accuracy, gain over the same student
+    alone, added parameters and training step time (median over seeds); the student alone once per student."""
+    variants, alone = {}, {}
+    for variant, results in runs.items():
+        d = results[0]["distill"]
+        variants[variant] = {
+            "seeds": seeds, "student": d["student"], "method": d["method"], "rule": d.get("rule"),
+            "accuracy": mean_std([r["distill"]["accuracy"] for r in results]),
+            "gain": mean_std([r["distill"]["accuracy"] - r["alone"]["accuracy"] for r in results]),
+            "added_parameters": d["added_parameters"],
+            "step_ms": round(1000 * float(np.median([r["distill"]["step_seconds"] for r in results])), 2),
+        }
+        alone.setdefault(d["student"], {
+            "parameters": results[0]["alone"]["parameters"],
+            "accuracy": mean_std([r["alone"]["accuracy"] for r in results]),
+            "step_ms": round(1000 * float(np.median([r["alone"]["step_seconds"] for r in results])), 2),
+        })
+    return {"seeds": seeds, "variants": variants, "alone": alone}
+
+
+def markdown_distill(summary: dict) -> str:
+    lines = ["| student | method | accuracy | gain over alone | added params | step (ms) | step / FitNet's |",
+             "|---|---|---|---|---|---|---|"]
+    for student, a in summary["alone"].items():
+        fitnet = [e["step_ms"] for e in summary["variants"].values() if e["student"] == student and e["method"] == "fitnet"]
+        lines.append(f"| {student} ({a['parameters']:,}) | alone | {_cell(a['accuracy'])} | | 0 | {a['step_ms']:.1f} | |")
+        for variant, e in summary["variants"].items():
+            if e["student"] != student:
+                continue
+            name = e["method"] + (f" ({e['rule']})" if e["rule"] else "")
+            ratio = f"{e['step_ms'] / fitnet[0]:.2f}" if fitnet else ""
+            lines.append(f"| | {name} | {_cell(e['accuracy'])} | {_cell(e['gain'])} | {e['added_parameters']:,} | "
+                         f"{e['step_ms']:.1f} | {ratio} |")
+    lines += ["", _reference_line(summary, '"Alone": the same student, seed, initial weights and budget on the labels '
+                                          'alone. Step: median over seeds of the training wall time per step '
+                                          '(teacher forward, rematching and adapters included).')]
     return "\n".join(lines) + "\n"
 
 

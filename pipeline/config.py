@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipeline import paths
+from pipeline.compression.params import TOKEN, DistillParams, TargetParams, TeacherParams
 from pipeline.continual.registry import CORPUS_METHODS, check_method_name
 from pipeline.errors import InputError
+from pipeline.sections import Section
 
 E0 = "e0"  # name of the pretrained model in the task chain (`prev` of the first task)
 
@@ -39,10 +41,6 @@ _Yaml12Loader.add_implicit_resolver(
 
 class ParamsError(InputError):
     """A params.yaml problem, with a message that names the key or path."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DataParams(Section):
@@ -168,91 +166,6 @@ class RuntimeParams(Section):
 
 
 
-# --- compression branch (spec/token_distillation.md): target task -> CNN teacher -> distillation-token student
-
-Balance = Literal["none", "weights", "sampler"]
-
-
-class TargetParams(Section):
-    """The classification task the compression branch trains on (stage `target`)."""
-
-    # The target's own benchmark, apart from the continual chain's data.benchmark: the default is the facet
-    # world's joint task 'count+colour' (28 similar classes, the garbage-sorting use case); a domain
-    # ('flowers') or a folder task under data.root work too.
-    benchmark: Literal["facets", "domains", "folder"] = "facets"
-    task: str = "count+colour"
-    train_per_class: int = Field(60, ge=1)  # facets, domains
-    test_per_class: int = Field(40, ge=1)  # facets, domains
-    imbalance: float = Field(1.0, ge=1)  # facets: most / least frequent training class (long tail)
-
-
-class TeacherParams(Section):
-    arch: str = "resnet18"  # any timm CNN name, trained from scratch (no downloads); see check_library_names
-    epochs: int = Field(8, ge=1)
-    batch_size: int = Field(64, ge=2)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    balance: Balance = "none"  # class imbalance: inverse-frequency loss weights or class-balanced sampling
-    flip: bool = True  # random horizontal flips
-    seed: int = 0
-
-
-
-class StudentParams(Section):
-    """The distillation-token student (pipeline/models/student.py); every component can be switched off."""
-
-    patch_size: int = Field(4, ge=1)
-    d_model: int = Field(64, ge=1)
-    n_layers: int = Field(4, ge=1)
-    n_heads: int = Field(4, ge=1)
-    d_ff: int = Field(128, ge=1)
-    emb_dropout: float = Field(0.0, ge=0, lt=1)  # patent 0.3; DeiT found dropout hurts
-    dropout: float = Field(0.0, ge=0, lt=1)
-    attn_window: int | None = Field(2, ge=0)  # patch tokens see patches within this radius; null = full
-    window_kind: Literal["2d", "1d"] = "2d"  # 2-D neighbourhood on the grid | 1-D raster window
-    ft_layers: bool = True  # feature-wise transformation layers (training only)
-    ft_init_gamma: float = Field(0.05, gt=0)  # Tseng et al.: 0.3 / 0.5 (after BatchNorm in a ResNet)
-    ft_init_beta: float = Field(0.05, gt=0)
-    leff: bool = True  # locally-enhanced (depthwise-conv) feed-forward; false = plain MLP
-    leff_depth: int = Field(1, ge=1)  # depthwise convs in the stack (patent: 32)
-    leff_kernel: int = Field(3, ge=1)
-
-    @model_validator(mode="after")
-    def _shapes(self) -> "StudentParams":
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
-        if self.leff_kernel % 2 == 0:
-            raise ValueError(f"leff_kernel must be odd, got {self.leff_kernel}")
-        return self
-
-
-class DistillParams(Section):
-    teacher: str = "cnn"  # cnn (stage `teacher`) | a model of the continual chain (its zero-shot head)
-    mode: Literal["soft", "hard"] = "soft"
-    lam: float = Field(0.5, ge=0, le=1)  # soft: (1 - lam) CE + lam tau^2 KL
-    tau: float = Field(2.0, gt=0)
-    epochs: int = Field(12, ge=1)
-    batch_size: int = Field(64, ge=2)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    warmup_steps: int = Field(20, ge=0)
-    balance: Literal["none", "sampler"] = "none"  # class-balanced sampling (the losses take no class weights)
-    flip: bool = True
-    # learning-to-learn of the FT layers' theta (patent's "first training"; Tseng et al. 2020)
-    l2l: bool = True
-    l2l_every: int = Field(4, ge=1)  # a meta step every N steps (each costs ~3 plain steps); others plain
-    l2l_unseen_classes: int = Field(7, ge=1)  # pseudo-unseen classes per episode (patent: 1 of 5)
-    l2l_inner_lr: float = Field(0.1, gt=0)  # look-ahead SGD step
-    l2l_theta_lr: float = Field(1e-2, gt=0)  # Adam on theta
-    student: StudentParams = StudentParams()
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _l2l_needs_ft(self) -> "DistillParams":
-        if self.l2l and not self.student.ft_layers:
-            raise ValueError("l2l needs student.ft_layers (learning-to-learn trains the FT layers' theta)")
-        return self
-
 Scalar = bool | int | float | str
 
 
@@ -264,7 +177,8 @@ class CompareParams(Section):
     jobs: int | None = Field(None, ge=1)  # experiments at once; null: cores // runtime.threads
     variants: dict[str, dict[str, Scalar]] = {"finetune": {"train.method": "finetune"}, "dual_teacher": {}}
     ablation_variants: dict[str, dict[str, Scalar]] = {}  # `make compare-ablation`: variants of dual_teacher
-    distill_variants: dict[str, dict[str, Scalar | None]] = {"soft": {}}  # seeds set distill.seed
+    distill_variants: dict[str, dict[str, Scalar | None]] = {}  # `make compare-distill`; seeds set distill.seed
+    token_variants: dict[str, dict[str, Scalar | None]] = {"soft": {}}  # `make compare-token`
 
 
 class Params(Section):
@@ -299,9 +213,9 @@ class Params(Section):
         if self.distill.teacher not in ("cnn", E0, *self.tasks):
             raise ValueError(f"distill.teacher: {self.distill.teacher!r} is neither 'cnn' nor a model of the chain "
                              f"({', '.join([E0, *self.tasks])})")
-        if self.data.image_size % self.distill.student.patch_size:
-            raise ValueError(f"distill.student.patch_size: {self.distill.student.patch_size} does not divide "
-                             f"data.image_size {self.data.image_size}")
+        patch = self.distill.token.student.patch_size
+        if self.distill.student == TOKEN and self.data.image_size % patch:
+            raise ValueError(f"distill.token.student.patch_size: {patch} does not divide data.image_size {self.data.image_size}")
         return self
 
     @property
@@ -366,10 +280,11 @@ def check_library_names(params: Params, libraries: tuple[str, ...] = LIBRARIES) 
         if params.model.arch not in available_archs():
             raise ValueError(f"model.arch: unknown open_clip architecture {params.model.arch!r}")
     if "timm" in libraries:
-        import timm
+        from pipeline.models import cnn
 
-        if not timm.is_model(params.teacher.arch):
-            raise ValueError(f"teacher.arch: unknown timm model {params.teacher.arch!r}")
+        for key, arch in (("teacher.arch", params.teacher.arch), ("distill.student", params.distill.student)):
+            if (key == "teacher.arch" or arch != TOKEN) and not cnn.known(arch):
+                raise ValueError(f"{key}: unknown CNN {arch!r} (neither a timm nor a torchvision classifier name)")
 
 
 def task_order(tasks: dict[str, TaskLink]) -> list[str]:

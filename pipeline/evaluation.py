@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.data import TaskData
+from pipeline.metrics import top1
 from pipeline.models import clip as clip_lib
 
 
@@ -18,11 +19,10 @@ def probabilities(clip: clip_lib.Clip, prompts: list[list[str]], images: torch.T
 
 
 def accuracy(clip: clip_lib.Clip, task: TaskData, batch_size: int) -> float:
-    """Top-1 accuracy in percent on the test split."""
-    probs = probabilities(clip, task.prompts(), task.test_images, batch_size)
-    return 100.0 * (probs.argmax(dim=-1) == task.test_labels).float().mean().item()
+    """Top-1 accuracy in percent on the test split (pipeline.metrics.top1)."""
+    return top1(probabilities(clip, task.prompts(), task.test_images, batch_size), task.test_labels)
 
 
 def accuracy_row(clip: clip_lib.Clip, tasks: dict[str, TaskData], batch_size: int) -> dict[str, float]:
     """One row of the accuracy matrix: the model's accuracy on every task, rounded for stable JSON."""
-    return {name: round(accuracy(clip, task, batch_size), 4) for name, task in tasks.items()}
+    return {name: accuracy(clip, task, batch_size) for name, task in tasks.items()}

@@ -1,10 +1,24 @@
-"""Accuracy matrix -> Transfer / Average / Last (MTIL protocol of ZSCL, ICCV 2023; spec/dual_teacher.md).
+"""Top-1 accuracy, the one accuracy function of both branches, and accuracy matrix -> Transfer / Average / Last
+(MTIL protocol of ZSCL, ICCV 2023; spec/dual_teacher.md).
 
 The matrix A has T + 1 rows and T columns: row 0 is E0 zero-shot, row j the model after task j, column i
 task i (both in training order), entries in percent."""
 from __future__ import annotations
 
 import numpy as np
+
+
+def top1(scores, labels) -> float:
+    """Top-1 accuracy in percent of (N, K) scores (logits or probabilities) against (N,) labels, in double
+    precision, rounded to 4 decimals (the metrics files' precision)."""
+    return round(100.0 * (scores.argmax(dim=1) == labels).double().mean().item(), 4)
+
+
+def per_class_top1(scores, labels, classes: list[str]) -> dict[str, float]:
+    """Top-1 accuracy of each class in percent (a class without test images is left out: no NaN)."""
+    hits = scores.argmax(dim=1) == labels
+    return {name: round(100.0 * hits[labels == k].double().mean().item(), 4)
+            for k, name in enumerate(classes) if bool((labels == k).any())}
 
 
 def _check(matrix: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 By default the final model of the task chain is used (models/<last task>); `--model e0` gives E0
 zero-shot, `--model NAME` the model after task NAME. Classes and prompts come from the prepared task.
-`--model student` (or `student_baseline`, `cnn`) uses a classifier of the compression branch instead, with
+`--model student` (or `student_alone`, `cnn`) uses a classifier of the compression branch instead, with
 the classes it was trained on (no `--task`)."""
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".
                  "images/README.md", "Makefile", "requirements.txt")
 MICRO_TASKS = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}, "fill": {"prev": "colour"}}
 STAGE_COMMANDS = [("prepare",), ("pretrain",), ("prototypes",), *(("train", t) for t in MICRO_TASKS), ("evaluate",),
-                  ("target",), ("teacher",), ("distill",)]
+                  ("target",), ("teacher",), ("student_alone",), ("distill",)]
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Pipeline Tests",
@@ -58,8 +58,9 @@ def make_micro_params() -> dict:
     # Compression branch: 28 joint classes x 2 images, one epoch each, a 1-block student.
     p["target"].update(train_per_class=2, test_per_class=1)
     p["teacher"].update(epochs=1, batch_size=16)
-    p["distill"].update(epochs=1, batch_size=16, warmup_steps=1, l2l_every=1)
-    p["distill"]["student"].update(d_model=16, n_layers=1, n_heads=2, d_ff=32)
+    p["distill"].update(epochs=1, batch_size=16, warmup_steps=1)
+    p["distill"]["token"]["l2l_every"] = 1
+    p["distill"]["token"]["student"].update(d_model=16, n_layers=1, n_heads=2, d_ff=32)
     return p
 
 

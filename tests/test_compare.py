@@ -6,7 +6,7 @@ import pytest
 from pipeline import compare, compare_tables, io, paths
 from pipeline.config import Params, ParamsError
 
-CL, DISTILL = compare.BRANCHES["cl"], compare.BRANCHES["distill"]
+CL, DISTILL, TOKEN = compare.BRANCHES["cl"], compare.BRANCHES["distill"], compare.BRANCHES["token"]
 
 
 def params_with(key: str, variants: dict) -> Params:
@@ -15,7 +15,7 @@ def params_with(key: str, variants: dict) -> Params:
     return Params.from_dict(raw)
 
 
-@pytest.mark.parametrize("branch", [CL, DISTILL])
+@pytest.mark.parametrize("branch", [CL, DISTILL, TOKEN])
 def test_committed_variants_are_valid(branch):
     compare.check_variants(Params.load(), branch)
 
@@ -35,18 +35,24 @@ def test_bad_variant_fails_before_running(variant, message):
     assert "compare.variants.bad" in str(info.value)
 
 
-def test_bad_distill_variant_is_named():
-    with pytest.raises(ParamsError, match="compare.distill_variants.bad") as info:
-        compare.check_variants(params_with("distill_variants", {"bad": {"distill.student.leff_kernel": 2}}), DISTILL)
+def test_bad_token_variant_is_named():
+    with pytest.raises(ParamsError, match="compare.token_variants.bad") as info:
+        compare.check_variants(params_with("token_variants", {"bad": {"distill.token.student.leff_kernel": 2}}), TOKEN)
     assert "leff_kernel" in str(info.value)
+
+
+def test_a_distill_variant_whose_method_cannot_train_its_student_is_named():
+    with pytest.raises(ParamsError, match="compare.distill_variants.bad") as info:
+        compare.check_variants(params_with("distill_variants", {"bad": {"distill.method": "fitnet"}}), DISTILL)
+    assert "cannot train student 'token'" in str(info.value)
 
 
 def test_overrides_add_the_branch_seed():
     params = params_with("variants", {"ft": {"train.method": "finetune"}})
     assert compare.overrides(params, "ft", 7) == {"train.method": "finetune", "train.seed": 7}
-    params = params_with("distill_variants", {"hard": {"distill.mode": "hard"}})
-    assert compare.overrides(params, "hard", 2, DISTILL) == {"distill.mode": "hard", "distill.seed": 2}
-    assert compare.experiment_name(DISTILL, "hard", 2) == "cmp-distill-hard-s2"
+    params = params_with("token_variants", {"hard": {"distill.token.mode": "hard"}})
+    assert compare.overrides(params, "hard", 2, TOKEN) == {"distill.token.mode": "hard", "distill.seed": 2}
+    assert compare.experiment_name(TOKEN, "hard", 2) == "cmp-token-hard-s2"
 
 
 def _cl_run(transfer, average, last, seconds, memory, matrix):
@@ -83,28 +89,38 @@ def test_markdown_cl_and_readme_update(tmp_path):
     assert "old table" not in text and table in text and text.startswith("intro\n") and text.endswith("outro\n")
 
 
-def test_distill_summary_and_table():
-    def run(student, baseline):
-        return {"mode": "soft", "params": {"student": 1234, "teacher": 99999},
-                "student": {"class": student, "dist": student, "fused": student},
-                "baseline": {"class": baseline, "dist": baseline, "fused": baseline}}
+def _distill_run(method, student, accuracy, alone, step, added=0, rule=None):
+    distill = {"task": "count+colour", "classes": 28, "teacher": "cnn resnet18", "teacher_accuracy": 88.0,
+               "teacher_parameters": 99999, "method": method, "student": student, "accuracy": accuracy,
+               "heads": {"class": accuracy - 1, "dist": accuracy + 1, "fused": accuracy} if method == "token" else
+               {"logits": accuracy}, "parameters": 1234, "added_parameters": added, "step_seconds": step}
+    if rule:
+        distill["rule"] = rule
+    return {"distill": distill, "alone": {"method": "supervised", "student": student, "accuracy": alone,
+                                          "parameters": 1234, "step_seconds": step / 2}}
 
-    summary = compare_tables.summarise_distill({"soft": [run(80.0, 60.0), run(82.0, 61.0)]}, [0, 1])
+
+def test_token_summary_and_table():
+    runs = {"soft": [_distill_run("token", "token", 80.0, 60.0, 0.1), _distill_run("token", "token", 82.0, 61.0, 0.1)]}
+    summary = compare_tables.summarise_token(runs, [0, 1])
     entry = summary["variants"]["soft"]
     assert entry["gain"]["values"] == [20.0, 21.0] and entry["gain"]["mean"] == 20.5
-    reference = {"task": "count+colour", "classes": 28, "teacher": "cnn resnet18", "teacher_accuracy": 88.0,
-                 "params": {"teacher": 99999, "student": 1234}}
-    table = compare_tables.markdown_distill(summary | {"reference": reference, "seconds": 3})
-    assert "| soft | soft | 1,234 | 81.00 ± 1.41 | 81.00 ± 1.41 | 81.00 ± 1.41 | 60.50 ± 0.71 | 20.50 ± 0.71 |" in table
+    table = compare_tables.markdown_token(summary | {"reference": runs["soft"][0], "seconds": 3})
+    assert "| soft | 1,234 | 80.00 ± 1.41 | 82.00 ± 1.41 | 81.00 ± 1.41 | 60.50 ± 0.71 | 20.50 ± 0.71 |" in table
     assert "cnn resnet18" in table and "88.00 %" in table
 
 
-def test_plot_curves_writes_png_and_data(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    io.write_json(paths.MATRIX, {"columns": ["a", "b"], "matrix": [[90.0, 80.0], [95.0, 70.0], [60.0, 99.0]]})
-    summary = {"seeds": [0], "reference": {"matrix": [[90.0, 80.0], [95.0, 70.0], [60.0, 99.0]]},
-               "variants": {"ft": {"curve": [85.0, 82.5, 79.5]}, "dt": {"curve": [85.0, 84.0, 83.0]}}}
-    compare_tables.plot_curves(summary, paths.COMPARE_PLOT)
-    assert paths.COMPARE_PLOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = io.read_json(paths.COMPARE_CURVES)
-    assert rows[0] == {"variant": "ft", "after": ["e0", "a", "b"], "average": [85.0, 82.5, 79.5]}
+def test_distill_summary_and_table_side_by_side():
+    runs = {
+        "kd": [_distill_run("kd", "mbv2", 70.0, 60.0, 0.010), _distill_run("kd", "mbv2", 72.0, 62.0, 0.012)],
+        "fitnet": [_distill_run("fitnet", "mbv2", 71.0, 60.0, 0.020, added=500),
+                   _distill_run("fitnet", "mbv2", 73.0, 62.0, 0.022, added=500)],
+        "sparse": [_distill_run("channel_matching", "mbv2", 74.0, 60.0, 0.023, rule="sparse"),
+                   _distill_run("channel_matching", "mbv2", 74.0, 62.0, 0.021, rule="sparse")],
+    }
+    summary = compare_tables.summarise_distill(runs, [0, 1])
+    assert summary["alone"]["mbv2"]["accuracy"]["mean"] == 61.0 and summary["variants"]["fitnet"]["step_ms"] == 21.0
+    table = compare_tables.markdown_distill(summary | {"reference": runs["kd"][0], "seconds": 3})
+    assert "| mbv2 (1,234) | alone | 61.00 ± 1.41 | | 0 | 5.5 | |" in table
+    assert "| | fitnet | 72.00 ± 1.41 | 11.00 ± 0.00 | 500 | 21.0 | 1.00 |" in table
+    assert "| | channel_matching (sparse) | 74.00 ± 0.00 | 13.00 ± 1.41 | 0 | 22.0 | 1.05 |" in table

@@ -104,7 +104,7 @@ def test_unknown_arch(micro_params):
     message = rejected_params(_with(micro_params, "model.arch", "nope"))
     assert message == "params: model.arch: unknown open_clip architecture 'nope'"
     message = rejected_params(_with(micro_params, "teacher.arch", "nope"))
-    assert message == "params: teacher.arch: unknown timm model 'nope'"
+    assert message == "params: teacher.arch: unknown CNN 'nope' (neither a timm nor a torchvision classifier name)"
 
 
 def test_library_names_are_checked_only_for_the_libraries_asked(micro_params):
@@ -280,7 +280,7 @@ def test_stage_with_invalid_params_fails_cleanly(micro_params, tmp_path, monkeyp
 
 @pytest.mark.parametrize("stage, dotted, message", [
     ("pretrain", "model.arch", "model.arch: unknown open_clip architecture 'nope'"),
-    ("teacher", "teacher.arch", "teacher.arch: unknown timm model 'nope'"),
+    ("teacher", "teacher.arch", "teacher.arch: unknown CNN 'nope' (neither a timm nor a torchvision classifier name)"),
 ])
 def test_stage_checks_the_names_of_the_library_it_imports(micro_params, tmp_path, monkeypatch, capsys, stage, dotted, message):
     import importlib

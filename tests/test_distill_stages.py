@@ -1,5 +1,5 @@
-"""The compression branch's stages on a micro configuration: target -> teacher -> distill, both teacher kinds,
-the metrics they write, and the errors that must come before any compute."""
+"""The compression branch's stages on a micro configuration: target -> teacher -> distill and student_alone,
+both teacher kinds, the metrics they write, and the errors that must come before any compute."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import torch
 from conftest import make_micro_params, make_project, run_in
 from pipeline.data.facets import build_facet_task
 from pipeline.compression import data as D
-from pipeline.compression.student_training import objective
+from pipeline import metrics
 from pipeline.config import Params
 
 
@@ -19,7 +19,7 @@ from pipeline.config import Params
 def branch(micro_run):
     """The session's micro copy where every stage ran once by hand (conftest.py): its compression branch."""
     project, outputs = micro_run
-    return project, {name: outputs[name] for name in ("target", "teacher", "distill")}
+    return project, {name: outputs[name] for name in ("target", "teacher", "student_alone", "distill")}
 
 
 def _read(project, rel):
@@ -40,37 +40,42 @@ def test_teacher_metrics_and_checkpoint(branch):
 def test_distill_metrics(branch):
     project, _ = branch
     summary = _read(project, "metrics/distill.json")
-    assert summary["task"] == "count+colour" and summary["classes"] == 28 and summary["mode"] == "soft"
-    for run in ("student", "baseline"):
-        assert set(summary[run]) == {"class", "dist", "fused"}
-        assert all(0 <= v <= 100 for v in summary[run].values())
-    assert summary["gain"] == pytest.approx(summary["student"]["fused"] - summary["baseline"]["fused"], abs=1e-3)
-    assert summary["params"]["student"] < summary["params"]["teacher"] / 4
+    assert summary["task"] == "count+colour" and summary["classes"] == 28
+    assert summary["method"] == "token" and summary["student"] == "token"
+    assert set(summary["heads"]) == {"class", "dist", "fused"} and summary["accuracy"] == summary["heads"]["fused"]
+    assert all(0 <= v <= 100 for v in summary["heads"].values())
+    assert summary["parameters"] < summary["teacher_parameters"] / 4 and summary["added_parameters"] == 0
+    assert summary["step_seconds"] > 0
+    alone = _read(project, "metrics/student_alone.json")
+    assert alone["method"] == "token" and alone["student"] == "token" and len(alone["per_class"]) == 28
+    assert alone["parameters"] == summary["parameters"]
     per_class = _read(project, "metrics/distill_per_class.json")
-    assert set(per_class) == {"teacher", "student", "baseline"}
-    for run in ("student", "baseline"):
-        meta = _read(project, f"models/{run if run == 'student' else 'student_baseline'}/model.json")
-        assert meta["kind"] == "student" and meta["distilled"] == (run == "student")
+    assert set(per_class) == {"teacher", "student"}
+    for name in ("student", "student_alone"):
+        meta = _read(project, f"models/{name}/model.json")
+        assert meta["kind"] == "student" and meta["method"] == "token"
 
 
 def test_distill_is_deterministic(branch, monkeypatch):
-    """Run again (in-process, the stage's own main()): byte-identical metrics and weights."""
+    """Run again (in-process, the stage's own main()): byte-identical metrics and weights, but for the wall
+    time per step the metrics record."""
     project, _ = branch
-    first = (project.root / "metrics/distill.json").read_bytes()
+    first = _read(project, "metrics/distill.json")
     weights = (project.root / "models/student/model.safetensors").read_bytes()
     run_in(project.root, monkeypatch, "pipeline.stages.distill")
-    assert (project.root / "metrics/distill.json").read_bytes() == first
+    again = _read(project, "metrics/distill.json")
+    assert {**again, "step_seconds": 0} == {**first, "step_seconds": 0}
     assert (project.root / "models/student/model.safetensors").read_bytes() == weights
 
 
 def test_the_teacher_changes_the_student(branch):
-    """Same seed, batches and flips for both students: only the teacher's logits differ between them."""
+    """Same seed, initial weights, batches and flips for both students: only the teacher's logits differ."""
     project, _ = branch
     from pipeline.models import classifier
 
     student, _ = classifier.load(project.root / "models/student")
-    baseline, _ = classifier.load(project.root / "models/student_baseline")
-    assert not torch.equal(student.head_dist.weight, baseline.head_dist.weight)
+    alone, _ = classifier.load(project.root / "models/student_alone")
+    assert not torch.equal(student.head_dist.weight, alone.head_dist.weight)
 
 
 def test_bench_writes_throughput(branch, monkeypatch, capsys):
@@ -99,29 +104,37 @@ def test_continual_teacher(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     summary = _read(project, "metrics/distill.json")
     assert summary["teacher"] == "continual e0 (zero-shot head)"
-    assert "student fused" in out
+    assert "student (token, token)" in out
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"teacher": {"arch": "resnet_nope"}}, "teacher.arch: unknown timm model 'resnet_nope'"),
+        ({"teacher": {"arch": "resnet_nope"}}, "teacher.arch: unknown CNN 'resnet_nope'"),
+        ({"distill": {"student": "mobilenet_nope", "method": "kd"}}, "distill.student: unknown CNN 'mobilenet_nope'"),
         ({"distill": {"teacher": "nope"}}, "distill.teacher: 'nope' is neither 'cnn' nor a model of the chain"),
-        ({"distill": {"student": {"ft_layers": False}}}, "l2l needs student.ft_layers"),
-        ({"distill": {"student": {"patch_size": 5}}}, "distill.student.patch_size: 5 does not divide data.image_size 32"),
-        ({"distill": {"student": {"n_heads": 3}}}, "d_model 64 is not divisible by n_heads 3"),
+        ({"distill": {"token": {"student": {"ft_layers": False}}}}, "l2l needs student.ft_layers"),
+        ({"distill": {"token": {"student": {"patch_size": 5}}}}, "distill.token.student.patch_size: 5 does not divide data.image_size 32"),
+        ({"distill": {"token": {"student": {"n_heads": 3}}}}, "d_model 64 is not divisible by n_heads 3"),
         ({"target": {"task": "shape+shape"}}, "target.task: 'shape+shape' is not a task of the facets benchmark"),
-        ({"distill": {"mode": "medium"}}, "distill.mode"),
+        ({"distill": {"token": {"mode": "medium"}}}, "distill.token.mode"),
+        ({"distill": {"method": "nope"}}, "unknown distillation method 'nope'"),
+        ({"distill": {"method": "kd"}}, "method 'kd' cannot train student 'token'"),
+        ({"distill": {"student": "mobilenetv2_050"}}, "method 'token' cannot train student 'mobilenetv2_050'"),
+        ({"distill": {"method": "fitnet", "student": "mobilenetv2_050", "teacher": "e0"}}, "needs teacher 'cnn'"),
+        ({"distill": {"matching": {"rule": "best"}}}, "distill.matching.rule"),
     ],
 )
 def test_bad_params_are_named(change, message):
     raw = Params.load().model_dump(mode="json")
-    for section, values in change.items():
+    def merge(node, values):
         for key, value in values.items():
             if isinstance(value, dict):
-                raw[section][key].update(value)
+                merge(node[key], value)
             else:
-                raw[section][key] = value
+                node[key] = value
+
+    merge(raw, change)
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("+", r"\+")):
         Params.from_dict(raw)
 
@@ -135,7 +148,7 @@ def test_too_many_unseen_classes_fail_before_training(branch, tmp_path, monkeypa
 
     project, _ = branch
     params = yaml.safe_load((project.root / "params.yaml").read_text())
-    params["distill"]["l2l_unseen_classes"] = 28
+    params["distill"]["token"]["l2l_unseen_classes"] = 28
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.setenv("PIPELINE_PARAMS", str(tmp_path / "params.yaml"))
     monkeypatch.delenv("DVC_STAGE", raising=False)
@@ -149,7 +162,7 @@ def test_too_many_unseen_classes_fail_before_training(branch, tmp_path, monkeypa
         torch.set_num_threads(threads)  # the stage set the copy's runtime.threads in this process
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1
-    assert "distill.l2l_unseen_classes: 28 leaves no pseudo-seen class of 28" in err
+    assert "distill.token.l2l_unseen_classes: 28 leaves no pseudo-seen class of 28" in err
     assert (project.root / "models/student/model.safetensors").read_bytes() == student
 
 
@@ -192,22 +205,8 @@ def test_flips_and_accuracy():
     assert out[0, 0, 0].tolist() == [3, 2, 1, 0] and out[1, 0, 0].tolist() == [0, 1, 2, 3]
     scores = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     labels = torch.tensor([0, 1, 1])
-    assert D.accuracy(scores, labels) == pytest.approx(66.6667)
-    assert D.per_class_accuracy(scores, labels, ["a", "b"]) == {"a": 100.0, "b": 50.0}
-
-
-def test_objective_picks_the_loss():
-    params = Params.load()
-    z_s, z_d = torch.randn(4, 3), torch.randn(4, 3)
-    y, z_t = torch.tensor([0, 1, 2, 0]), torch.randn(4, 3)
-    from pipeline.losses import hard_distillation, soft_distillation, student_ce
-
-    batch = (None, y, z_t)
-    assert torch.equal(objective(params.distill, False)((z_s, z_d), batch), student_ce(z_s, z_d, y))
-    d = params.distill
-    assert torch.equal(objective(d, True)((z_s, z_d), batch), soft_distillation(z_s, z_d, z_t, y, d.lam, d.tau))
-    hard = d.model_copy(update={"mode": "hard"})
-    assert torch.equal(objective(hard, True)((z_s, z_d), batch), hard_distillation(z_s, z_d, z_t, y))
+    assert metrics.top1(scores, labels) == pytest.approx(66.6667)
+    assert metrics.per_class_top1(scores, labels, ["a", "b"]) == {"a": 100.0, "b": 50.0}
 
 
 def test_predict_with_the_student(branch, tmp_path, monkeypatch, capsys):

@@ -15,7 +15,8 @@ import yaml
 from conftest import REPO
 
 PIPELINE = REPO / "pipeline"
-REGISTRY = PIPELINE / "continual" / "registry.py"  # imports the method modules by name, for its callers
+# Registries import their method modules by name (`get_method`), for their callers.
+REGISTRIES = {"pipeline.continual.registry": "pipeline.continual", "pipeline.compression.registry": "pipeline.compression"}
 
 
 def module_path(name: str) -> Path | None:
@@ -38,6 +39,7 @@ def imported_modules(path: Path) -> set[str]:
     """Every pipeline module `path` imports, and the packages on the way (their __init__ runs too)."""
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     names: set[str] = set()
+    uses_registry = False
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -50,8 +52,12 @@ def imported_modules(path: Path) -> set[str]:
                 source = node.module or ""
             names.add(source)
             names.update(f"{source}.{alias.name}" for alias in node.names)  # `from pkg import module`
-        elif isinstance(node, ast.Name) and node.id in ("get_method", "all_methods") and path != REGISTRY:
-            names.update(f"pipeline.continual.{m}" for m in _method_modules())
+        elif isinstance(node, ast.Name) and node.id in ("get_method", "all_methods"):
+            uses_registry = True
+    if uses_registry and module_name(path) not in REGISTRIES:
+        for registry, package in REGISTRIES.items():
+            if {f"{m}.{f}" for m in (registry, package) for f in ("get_method", "all_methods")} & names:
+                names.update(f"{package}.{m}" for m in _method_modules(registry))
     found = set()
     for name in names:
         parts = name.split(".")
@@ -62,10 +68,11 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
-def _method_modules() -> list[str]:
-    from pipeline.continual.registry import MODULES
+def _method_modules(registry: str) -> list[str]:
+    import importlib
 
-    return list(MODULES.values())
+    module = importlib.import_module(registry)
+    return list(getattr(module, "_ALL_MODULES", module.MODULES).values())
 
 
 def runs_code(path: Path) -> bool:
@@ -110,7 +117,8 @@ def test_the_closure_follows_lazy_and_registry_imports():
     assert PIPELINE / "continual" / "zscl.py" in train  # by name, through get_method
     assert PIPELINE / "models" / "clip.py" in closure("pipeline.stages.prototypes")
     assert PIPELINE / "stages" / "__init__.py" not in train  # docstring only
-    assert PIPELINE / "distill" / "l2l.py" not in train
+    assert PIPELINE / "compression" / "l2l.py" not in train
+    assert PIPELINE / "compression" / "channel_matching.py" in closure("pipeline.stages.distill")  # by name
 
 
 @pytest.mark.parametrize("name", ["pretrain", "train"])

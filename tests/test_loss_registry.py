@@ -66,6 +66,13 @@ CASES = {
     # The paper's `sigmoid` form is not minimal at equality (pipeline/losses/kd.py): its `bce` form is.
     "lwm_distillation": Case(lambda g: {"student_logits": _logits(g), "teacher_logits": _logits(g), "form": "bce"},
                              "student_logits", ("teacher_logits",)),
+    # Matched (B, n, H, W) feature maps of channel-matching distillation (pipeline/losses/channel_matching.py).
+    "channel_mse": Case(lambda g: {"student": torch.randn(B, 4, 3, 3, generator=g, dtype=torch.float64),
+                                   "target": torch.randn(B, 4, 3, 3, generator=g, dtype=torch.float64)},
+                        "student", ("target",)),
+    "channel_partial_l2": Case(lambda g: {"student": torch.randn(B, 4, 3, 3, generator=g, dtype=torch.float64),
+                                          "target": torch.randn(B, 4, 3, 3, generator=g, dtype=torch.float64)},
+                               "student", ("target",)),
 }
 DISTILLATION = [name for name, case in CASES.items() if case.student]
 

@@ -26,13 +26,13 @@ from pipeline import metrics
 
 TASKS = ["shape", "colour", "fill"]
 CLIP_MODELS = ["e0", *TASKS]
-BRANCH_MODELS = ["cnn", "student", "student_baseline"]  # the compression branch's classifiers
+BRANCH_MODELS = ["cnn", "student", "student_alone"]  # the compression branch's classifiers
 MODELS = [*CLIP_MODELS, *BRANCH_MODELS]
 CL_STAGES = ["prepare", "pretrain", "prototypes", *(f"train@{t}" for t in TASKS), "evaluate"]
-DISTILL_STAGES = ["target", "teacher", "distill"]
+DISTILL_STAGES = ["target", "teacher", "student_alone", "distill"]
 ALL_STAGES = [*CL_STAGES, *DISTILL_STAGES]
 METRIC_FILES = ("metrics/cl.json", "metrics/accuracy_matrix.json", "metrics/zero_shot.json", "metrics/teacher.json",
-                "metrics/distill.json", "metrics/distill_per_class.json")
+                "metrics/distill.json", "metrics/distill_per_class.json", "metrics/student_alone.json")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 
@@ -98,7 +98,8 @@ def test_stages_write_their_outputs(micro_run):
     assert "prepared 3 tasks (shape, colour, fill)" in outputs["prepare"]
     assert re.search(r"transfer [\d.]+, average [\d.]+, last [\d.]+", outputs["evaluate"])
     assert "target count+colour: 28 classes, 56 train / 28 test images" in outputs["target"]
-    assert re.search(r"teacher [\d.]+% \| student fused [\d.]+%", outputs["distill"])
+    assert re.search(r"teacher [\d.]+% \| student \(token, token\) [\d.]+%", outputs["distill"])
+    assert re.search(r"student token alone: [\d.]+%", outputs["student_alone"])
     for task in TASKS:
         cost = _read(project, f"metrics/cost/{task}.json")
         assert isinstance(cost["seconds"], float) and cost["peak_memory_mb"] > 100  # torch alone is > 100 MB resident
@@ -239,7 +240,8 @@ def test_dvc_repro_runs_every_stage_in_order(dvc_repro):
     # DVC may interleave the two branches; within each, the DAG order holds.
     assert sorted(ran) == sorted(ALL_STAGES)
     assert [s for s in ran if s in CL_STAGES] == CL_STAGES
-    assert [s for s in ran if s in DISTILL_STAGES] == DISTILL_STAGES
+    branch = [s for s in ran if s in DISTILL_STAGES]
+    assert branch[0] == "target" and branch.index("teacher") < branch.index("distill")
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
     assert sorted(lock["stages"]) == sorted(ALL_STAGES)
 
@@ -264,7 +266,7 @@ def test_exp_run_reruns_only_train_and_evaluate(dvc_exp):
     assert yaml.safe_load((project.root / "params.yaml").read_text())["loss"]["dis_weight"] == 0.0
     assert after["e0"] == before["e0"]
     assert all(after[t] != before[t] for t in TASKS)
-    assert all(after[m] == before[m] for m in ("cnn", "student", "student_baseline"))
+    assert all(after[m] == before[m] for m in BRANCH_MODELS)
 
 
 @pytest.mark.dvc
@@ -311,12 +313,12 @@ def _tree_hashes(project: Project, *folders: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def dvc_compare(dvc_return):
-    """`python -m pipeline.compare` on the queue: the distill branch (one stage downstream of the teacher, the
+    """`python -m pipeline.compare` on the queue: the token comparison (two stages downstream of the teacher, the
     cheapest to run), one variant, a seed no run has used (so its stage must run, not come from the run-cache)."""
     project, _, _ = dvc_return
     before = _tree_hashes(project, "models", "data", "metrics")
     params_before = (project.root / "params.yaml").read_bytes()
-    proc = project.python("-m", "pipeline.compare", "--branch", "distill", "--variants", "soft", "--seeds", "5",
+    proc = project.python("-m", "pipeline.compare", "--branch", "token", "--variants", "soft", "--seeds", "5",
                           check=True, timeout=400)
     return project, proc, before, params_before
 
@@ -324,13 +326,15 @@ def dvc_compare(dvc_return):
 @pytest.mark.dvc
 def test_compare_runs_on_the_queue_and_leaves_the_workspace_alone(dvc_compare):
     project, proc, before, params_before = dvc_compare
-    assert "dvc exp run --queue --name cmp-distill-soft-s5" in proc.stdout and "dvc queue start --jobs" in proc.stdout
-    summary = _read(project, "metrics/compare_distill.json")
-    # Only the stage the variant changes ran in the experiment: target and the teacher came from DVC's cache.
-    assert summary["stages_run"] == ["distill"]
+    assert "dvc exp run --queue --name cmp-token-soft-s5" in proc.stdout and "dvc queue start --jobs" in proc.stdout
+    summary = _read(project, "metrics/compare_token.json")
+    # Only the stages the seed changes ran in the experiment: target and the teacher came from DVC's cache.
+    assert sorted(summary["stages_run"]) == ["distill", "student_alone"]
     assert summary["variants"]["soft"]["seeds"] == [5]
-    assert summary["reference"] == _read(project, "metrics/distill.json")  # the committed run, from the workspace
-    compare_outputs = {"metrics/compare_distill.json", "metrics/compare_distill.md"}
+    # the committed run, from the workspace
+    assert summary["reference"] == {"distill": _read(project, "metrics/distill.json"),
+                                    "alone": _read(project, "metrics/student_alone.json")}
+    compare_outputs = {"metrics/compare_token.json", "metrics/compare_token.md"}
     after = _tree_hashes(project, "models", "data", "metrics")
     assert {k: v for k, v in after.items() if k not in compare_outputs} == before
     assert (project.root / "params.yaml").read_bytes() == params_before

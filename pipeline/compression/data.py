@@ -1,4 +1,4 @@
-"""Batches, augmentation and accuracy of the compression branch's classification task."""
+"""Batches and augmentation of the compression branch's classification task (accuracy: pipeline/metrics.py)."""
 from __future__ import annotations
 
 from typing import Callable, Iterator
@@ -53,18 +53,3 @@ def apply_flips(x: Tensor, flips: Tensor) -> Tensor:
 def predict(fn: Callable[[Tensor], Tensor], images: Tensor, batch_size: int, device: torch.device) -> Tensor:
     """fn(uint8 batch on device) -> (B, K) scores, over all images in batches; returns (N, K) on the CPU."""
     return torch.cat([fn(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)])
-
-
-def accuracy(scores: Tensor, labels: Tensor) -> float:
-    """Top-1 accuracy in percent, rounded to 4 decimals (the metrics files' precision)."""
-    return round(100.0 * (scores.argmax(dim=1) == labels).double().mean().item(), 4)
-
-
-def per_class_accuracy(scores: Tensor, labels: Tensor, classes: list[str]) -> dict[str, float]:
-    """Accuracy of each class in percent (NaN-free: a class without test images is left out)."""
-    hits = scores.argmax(dim=1) == labels
-    return {
-        name: round(100.0 * hits[labels == k].double().mean().item(), 4)
-        for k, name in enumerate(classes)
-        if bool((labels == k).any())
-    }

@@ -1,12 +1,12 @@
-"""The loop that trains one task with any registered method."""
+"""Training one task with any registered continual method, through the project's one loop (pipeline/training.py)."""
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
 from pipeline import optim
 from pipeline.continual.base import Method
 from pipeline.runtime import stable_seed
+from pipeline.training import run_steps, weighted_step
 
 
 def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
@@ -21,7 +21,8 @@ def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
 
 
 def train_task(method: Method, live=None) -> dict[str, float]:
-    """Optimise the student of `method.ctx` for `train.steps` steps; return the last step's terms.
+    """Optimise the student of `method.ctx` for `train.steps` steps through the project's one loop
+    (pipeline/training.py); return the last step's terms as `loss/<name>`.
 
     The logit scale stays frozen (ZSCL); every term and the weighted total are logged by name."""
     ctx, train = method.ctx, method.ctx.params.train
@@ -32,28 +33,17 @@ def train_task(method: Method, live=None) -> dict[str, float]:
     schedule = optim.warmup_cosine(optimizer, train.warmup_steps, train.steps)
     weights = method.weights()
     images, labels = ctx.task.train_images, ctx.task.train_labels
+
+    def step(_: int, indices: torch.Tensor) -> dict[str, float]:
+        terms = method.terms(images[indices].to(ctx.device), labels[indices].to(ctx.device), indices.to(ctx.device))
+        logged = weighted_step(terms, weights, optimizer, owner=f"method {method.name!r}")
+        method.after_step()
+        return logged
+
     # The batch order depends on the seed and the task only, so methods see the same batches.
     order = optim.batches(len(labels), train.batch_size, train.steps, stable_seed(train.seed, ctx.name))
-    logged: dict[str, float] = {}
-    for indices in tqdm(order, total=train.steps, desc=f"train {ctx.name} ({method.name})"):
-        terms = method.terms(images[indices].to(ctx.device), labels[indices].to(ctx.device), indices.to(ctx.device))
-        unknown = set(terms) - set(weights)
-        if unknown:
-            raise KeyError(f"method {method.name!r} returned terms without a weight: {sorted(unknown)}")
-        total = sum(weights[k] * v for k, v in terms.items())
-        lr = schedule.get_last_lr()[0]  # the rate this step trains with
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        schedule.step()
-        method.after_step()
-        logged = {f"loss/{k}": v.item() for k, v in terms.items()} | {"loss/total": total.item()}
-        if live is not None:
-            for key, value in logged.items():
-                live.log_metric(key, value, plot=True)
-            live.log_metric("lr", lr)
-            live.next_step()
+    logged = run_steps(order, train.steps, step, schedule, live, desc=f"train {ctx.name} ({method.name})")
     with torch.no_grad():
         method.finish()  # end-of-task weight changes (weight ensembles, interpolation); see Method.finish
     model.eval()
-    return logged
+    return {f"loss/{k}": v for k, v in logged.items()}

@@ -13,6 +13,7 @@ from pipeline.losses.dual_teacher import (
 from pipeline.losses.distillation import hard_distillation, soft_distillation, student_ce
 from pipeline.losses.kd import cosine_logits, knowledge_distillation, lwm_distillation, zscl_distillation
 from pipeline.losses.attention import attention_distillation, grad_cam
+from pipeline.losses import channel_matching  # noqa: F401  (registers channel_mse, channel_partial_l2)
 
 __all__ = [
     "LOSSES",

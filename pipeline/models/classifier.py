@@ -1,5 +1,6 @@
-"""Image classifiers of the compression branch as checkpoints: the timm CNN teacher and the distillation-token
-student, each a safetensors file (no pickle on load) plus a JSON naming what rebuilds it.
+"""Image classifiers of the compression branch: CNNs (timm or torchvision, pipeline/models/cnn.py; the teacher
+and the CNN students) and the distillation-token student, saved in the project's one checkpoint format
+(pipeline/checkpoint.py) with `kind` ('cnn' with `arch`, or 'student' with `config`) and `classes`.
 
 Both take uint8 images through the same `image_input` normalisation, so teacher and student see the same
 numbers."""
@@ -11,11 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline import io
+from pipeline import checkpoint
 from pipeline.models.student import DistillationStudent, StudentConfig
 from pipeline.errors import InputError
 
-WEIGHTS, META = "model.safetensors", "model.json"
+META = checkpoint.META
 # Fixed, not per-data-set statistics: the embedded benchmarks and most photos sit around these values.
 MEAN, STD = 0.5, 0.25
 
@@ -26,13 +27,13 @@ def image_input(images: torch.Tensor) -> torch.Tensor:
 
 
 def build_cnn(arch: str, num_classes: int) -> nn.Module:
-    """A timm CNN from scratch (no download): any name `timm.list_models()` knows."""
-    import timm
+    """A CNN from scratch (no download): a timm name, or a torchvision one timm lacks (ShuffleNetV2)."""
+    from pipeline.models import cnn
 
-    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    return cnn.build(arch, num_classes)
 
 
-def check_image_size(model: nn.Module, arch: str, image_size: int) -> None:
+def check_image_size(model: nn.Module, arch: str, image_size: int, key: str = "teacher.arch") -> None:
     """One forward of a blank batch (eval mode, no gradient, no random draw) before any training: a timm
     model fixed to another input size (a ViT at 224 px) fails here with one line instead of mid-training."""
     was_training = model.training
@@ -41,7 +42,7 @@ def check_image_size(model: nn.Module, arch: str, image_size: int) -> None:
             model.eval()(torch.zeros(2, 3, image_size, image_size, device=next(model.parameters()).device))
     except Exception as e:  # timm raises AssertionError, RuntimeError, ValueError... for a size it cannot take
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"teacher.arch: {arch!r} cannot take {image_size}x{image_size} images (data.image_size): {first}") from None
+        raise InputError(f"{key}: {arch!r} cannot take {image_size}x{image_size} images (data.image_size): {first}") from None
     finally:
         model.train(was_training)
 
@@ -52,10 +53,7 @@ def build_student(config: StudentConfig) -> DistillationStudent:
 
 def save(model: nn.Module, directory: str | Path, meta: dict) -> None:
     """`meta` must hold `kind` ('cnn' with `arch`, or 'student' with `config`) and `classes`."""
-    directory = Path(directory)
-    # contiguous(): safetensors refuses views, which some timm layers keep in their state dicts.
-    io.save_tensors(directory / WEIGHTS, {k: v.contiguous() for k, v in model.state_dict().items()})
-    io.write_json(directory / META, meta)
+    checkpoint.save(model, directory, meta)
 
 
 def student_meta(model: DistillationStudent, classes: list[str], **extra) -> dict:
@@ -64,24 +62,16 @@ def student_meta(model: DistillationStudent, classes: list[str], **extra) -> dic
 
 def load(directory: str | Path) -> tuple[nn.Module, dict]:
     """(model in eval mode, its meta) from a directory written by `save`."""
-    directory = Path(directory)
-    meta = io.read_json(directory / META)
-    if not isinstance(meta, dict):
-        raise InputError(f"{directory / META}: expected a JSON object")
-    missing = [k for k in {"cnn": ("arch", "classes"), "student": ("config", "classes")}.get(meta.get("kind"), ()) if k not in meta]
-    if missing:
-        raise InputError(f"{directory / META}: missing key(s) {', '.join(missing)}")
-    if meta.get("kind") == "cnn":
-        model = build_cnn(meta["arch"], len(meta["classes"]))
-    elif meta.get("kind") == "student":
-        model = build_student(StudentConfig(**meta["config"]))
+    meta = checkpoint.read_meta(directory, {"kind": str, "classes": list})
+    if meta["kind"] == "cnn":
+        meta = checkpoint.read_meta(directory, {"arch": str})
+        model, what = build_cnn(meta["arch"], len(meta["classes"])), f"the CNN {meta['arch']!r}"
+    elif meta["kind"] == "student":
+        meta = checkpoint.read_meta(directory, {"config": dict})
+        model, what = build_student(StudentConfig(**meta["config"])), "the student config"
     else:
-        raise InputError(f"{directory / META}: 'kind' must be 'cnn' or 'student', got {meta.get('kind')!r}")
-    try:
-        model.load_state_dict(io.load_tensors(directory / WEIGHTS))
-    except RuntimeError as e:
-        raise InputError(f"{directory / WEIGHTS}: weights do not fit the model in {META} ({str(e).splitlines()[0]})") from None
-    return model.eval(), meta
+        raise InputError(f"{Path(directory) / META}: 'kind' must be 'cnn' or 'student', got {meta['kind']!r}")
+    return checkpoint.load_weights(model, directory, what).eval(), meta
 
 
 def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

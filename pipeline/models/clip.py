@@ -1,8 +1,7 @@
 """CLIP models through open_clip: our small architectures, loading, saving, and feature encoders.
 
-A checkpoint is a folder with `model.safetensors` (weights, no pickle) and `model.json` (architecture,
-image size, the params that made it, provenance), so any stage can rebuild the model without the code
-that trained it.
+Checkpoints in the project's one format (pipeline/checkpoint.py); model.json names the architecture and the
+image size.
 """
 from __future__ import annotations
 
@@ -13,11 +12,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline import io
+from pipeline import checkpoint
 from pipeline.errors import InputError
 
 CONFIGS = Path(__file__).parent / "configs"
-WEIGHTS, META = "model.safetensors", "model.json"
 
 
 @functools.cache
@@ -62,24 +60,15 @@ def build(arch: str, image_size: int, pretrained: str | None = None) -> Clip:
 
 
 def save(clip: Clip, directory: str | Path, meta: dict) -> None:
-    directory = Path(directory)
-    io.save_tensors(directory / WEIGHTS, dict(clip.model.state_dict()))
-    io.write_json(directory / META, {"arch": clip.arch, "image_size": clip.image_size, **meta})
+    checkpoint.save(clip.model, directory, {"arch": clip.arch, "image_size": clip.image_size, **meta})
 
 
 def load(directory: str | Path) -> Clip:
-    directory = Path(directory)
-    meta = io.read_json(directory / META)
-    if not isinstance(meta, dict) or not isinstance(meta.get("arch"), str) or not isinstance(meta.get("image_size"), int):
-        raise InputError(f"{directory / META}: needs 'arch' (a string) and 'image_size' (an integer)")
+    meta = checkpoint.read_meta(directory, {"arch": str, "image_size": int})
     if meta["arch"] not in available_archs():
-        raise InputError(f"{directory / META}: unknown open_clip architecture {meta['arch']!r}")
+        raise InputError(f"{Path(directory) / checkpoint.META}: unknown open_clip architecture {meta['arch']!r}")
     clip = build(meta["arch"], meta["image_size"])
-    try:
-        clip.model.load_state_dict(io.load_tensors(directory / WEIGHTS))
-    except RuntimeError as e:  # shapes or names differ: the architecture config changed since it was saved
-        first = str(e).strip().splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise InputError(f"{directory / WEIGHTS}: weights do not fit architecture {meta['arch']!r} ({first})") from None
+    checkpoint.load_weights(clip.model, directory, f"architecture {meta['arch']!r}")
     return clip
 
 

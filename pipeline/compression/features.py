@@ -1,0 +1,57 @@
+"""The feature maps the feature methods (`fitnet`, `channel_matching`) distil: the teacher's and the student's
+maps at paired distillation sites (pipeline/models/sites.py: decided by network type, spec
+"Distillation sites"), read by forward hooks, the teacher's pooled to the student's size where they differ."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pipeline.compression.base import DistillContext
+from pipeline.errors import InputError
+from pipeline.losses.channel_matching import feature_mse, partial_l2
+from pipeline.models import sites as S
+
+DISTANCE_LOSSES = {"mse": feature_mse, "partial_l2": partial_l2}  # distill.feature.loss
+
+
+class SitePairs:
+    """The run's site pairs (`distill.feature.sites`, or each student stage's last block with the teacher's of
+    its size), their channel counts, and the forward passes that read them."""
+
+    def __init__(self, ctx: DistillContext):
+        if ctx.teacher is None or ctx.teacher.module is None:
+            raise InputError("distill.teacher: feature distillation needs the CNN teacher ('cnn')")
+        self.teacher, self.student = ctx.teacher.module, ctx.student
+        size = tuple(ctx.task.train_images.shape[-2:])
+        names = ctx.params.feature.sites
+        try:
+            self.pairs = S.resolve_pairs(self.teacher, self.student, names, size) if names else \
+                S.pair_sites(self.teacher, self.student, size)
+        except ValueError as e:
+            raise InputError(f"distill.feature.sites: {e}") from None
+        if not self.pairs:
+            raise InputError(f"distill.feature.sites: no student site at least 2x2 has a teacher site as large at "
+                             f"{size[0]}x{size[1]} px; name the pairs")
+        t_shapes = S.site_shapes(self.teacher, [p.teacher for p in self.pairs], size)
+        s_shapes = S.site_shapes(self.student, [p.student for p in self.pairs], size)
+        # (n student channels, m teacher channels) of each pair
+        self.channels = [(s_shapes[p.student.name][0], t_shapes[p.teacher.name][0]) for p in self.pairs]
+        self.loss = DISTANCE_LOSSES[ctx.params.feature.loss]
+
+    def student_maps(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The student's logits and its maps at the pairs' student sites (with gradient)."""
+        with S.FeatureTap(self.student, [p.student for p in self.pairs]) as tap:
+            logits = self.student(images)
+        return logits, [tap.features[p.student.name] for p in self.pairs]
+
+    @torch.no_grad()
+    def teacher_maps(self, images: Tensor) -> list[Tensor]:
+        """The frozen teacher's maps at the pairs' teacher sites, average-pooled to the student's size."""
+        with S.FeatureTap(self.teacher, [p.teacher for p in self.pairs]) as tap:
+            self.teacher(images)
+        maps = [tap.features[p.teacher.name] for p in self.pairs]
+        return [m if p.pool_to is None else F.adaptive_avg_pool2d(m, p.pool_to) for m, p in zip(maps, self.pairs)]
+
+    def names(self) -> list[list[str]]:
+        return [[p.teacher.name, p.student.name] for p in self.pairs]

@@ -1,0 +1,149 @@
+"""params.yaml sections of the compression branch: target task -> CNN teacher -> student (stage `distill`, the
+method `distill.method`) and the same student on the labels alone (stage `student_alone`).
+
+Part of the typed-config core (pipeline/config.py imports these): no torch, no model library, no method."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.compression.registry import FEATURE_METHODS, check_method_name
+from pipeline.sections import Section
+
+TOKEN = "token"  # distill.student: the distillation-token student (distill.token.student)
+
+
+class TargetParams(Section):
+    """The classification task the compression branch trains on (stage `target`)."""
+
+    # The target's own benchmark, apart from the continual chain's data.benchmark: the default is the facet
+    # world's joint task 'count+colour' (28 similar classes, the garbage-sorting use case); a domain
+    # ('flowers') or a folder task under data.root work too.
+    benchmark: Literal["facets", "domains", "folder"] = "facets"
+    task: str = "count+colour"
+    train_per_class: int = Field(60, ge=1)  # facets, domains
+    test_per_class: int = Field(40, ge=1)  # facets, domains
+    imbalance: float = Field(1.0, ge=1)  # facets: most / least frequent training class (long tail)
+
+
+class Recipe(Section):
+    """What every training of the branch shares: the budget, the optimiser and the batches."""
+
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    flip: bool = True  # random horizontal flips
+    seed: int = 0
+
+
+class TeacherParams(Recipe):
+    arch: str = "resnet18"  # any timm CNN (or torchvision classifier) name, trained from scratch, no download
+    epochs: int = Field(8, ge=1)
+    # class imbalance: inverse-frequency loss weights or class-balanced sampling
+    balance: Literal["none", "weights", "sampler"] = "none"
+
+    @property
+    def warmup_steps(self) -> int | None:
+        return None  # a twentieth of the steps (pipeline/compression/trainer.py)
+
+
+class TokenStudentParams(Section):
+    """The distillation-token student (pipeline/models/student.py); every component can be switched off."""
+
+    patch_size: int = Field(4, ge=1)
+    d_model: int = Field(64, ge=1)
+    n_layers: int = Field(4, ge=1)
+    n_heads: int = Field(4, ge=1)
+    d_ff: int = Field(128, ge=1)
+    emb_dropout: float = Field(0.0, ge=0, lt=1)  # patent 0.3; DeiT found dropout hurts
+    dropout: float = Field(0.0, ge=0, lt=1)
+    attn_window: int | None = Field(2, ge=0)  # patch tokens see patches within this radius; null = full
+    window_kind: Literal["2d", "1d"] = "2d"  # 2-D neighbourhood on the grid | 1-D raster window
+    ft_layers: bool = True  # feature-wise transformation layers (training only)
+    ft_init_gamma: float = Field(0.05, gt=0)  # Tseng et al.: 0.3 / 0.5 (after BatchNorm in a ResNet)
+    ft_init_beta: float = Field(0.05, gt=0)
+    leff: bool = True  # locally-enhanced (depthwise-conv) feed-forward; false = plain MLP
+    leff_depth: int = Field(1, ge=1)  # depthwise convs in the stack (patent: 32)
+    leff_kernel: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "TokenStudentParams":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.leff_kernel % 2 == 0:
+            raise ValueError(f"leff_kernel must be odd, got {self.leff_kernel}")
+        return self
+
+
+class TokenParams(Section):
+    """Method `token` (spec/token_distillation.md): DeiT-style distillation through a distillation token."""
+
+    mode: Literal["soft", "hard"] = "soft"
+    lam: float = Field(0.5, ge=0, le=1)  # soft: (1 - lam) CE + lam tau^2 KL
+    tau: float = Field(2.0, gt=0)
+    # learning-to-learn of the FT layers' theta (patent's "first training"; Tseng et al. 2020)
+    l2l: bool = True
+    l2l_every: int = Field(4, ge=1)  # a meta step every N steps (each costs ~3 plain steps); others plain
+    l2l_unseen_classes: int = Field(7, ge=1)  # pseudo-unseen classes per episode (patent: 1 of 5)
+    l2l_inner_lr: float = Field(0.1, gt=0)  # look-ahead SGD step
+    l2l_theta_lr: float = Field(1e-2, gt=0)  # Adam on theta
+    student: TokenStudentParams = TokenStudentParams()
+
+    @model_validator(mode="after")
+    def _l2l_needs_ft(self) -> "TokenParams":
+        if self.l2l and not self.student.ft_layers:
+            raise ValueError("l2l needs student.ft_layers (learning-to-learn trains the FT layers' theta)")
+        return self
+
+
+class KDParams(Section):
+    """Method `kd` (Hinton et al. 2015): (1 - weight) CE(z_s, y) + weight tau^2 KL(softmax(z_t/tau) || softmax(z_s/tau))."""
+
+    tau: float = Field(4.0, gt=0)
+    weight: float = Field(0.9, ge=0, le=1)
+
+
+class FeatureParams(Section):
+    """Methods `fitnet` and `channel_matching`: a distance loss between teacher and student feature maps at
+    paired sites, added to the student's cross entropy with `weight`."""
+
+    weight: float = Field(1.0, ge=0)
+    loss: Literal["mse", "partial_l2"] = "partial_l2"  # partial_l2: pre-ReLU partial L2 (Heo et al. 2019)
+    # [[teacher site, student site], ...] by name (pipeline/models/sites.py); null: each student stage's last
+    # block paired with the teacher's of the same spatial size
+    sites: list[Annotated[list[str], Field(min_length=2, max_length=2)]] | None = None
+
+
+class MatchingParams(Section):
+    """Method `channel_matching` (spec/channel_matching.md): teacher channels matched to student channels."""
+
+    rule: Literal["sparse", "random", "maxpool"] = "sparse"
+    distance: Literal["l2", "cosine"] = "l2"  # of the spatially normalised channel maps, summed over images
+    choose: Literal["random", "odd_first"] = "random"  # which r n of m teacher channels enter the replication
+    select_per: Literal["step", "sample"] = "step"  # rule random: one draw per step or per image
+    rematch_every: int = Field(1, ge=1)  # epochs between matchings (the student's channels change as it learns)
+    rematch_images: int = Field(512, ge=1)  # training images the distance matrix is computed on
+
+
+class DistillParams(Recipe):
+    teacher: str = "cnn"  # cnn (stage `teacher`) | a model of the continual chain (its zero-shot head)
+    method: str = TOKEN  # token | kd | fitnet | channel_matching (pipeline/compression/registry.py)
+    student: str = TOKEN  # token: the distillation-token student | a timm (or torchvision) CNN name
+    warmup_steps: int = Field(20, ge=0)
+    balance: Literal["none", "sampler"] = "none"  # class-balanced sampling (the losses take no class weights)
+    token: TokenParams = TokenParams()
+    kd: KDParams = KDParams()
+    feature: FeatureParams = FeatureParams()
+    matching: MatchingParams = MatchingParams()
+
+    @model_validator(mode="after")
+    def _method_fits_student(self) -> "DistillParams":
+        check_method_name(self.method)
+        if (self.method == TOKEN) != (self.student == TOKEN):
+            raise ValueError(f"method {self.method!r} cannot train student {self.student!r}: the token method "
+                             f"trains the token student and only it (set distill.method and distill.student together)")
+        if self.method in FEATURE_METHODS and self.teacher != "cnn":
+            raise ValueError(f"method {self.method!r} distils feature maps: it needs teacher 'cnn', not {self.teacher!r}")
+        return self

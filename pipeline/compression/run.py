@@ -1,0 +1,44 @@
+"""What the stages `distill` and `student_alone` share: train a fresh student with a method, test it, save it."""
+from __future__ import annotations
+
+import torch
+
+from pipeline import io, metrics, runtime
+from pipeline.compression import students
+from pipeline.compression.base import DistillContext, DistillMethod
+from pipeline.compression.params import TOKEN
+from pipeline.compression.registry import SUPERVISED, get_method
+from pipeline.compression.teachers import Teacher
+from pipeline.compression.trainer import fit
+from pipeline.config import Params
+from pipeline.data import TaskData
+from pipeline.models import classifier
+
+
+def train_and_test(params: Params, task: TaskData, teacher: Teacher | None, device: torch.device,
+                   model_dir, logger=None, desc: str = "student") -> tuple[dict, dict]:
+    """Train the student of `params.distill` with `distill.method` (`teacher` None: on the labels alone, the
+    token student through the token method's label-only step, a CNN through `supervised`); save it to
+    `model_dir`; `logger`: a DVCLive logger for the training curves. Returns (summary, per-class accuracy of its prediction)."""
+    dp = params.distill
+    torch.manual_seed(runtime.stable_seed(dp.seed, "student init"))  # alone and distilled start from the same weights
+    model = students.build(dp, params.data.image_size, len(task.classes))
+    name = dp.method if teacher is not None else (TOKEN if dp.student == TOKEN else SUPERVISED)
+    method: DistillMethod = get_method(name)(DistillContext(model, task, dp, device, teacher,
+                                                          eval_batch_size=params.eval.batch_size))
+    logged = fit(method, logger, desc=desc)
+    scores = students.test_scores(model, task.test_images, params.eval.batch_size, device)
+    prediction = students.prediction(scores)
+    summary = {
+        "method": name, "student": dp.student,
+        "accuracy": metrics.top1(prediction, task.test_labels),
+        "heads": {head: metrics.top1(s, task.test_labels) for head, s in scores.items()},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "added_parameters": method.added_parameters(),  # trained with the student, not part of it
+        "step_seconds": round(logged["step_seconds"], 5),
+        **method.describe(),
+    }
+    with io.atomic_dir(model_dir) as folder:
+        classifier.save(model.cpu(), folder, students.meta(model, dp, task.classes, method=name,
+                                                           params=dp.model_dump(mode="json")))
+    return summary, metrics.per_class_top1(prediction, task.test_labels, task.classes)

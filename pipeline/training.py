@@ -1,0 +1,45 @@
+"""The optimisation loop every training in the project runs: named loss terms, their weighted sum, one step of
+the optimiser and the schedule, every term logged by name. Methods differ in the terms they return and, where
+a method needs another update (learning-to-learn), in their step; never in the loop."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+Terms = dict[str, Tensor]
+StepFn = Callable[[int, Tensor], dict[str, float]]  # (step, batch indices) -> logged values
+
+
+def weighted_step(terms: Terms, weights: dict[str, float], optimizer: torch.optim.Optimizer, owner: str = "method") -> dict[str, float]:
+    """total = sum_k weights[k] * terms[k]; backward; one optimiser step. Returns every term and the total as
+    floats. A term without a weight is a bug of its method, not a zero: it raises."""
+    unknown = set(terms) - set(weights)
+    if unknown:
+        raise KeyError(f"{owner} returned terms without a weight: {sorted(unknown)}")
+    total = sum(weights[k] * v for k, v in terms.items())
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return {k: v.item() for k, v in terms.items()} | {"total": total.item()}
+
+
+def run_steps(order: Iterable[Tensor], steps: int, step: StepFn, schedule: torch.optim.lr_scheduler.LRScheduler,
+              live=None, desc: str = "train", log_lr: bool = True) -> dict[str, float]:
+    """Call `step(i, indices)` for each batch of `order` (a progress bar of `steps`), advance the schedule after
+    each, and log what the step returns as `loss/<name>` (and the rate that step trained with) through
+    DVCLive. Returns the last step's values."""
+    logged: dict[str, float] = {}
+    for i, indices in enumerate(tqdm(order, total=steps, desc=desc)):
+        lr = schedule.get_last_lr()[0]  # the rate this step trains with
+        logged = step(i, indices)
+        schedule.step()
+        if live is not None:
+            for key, value in logged.items():
+                live.log_metric(f"loss/{key}", value, plot=True)
+            if log_lr:
+                live.log_metric("lr", lr)
+            live.next_step()
+    return logged

@@ -1,0 +1,169 @@
+"""Every distillation method of the compression branch, parametrised over its registry: one step runs, every
+term is finite, the gradient reaches the student (and the method's adapters) and never the teacher; then the
+properties of the channel-matching method itself (no added parameter, the assignment's shapes, rematching
+leaves the networks as they were) and of the shared loop."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.compression.base import Batch, DistillContext
+from pipeline.compression.params import DistillParams
+from pipeline.compression.registry import MODULES, SUPERVISED, all_methods
+from pipeline.compression.teachers import Teacher
+from pipeline.compression.trainer import fit
+from pipeline.data import TaskData
+from pipeline.models import classifier
+from pipeline.models.classifier import image_input
+from pipeline.models.student import StudentConfig
+
+K, N, SIZE = 4, 16, 32
+TOKEN_STUDENT = {"patch_size": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
+
+
+def _task() -> TaskData:
+    g = torch.Generator().manual_seed(0)
+    images = lambda n: torch.randint(0, 256, (n, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)  # noqa: E731
+    labels = torch.arange(N) % K
+    return TaskData("micro", [f"c{k}" for k in range(K)], ["a {}."], images(N), labels, images(K), torch.arange(K))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks: one thread is faster than two fighting over a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def teacher_cnn():
+    torch.manual_seed(0)
+    return classifier.build_cnn("resnet18", K).eval().requires_grad_(False)
+
+
+def _teacher(module) -> Teacher:
+    return Teacher("cnn resnet18", lambda images: module(image_input(images)), 0, module=module, arch="resnet18")
+
+
+def _params(method: str, student: str, **extra) -> DistillParams:
+    token = {"student": {**DistillParams().token.student.model_dump(), **TOKEN_STUDENT}, "l2l_every": 1,
+             "l2l_unseen_classes": 1}
+    return DistillParams.model_validate({"method": method if method != SUPERVISED else "kd", "student": student,
+                                         "batch_size": 8, "epochs": 1, "warmup_steps": 1, "token": token, **extra})
+
+
+def _context(name: str, teacher_cnn, student: str = "mobilenetv2_050", **extra) -> DistillContext:
+    torch.manual_seed(0)
+    if name == "token":
+        dp = _params("token", "token")
+        model = classifier.build_student(StudentConfig(image_size=SIZE, num_classes=K, **TOKEN_STUDENT,
+                                                       ft_layers=True, leff=True))
+    else:
+        dp = _params(name, student, **extra)
+        model = classifier.build_cnn(student, K)
+    teacher = None if name == SUPERVISED else _teacher(teacher_cnn)
+    return DistillContext(model, _task(), dp, torch.device("cpu"), teacher, eval_batch_size=8)
+
+
+def _batch(ctx: DistillContext) -> Batch:
+    idx = torch.arange(8)
+    return Batch(image_input(ctx.task.train_images[idx]), ctx.task.train_labels[idx], idx, torch.zeros(8, dtype=torch.bool))
+
+
+def test_the_registry_lists_every_method_and_the_supervised_training():
+    assert set(all_methods()) == {*MODULES, SUPERVISED}
+    assert {"token", "kd", "fitnet", "channel_matching"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("name", sorted({*MODULES, SUPERVISED}))
+def test_one_step_trains_the_student_and_never_the_teacher(name, teacher_cnn):
+    ctx = _context(name, teacher_cnn)
+    method = all_methods()[name](ctx)
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.0)
+    method.start(optimizer, 1)
+    method.on_epoch(0)
+    terms = method.terms(_batch(ctx))
+    assert set(terms) <= set(method.weights())
+    for key, value in terms.items():
+        assert value.ndim == 0 and torch.isfinite(value), key
+    total = sum(method.weights()[k] * v for k, v in terms.items())
+    total.backward()
+    grads = [p.grad for p in method.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    if method.added_parameters():
+        assert all(p.grad is not None for p in method.added.parameters())
+    assert all(p.grad is None for p in teacher_cnn.parameters())
+
+
+@pytest.mark.parametrize("name", sorted({*MODULES, SUPERVISED}))
+def test_the_shared_loop_runs_each_method(name, teacher_cnn):
+    ctx = _context(name, teacher_cnn)
+    method = all_methods()[name](ctx)
+    before = {k: v.clone() for k, v in teacher_cnn.state_dict().items()}
+    logged = fit(method, desc=name)
+    assert logged["step_seconds"] > 0 and all(torch.isfinite(torch.tensor(v)) for v in logged.values())
+    assert not ctx.student.training
+    after = teacher_cnn.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics included
+
+
+@pytest.mark.parametrize("student", ["mobilenetv2_050", "shufflenet_v2_x0_5"])
+@pytest.mark.parametrize("rule", ["sparse", "random", "maxpool"])
+def test_channel_matching_adds_no_parameter_and_gives_each_student_channel_its_teacher_channels(rule, student, teacher_cnn):
+    ctx = _context("channel_matching", teacher_cnn, student, matching={"rule": rule})
+    method = all_methods()["channel_matching"](ctx)
+    assert method.added_parameters() == 0
+    assert [id(p) for p in method.parameters()] == [id(p) for p in ctx.student.parameters()]
+    method.on_epoch(0)
+    for (n, m), assignment in zip(method.sites.channels, method.assignments):
+        if rule == "sparse":
+            assert assignment.shape == (n,)
+        else:
+            assert assignment.shape == (n, m // n)
+        assert assignment.unique().numel() == assignment.numel()  # distinct teacher channels
+        assert int(assignment.max()) < m
+
+
+def test_rematching_moves_no_batchnorm_statistic_and_keeps_train_mode(teacher_cnn):
+    ctx = _context("channel_matching", teacher_cnn, matching={"rematch_images": 8})
+    method = all_methods()["channel_matching"](ctx)
+    ctx.student.train()
+    before = {k: v.clone() for k, v in ctx.student.state_dict().items()}
+    method.on_epoch(0)
+    assert ctx.student.training and all(m.training for m in ctx.student.modules())
+    after = ctx.student.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_rematching_follows_rematch_every(teacher_cnn):
+    ctx = _context("channel_matching", teacher_cnn, matching={"rematch_every": 2})
+    method = all_methods()["channel_matching"](ctx)
+    for epoch in range(5):
+        method.on_epoch(epoch)
+    assert method.matchings == 3  # epochs 0, 2, 4
+
+
+def test_fitnet_adds_one_1x1_adapter_per_site_pair(teacher_cnn):
+    ctx = _context("fitnet", teacher_cnn)
+    method = all_methods()["fitnet"](ctx)
+    expected = sum(n * m + 2 * m for n, m in method.sites.channels)  # 1x1 conv without bias, BatchNorm's gain and bias
+    assert method.added_parameters() == expected > 0
+    assert len(method.parameters()) == len(list(ctx.student.parameters())) + len(list(method.added.parameters()))
+
+
+def test_feature_methods_refuse_a_teacher_without_feature_maps(teacher_cnn):
+    from pipeline.errors import InputError
+
+    ctx = _context("fitnet", teacher_cnn)
+    ctx.teacher = Teacher("zero-shot", ctx.teacher.logits, 0)
+    with pytest.raises(InputError, match="distill.teacher"):
+        all_methods()["fitnet"](ctx)
+
+
+def test_a_site_name_that_does_not_exist_is_one_clear_error(teacher_cnn):
+    from pipeline.errors import InputError
+
+    with pytest.raises(InputError, match="distill.feature.sites: unknown student site 'nope'"):
+        all_methods()["fitnet"](_context("fitnet", teacher_cnn, feature={"sites": [["layer2.1", "nope"]]}))
