@@ -148,7 +148,8 @@ def plot_curves(summary: dict, path: Path) -> None:
 
 def collect_distill(read: Reader = io.read_json) -> dict:
     """One run of the branch: the distilled student (and the teacher) and the same student alone."""
-    return {"distill": read(paths.DISTILL), "alone": read(paths.STUDENT_ALONE_METRICS)}
+    return {"distill": read(paths.DISTILL), "alone": read(paths.STUDENT_ALONE_METRICS),
+            "cost": read(paths.DISTILL_COST), "alone_cost": read(paths.STUDENT_ALONE_COST)}
 
 
 def summarise_token(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
@@ -206,12 +207,12 @@ def summarise_distill(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
             "accuracy": mean_std([r["distill"]["accuracy"] for r in results]),
             "gain": mean_std([r["distill"]["accuracy"] - r["alone"]["accuracy"] for r in results]),
             "added_parameters": d["added_parameters"],
-            "step_ms": round(1000 * float(np.median([r["distill"]["step_seconds"] for r in results])), 2),
+            "step_ms": round(1000 * float(np.median([r["cost"]["step_seconds"] for r in results])), 2),
         }
         alone.setdefault(d["student"], {
             "parameters": results[0]["alone"]["parameters"],
             "accuracy": mean_std([r["alone"]["accuracy"] for r in results]),
-            "step_ms": round(1000 * float(np.median([r["alone"]["step_seconds"] for r in results])), 2),
+            "step_ms": round(1000 * float(np.median([r["alone_cost"]["step_seconds"] for r in results])), 2),
         })
     return {"seeds": seeds, "variants": variants, "alone": alone}
 

@@ -32,6 +32,9 @@ DISTILL = METRICS / "distill.json"  # distill: the teacher's and the distilled s
 DISTILL_PER_CLASS = METRICS / "distill_per_class.json"
 DISTILL_LIVE = METRICS / "distill"  # DVCLive curves of the distilled student's training
 STUDENT_ALONE_METRICS = METRICS / "student_alone.json"  # student_alone: its accuracy, overall and per class
+# Wall time per training step, apart from the accuracy files, which must depend on the params only.
+DISTILL_COST = METRICS / "distill_cost.json"
+STUDENT_ALONE_COST = METRICS / "student_alone_cost.json"
 STUDENT_ALONE_LIVE = METRICS / "student_alone"
 THROUGHPUT = METRICS / "throughput.json"  # `make bench`: CPU inference images/s of teacher and student
 COMPARE = METRICS / "compare.json"

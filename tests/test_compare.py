@@ -93,11 +93,11 @@ def _distill_run(method, student, accuracy, alone, step, added=0, rule=None):
     distill = {"task": "count+colour", "classes": 28, "teacher": "cnn resnet18", "teacher_accuracy": 88.0,
                "teacher_parameters": 99999, "method": method, "student": student, "accuracy": accuracy,
                "heads": {"class": accuracy - 1, "dist": accuracy + 1, "fused": accuracy} if method == "token" else
-               {"logits": accuracy}, "parameters": 1234, "added_parameters": added, "step_seconds": step}
+               {"logits": accuracy}, "parameters": 1234, "added_parameters": added}
     if rule:
         distill["rule"] = rule
-    return {"distill": distill, "alone": {"method": "supervised", "student": student, "accuracy": alone,
-                                          "parameters": 1234, "step_seconds": step / 2}}
+    return {"distill": distill, "alone": {"method": "supervised", "student": student, "accuracy": alone, "parameters": 1234},
+            "cost": {"step_seconds": step}, "alone_cost": {"step_seconds": step / 2}}
 
 
 def test_token_summary_and_table():

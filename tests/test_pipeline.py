@@ -333,7 +333,9 @@ def test_compare_runs_on_the_queue_and_leaves_the_workspace_alone(dvc_compare):
     assert summary["variants"]["soft"]["seeds"] == [5]
     # the committed run, from the workspace
     assert summary["reference"] == {"distill": _read(project, "metrics/distill.json"),
-                                    "alone": _read(project, "metrics/student_alone.json")}
+                                    "alone": _read(project, "metrics/student_alone.json"),
+                                    "cost": _read(project, "metrics/distill_cost.json"),
+                                    "alone_cost": _read(project, "metrics/student_alone_cost.json")}
     compare_outputs = {"metrics/compare_token.json", "metrics/compare_token.md"}
     after = _tree_hashes(project, "models", "data", "metrics")
     assert {k: v for k, v in after.items() if k not in compare_outputs} == before

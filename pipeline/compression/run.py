@@ -19,7 +19,8 @@ def train_and_test(params: Params, task: TaskData, teacher: Teacher | None, devi
                    model_dir, logger=None, desc: str = "student") -> tuple[dict, dict]:
     """Train the student of `params.distill` with `distill.method` (`teacher` None: on the labels alone, the
     token student through the token method's label-only step, a CNN through `supervised`); save it to
-    `model_dir`; `logger`: a DVCLive logger for the training curves. Returns (summary, per-class accuracy of its prediction)."""
+    `model_dir`; `logger`: a DVCLive logger for the training curves. Returns (summary, per-class accuracy of
+    its prediction, cost: wall time per step and peak memory, kept apart because it varies run to run)."""
     dp = params.distill
     torch.manual_seed(runtime.stable_seed(dp.seed, "student init"))  # alone and distilled start from the same weights
     model = students.build(dp, params.data.image_size, len(task.classes))
@@ -35,10 +36,10 @@ def train_and_test(params: Params, task: TaskData, teacher: Teacher | None, devi
         "heads": {head: metrics.top1(s, task.test_labels) for head, s in scores.items()},
         "parameters": sum(p.numel() for p in model.parameters()),
         "added_parameters": method.added_parameters(),  # trained with the student, not part of it
-        "step_seconds": round(logged["step_seconds"], 5),
         **method.describe(),
     }
     with io.atomic_dir(model_dir) as folder:
         classifier.save(model.cpu(), folder, students.meta(model, dp, task.classes, method=name,
                                                            params=dp.model_dump(mode="json")))
-    return summary, metrics.per_class_top1(prediction, task.test_labels, task.classes)
+    cost = {"step_seconds": round(logged["step_seconds"], 5), "peak_memory_mb": runtime.peak_memory_mb(device)}
+    return summary, metrics.per_class_top1(prediction, task.test_labels, task.classes), cost

@@ -20,7 +20,7 @@ def main(argv):
     teacher = load_teacher(params, task, device)
     teacher_test = D.predict(teacher.logits, task.test_images, params.eval.batch_size, device)
     with live(paths.DISTILL_LIVE) as logger:
-        summary, per_class = train_and_test(params, task, teacher, device, paths.STUDENT, logger,
+        summary, per_class, cost = train_and_test(params, task, teacher, device, paths.STUDENT, logger,
                                             desc=f"{dp.method} {dp.student}")
     summary = {"task": task.name, "classes": len(task.classes), "teacher": teacher.name,
                "teacher_accuracy": metrics.top1(teacher_test, task.test_labels),
@@ -28,6 +28,7 @@ def main(argv):
     io.write_json(paths.DISTILL_PER_CLASS, {"teacher": metrics.per_class_top1(teacher_test, task.test_labels, task.classes),
                                             "student": per_class})
     io.write_json(paths.DISTILL, summary)
+    io.write_json(paths.DISTILL_COST, cost)
     print(f"teacher {summary['teacher_accuracy']:.2f}% | student ({dp.method}, {dp.student}) {summary['accuracy']:.2f}% "
           f"({', '.join(f'{h} {a:.2f}' for h, a in summary['heads'].items())})")
 

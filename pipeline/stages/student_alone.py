@@ -16,9 +16,10 @@ def main(argv):
     task = load_task(paths.TARGET)
     device = runtime.setup(params.runtime, runtime.stable_seed(dp.seed, "distill"))
     with live(paths.STUDENT_ALONE_LIVE) as logger:
-        summary, per_class = train_and_test(params, task, None, device, paths.STUDENT_ALONE, logger,
+        summary, per_class, cost = train_and_test(params, task, None, device, paths.STUDENT_ALONE, logger,
                                             desc=f"alone {dp.student}")
     io.write_json(paths.STUDENT_ALONE_METRICS, {"task": task.name, **summary, "per_class": per_class})
+    io.write_json(paths.STUDENT_ALONE_COST, cost)
     print(f"student {dp.student} alone: {summary['accuracy']:.2f}%")
 
 
