@@ -163,18 +163,18 @@ def test_a_stage_ends_when_its_parent_is_killed(tmp_path):
 
     if sys.platform != "linux":
         pytest.skip("parent-death signal is Linux only")
+    ready = tmp_path / "ready"  # written inside main(), after the stage wrapper asked for the parent-death signal
     child = ("import time; from pipeline.stages.common import stage\n"
-             "@stage\ndef main(argv):\n    time.sleep(60)\nmain([])\n")
+             f"@stage\ndef main(argv):\n    open({str(ready)!r}, 'w').write('1')\n    time.sleep(60)\nmain([])\n")
     parent = (f"import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', {child!r}], cwd={str(REPO)!r}); "
               f"open({str(tmp_path / 'pid')!r}, 'w').write(str(p.pid)); p.wait()")
     proc = subprocess.Popen([sys.executable, "-c", parent], cwd=REPO)
     pid_file = tmp_path / "pid"
-    for _ in range(100):
-        if pid_file.is_file() and pid_file.read_text():
+    for _ in range(600):  # imports take seconds, more on a busy machine: wait for main(), not a fixed time
+        if ready.is_file() and pid_file.is_file() and pid_file.read_text():
             break
         time.sleep(0.1)
     pid = int(pid_file.read_text())
-    time.sleep(3)  # the child is inside main() (imports take about 2 s)
     os.kill(pid, 0)  # alive while its parent is
     proc.kill()
     proc.wait()
