@@ -45,7 +45,3 @@ def load_weights(model: nn.Module, directory: str | Path, what: str) -> nn.Modul
         raise InputError(f"{path}: weights do not fit {what} ({detail})") from None
     return model
 
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-

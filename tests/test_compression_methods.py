@@ -44,7 +44,7 @@ def teacher_cnn():
 
 
 def _teacher(module) -> Teacher:
-    return Teacher("cnn resnet18", lambda images: module(image_input(images)), 0, module=module, arch="resnet18")
+    return Teacher("cnn resnet18", lambda images: module(image_input(images)), 0, module=module)
 
 
 def _params(method: str, student: str, **extra) -> DistillParams:

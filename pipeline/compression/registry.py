@@ -3,7 +3,7 @@ validation checks `distill.method` here without importing any method; `get_metho
 on demand. Mirrors pipeline/continual/registry.py."""
 from __future__ import annotations
 
-import importlib
+from pipeline.registry import MethodRegistry
 
 # Every method `distill.method` may name -> its module under pipeline/compression (which registers the class).
 MODULES: dict[str, str] = {
@@ -16,33 +16,11 @@ MODULES: dict[str, str] = {
 FEATURE_METHODS = frozenset({"fitnet", "channel_matching"})
 # Not a `distill.method`: training on the labels alone (the CNN teacher; a CNN student alone).
 SUPERVISED = "supervised"
-_ALL_MODULES = {**MODULES, SUPERVISED: "supervised"}
 
-METHODS: dict[str, type] = {}
-
-
-def register_method(cls):
-    if cls.name not in _ALL_MODULES:
-        raise ValueError(f"method {cls.name!r} is not listed in pipeline/compression/registry.py MODULES")
-    if cls.name in METHODS:
-        raise ValueError(f"method {cls.name!r} registered twice")
-    METHODS[cls.name] = cls
-    return cls
-
-
-def check_method_name(name: str) -> str:
-    if name not in MODULES:
-        raise ValueError(f"unknown distillation method {name!r}; known: {', '.join(sorted(MODULES))}")
-    return name
-
-
-def get_method(name: str) -> type:
-    if name not in _ALL_MODULES:
-        check_method_name(name)
-    importlib.import_module(f"pipeline.compression.{_ALL_MODULES[name]}")
-    return METHODS[name]
-
-
-def all_methods() -> dict[str, type]:
-    """Every method, imported, `supervised` included (tests parametrised over the registry)."""
-    return {name: get_method(name) for name in _ALL_MODULES}
+_REGISTRY = MethodRegistry("pipeline.compression", MODULES, what="distillation method", extra={SUPERVISED: "supervised"})
+_ALL_MODULES = _REGISTRY.all_modules
+METHODS = _REGISTRY.methods
+register_method = _REGISTRY.register
+check_method_name = _REGISTRY.check
+get_method = _REGISTRY.get
+all_methods = _REGISTRY.all  # `supervised` included

@@ -26,7 +26,6 @@ class Teacher:
     logits: Callable[[Tensor], Tensor]  # uint8 images on the device -> (B, K) logits
     parameters: int
     module: nn.Module | None = None  # the CNN itself, frozen and in eval mode (feature methods read its sites)
-    arch: str | None = None
 
 
 def load_teacher(params: Params, task: TaskData, device: torch.device) -> Teacher:
@@ -37,7 +36,7 @@ def load_teacher(params: Params, task: TaskData, device: torch.device) -> Teache
             raise InputError(f"{paths.CNN}: trained on other classes than {paths.TARGET} (re-run the teacher stage)")
         model.to(device).requires_grad_(False)
         return Teacher(f"cnn {meta['arch']}", lambda images: model(classifier.image_input(images)),
-                       sum(p.numel() for p in model.parameters()), module=model, arch=meta["arch"])
+                       sum(p.numel() for p in model.parameters()), module=model)
     clip = clip_lib.freeze(clip_lib.load(paths.model_dir(choice)))
     clip.model.to(device)
     with torch.no_grad():

@@ -2,7 +2,7 @@
 method's name here without importing any method, and `get_method` imports the method's module on demand."""
 from __future__ import annotations
 
-import importlib
+from pipeline.registry import MethodRegistry
 
 # Every method params.yaml may name -> its module under pipeline/continual (which registers the class).
 MODULES: dict[str, str] = {
@@ -17,29 +17,9 @@ MODULES: dict[str, str] = {
 # benchmark that gives them none.
 CORPUS_METHODS = frozenset({"zscl"})
 
-METHODS: dict[str, type] = {}
-
-
-def register_method(cls):
-    if cls.name not in MODULES:
-        raise ValueError(f"method {cls.name!r} is not listed in pipeline/continual/registry.py MODULES")
-    if cls.name in METHODS:
-        raise ValueError(f"method {cls.name!r} registered twice")
-    METHODS[cls.name] = cls
-    return cls
-
-
-def check_method_name(name: str) -> str:
-    if name not in MODULES:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(MODULES))}")
-    return name
-
-
-def get_method(name: str) -> type:
-    importlib.import_module(f"pipeline.continual.{MODULES[check_method_name(name)]}")
-    return METHODS[name]
-
-
-def all_methods() -> dict[str, type]:
-    """Every method, imported (tests parametrised over the registry)."""
-    return {name: get_method(name) for name in MODULES}
+_REGISTRY = MethodRegistry("pipeline.continual", MODULES)
+METHODS = _REGISTRY.methods
+register_method = _REGISTRY.register
+check_method_name = _REGISTRY.check
+get_method = _REGISTRY.get
+all_methods = _REGISTRY.all

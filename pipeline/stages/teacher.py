@@ -3,7 +3,7 @@ alone, through the branch's one training loop; its test accuracy, overall and pe
 from __future__ import annotations
 
 from pipeline import io, metrics, paths, runtime
-from pipeline.compression import data as D
+from pipeline.compression import students
 from pipeline.compression.base import DistillContext
 from pipeline.compression.registry import SUPERVISED, get_method
 from pipeline.compression.trainer import fit
@@ -23,7 +23,7 @@ def main(argv):
     method = get_method(SUPERVISED)(DistillContext(model, task, tp, device))
     with live(paths.TEACHER_LIVE) as logger:
         logged = fit(method, logger, desc=f"teacher {tp.arch}")
-    scores = D.predict(lambda b: model(classifier.image_input(b)), task.test_images, params.eval.batch_size, device)
+    scores = students.prediction(students.test_scores(model, task.test_images, params.eval.batch_size, device))
     n_params = sum(p.numel() for p in model.parameters())
     with io.atomic_dir(paths.CNN) as folder:
         classifier.save(model, folder, {"kind": "cnn", "arch": tp.arch, "classes": task.classes,
