@@ -122,6 +122,8 @@ def test_continual_teacher(tmp_path, monkeypatch, capsys):
         ({"distill": {"student": "mobilenetv2_050"}}, "method 'token' cannot train student 'mobilenetv2_050'"),
         ({"distill": {"method": "fitnet", "student": "mobilenetv2_050", "teacher": "e0"}}, "needs teacher 'cnn'"),
         ({"distill": {"matching": {"rule": "best"}}}, "distill.matching.rule"),
+        ({"distill": {"stem_stride": 1}}, "stem_stride is a CNN student's"),
+        ({"teacher": {"stem_stride": 4}}, "teacher.stem_stride"),
     ],
 )
 def test_bad_params_are_named(change, message):

@@ -139,3 +139,15 @@ def test_a_checkpoint_records_the_params_its_stage_reads(name, micro_params):
     assert recorded["eval"] == {"batch_size": micro_params["eval"]["batch_size"]}
     other = dict(micro_params, distill={**micro_params["distill"], "epochs": 99})
     assert Params.from_dict(other, libraries=()).select(module.PARAMS) == recorded
+
+
+def test_student_alone_reads_every_distill_key_but_the_methods():
+    """The student alone is trained like the distilled one: every `distill` key that shapes the student or its
+    training is a param of its stage (a new key left out would let DVC restore a stale baseline); only the
+    method's own keys are not, so a method sweep trains it once per student and seed."""
+    from pipeline.compression.params import DistillParams
+
+    methods_own = {"method", "teacher", "kd", "feature", "matching"}
+    listed = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["student_alone"]["params"]
+    read = {key.split(".", 1)[1] for key in listed if key.startswith("distill.")}
+    assert read == set(DistillParams.model_fields) - methods_own

@@ -280,6 +280,35 @@ def test_build_timm_then_torchvision_and_reject_unknown_names():
         cnn.build("resnet_18", 7)
 
 
+@pytest.mark.parametrize("arch, built", [(TEACHER, 4), (MOBILENET, 2), (SHUFFLENET, 4)])
+def test_stem_stride_shrinks_the_stem_only(arch, built):
+    """The CIFAR variants' stems: the first site's map grows by built / stride on each side, no weight changes
+    shape (a checkpoint of one form loads into the other), and a stride the stem cannot reach is refused."""
+    plain = cnn.build(arch, 5)
+    first = sites.candidate_sites(plain)[0]
+    (c, h, w), = sites.site_shapes(plain, [first], SIZE).values()
+    assert cnn.stem_stride(plain) == built
+    for stride in (2, 1):
+        net = cnn.build(arch, 5, stride)
+        assert cnn.stem_stride(net) == stride
+        assert sites.site_shapes(net, [first], SIZE)[first.name] == (c, h * built // stride, w * built // stride)
+        net.load_state_dict(plain.state_dict())  # same names, same shapes
+    with pytest.raises(ValueError, match="cannot be made"):
+        cnn.build(arch, 5, 4 if built == 2 else 3)
+
+
+def test_a_cnn_checkpoint_is_rebuilt_with_its_stem(tmp_path):
+    from pipeline.models import classifier
+
+    torch.manual_seed(0)
+    net = _randomise_bn(classifier.build_cnn(SHUFFLENET, 5, 1)).eval()
+    classifier.save(net, tmp_path, classifier.cnn_meta(SHUFFLENET, 1, list("abcde")))
+    loaded, meta = classifier.load(tmp_path)
+    assert meta["stem_stride"] == 1 and cnn.stem_stride(loaded) == 1
+    with torch.no_grad():
+        assert torch.equal(loaded(_images()), net(_images()))
+
+
 def test_importing_cnn_imports_no_model_library():
     code = "import sys, pipeline.models.cnn; print(sorted({'torch', 'timm', 'torchvision'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

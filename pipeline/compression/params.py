@@ -38,8 +38,14 @@ class Recipe(Section):
     seed: int = 0
 
 
+# A CNN's stem downsampling: null as built (4 for ResNets and ShuffleNetV2, 2 for MobileNets) | 2 | 1, the CIFAR
+# variants' stems for 32 px images (pipeline/models/cnn.py, set_stem_stride)
+StemStride = Literal[1, 2] | None
+
+
 class TeacherParams(Recipe):
     arch: str = "resnet18"  # any timm CNN (or torchvision classifier) name, trained from scratch, no download
+    stem_stride: StemStride = None
     epochs: int = Field(8, ge=1)
     # class imbalance: inverse-frequency loss weights or class-balanced sampling
     balance: Literal["none", "weights", "sampler"] = "none"
@@ -131,6 +137,7 @@ class DistillParams(Recipe):
     teacher: str = "cnn"  # cnn (stage `teacher`) | a model of the continual chain (its zero-shot head)
     method: str = TOKEN  # token | kd | fitnet | channel_matching (pipeline/compression/registry.py)
     student: str = TOKEN  # token: the distillation-token student | a timm (or torchvision) CNN name
+    stem_stride: StemStride = None  # a CNN student's stem downsampling
     warmup_steps: int = Field(20, ge=0)
     balance: Literal["none", "sampler"] = "none"  # class-balanced sampling (the losses take no class weights)
     token: TokenParams = TokenParams()
@@ -144,6 +151,8 @@ class DistillParams(Recipe):
         if (self.method == TOKEN) != (self.student == TOKEN):
             raise ValueError(f"method {self.method!r} cannot train student {self.student!r}: the token method "
                              f"trains the token student and only it (set distill.method and distill.student together)")
+        if self.student == TOKEN and self.stem_stride is not None:
+            raise ValueError("stem_stride is a CNN student's; the token student's input is cut by token.student.patch_size")
         if self.method in FEATURE_METHODS and self.teacher != "cnn":
             raise ValueError(f"method {self.method!r} distils feature maps: it needs teacher 'cnn', not {self.teacher!r}")
         return self

@@ -17,7 +17,7 @@ def build(dp: DistillParams, image_size: int, num_classes: int) -> nn.Module:
     if dp.student == TOKEN:
         return classifier.build_student(StudentConfig(image_size=image_size, num_classes=num_classes,
                                                       **dp.token.student.model_dump()))
-    model = classifier.build_cnn(dp.student, num_classes)
+    model = classifier.build_cnn(dp.student, num_classes, dp.stem_stride)
     classifier.check_image_size(model, dp.student, image_size, key="distill.student")
     return model
 
@@ -26,7 +26,7 @@ def meta(model: nn.Module, dp: DistillParams, classes: list[str], **extra) -> di
     """What `classifier.load` rebuilds the student from, with the params that made it."""
     if isinstance(model, DistillationStudent):
         return classifier.student_meta(model, classes, **extra)
-    return {"kind": "cnn", "arch": dp.student, "classes": list(classes), **extra}
+    return classifier.cnn_meta(dp.student, dp.stem_stride, classes, **extra)
 
 
 def test_scores(model: nn.Module, images: Tensor, batch_size: int, device: torch.device) -> dict[str, Tensor]:

@@ -26,11 +26,17 @@ def image_input(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255.0 - MEAN) / STD
 
 
-def build_cnn(arch: str, num_classes: int) -> nn.Module:
-    """A CNN from scratch (no download): a timm name, or a torchvision one timm lacks (ShuffleNetV2)."""
+def build_cnn(arch: str, num_classes: int, stem_stride: int | None = None) -> nn.Module:
+    """A CNN from scratch (no download): a timm name, or a torchvision one timm lacks (ShuffleNetV2);
+    `stem_stride`: its stem's downsampling, None as built."""
     from pipeline.models import cnn
 
-    return cnn.build(arch, num_classes)
+    return cnn.build(arch, num_classes, stem_stride)
+
+
+def cnn_meta(arch: str, stem_stride: int | None, classes: list[str], **extra) -> dict:
+    """What `load` rebuilds a CNN from (the stem's stride changes no weight's shape: it must be recorded)."""
+    return {"kind": "cnn", "arch": arch, "stem_stride": stem_stride, "classes": list(classes), **extra}
 
 
 def check_image_size(model: nn.Module, arch: str, image_size: int, key: str = "teacher.arch") -> None:
@@ -65,7 +71,8 @@ def load(directory: str | Path) -> tuple[nn.Module, dict]:
     meta = checkpoint.read_meta(directory, {"kind": str, "classes": list})
     if meta["kind"] == "cnn":
         meta = checkpoint.read_meta(directory, {"arch": str})
-        model, what = build_cnn(meta["arch"], len(meta["classes"])), f"the CNN {meta['arch']!r}"
+        model = build_cnn(meta["arch"], len(meta["classes"]), meta.get("stem_stride"))
+        what = f"the CNN {meta['arch']!r}"
     elif meta["kind"] == "student":
         meta = checkpoint.read_meta(directory, {"config": dict})
         model, what = build_student(StudentConfig(**meta["config"])), "the student config"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch too costs seconds to import; the config checks names without it
     from torch import nn
 
-__all__ = ["build", "known", "library"]
+__all__ = ["build", "known", "library", "stem_stride", "set_stem_stride"]
 
 
 def _torchvision_names() -> list[str]:
@@ -41,22 +41,66 @@ def known(arch: str) -> bool:
     return library(arch) is not None
 
 
-def build(arch: str, num_classes: int) -> nn.Module:
-    """A randomly initialised classifier named ``arch`` with a ``num_classes``-way head."""
+def build(arch: str, num_classes: int, stem: int | None = None) -> nn.Module:
+    """A randomly initialised classifier named ``arch`` with a ``num_classes``-way head; ``stem``: the stem's
+    downsampling (see ``set_stem_stride``), None as the library builds it."""
     lib = library(arch)
     if lib == "timm":
         import timm
 
-        return timm.create_model(arch, pretrained=False, num_classes=num_classes)
-    if lib == "torchvision":
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    elif lib == "torchvision":
         import torchvision.models as tvm
 
-        return tvm.get_model(arch, weights=None, num_classes=num_classes)
+        model = tvm.get_model(arch, weights=None, num_classes=num_classes)
+    else:
+        raise _unknown(arch)
+    if stem is not None:
+        set_stem_stride(model, stem, arch)
+    return model
+
+
+def _unknown(arch: str) -> ValueError:
     import timm
 
     close = difflib.get_close_matches(arch, timm.list_models() + _torchvision_names(), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(
+    return ValueError(
         f"unknown CNN architecture {arch!r}: neither a timm model (see timm.list_models()) nor a torchvision "
         f"classification model (see torchvision.models.list_models(module=torchvision.models)){hint}"
     )
+
+
+# The stem of every CNN built here is its first convolution, followed in ResNets and ShuffleNetV2 by a max
+# pool the model holds as `maxpool` (timm and torchvision alike); MobileNets have no stem pool.
+def _stem(model: nn.Module):
+    from torch import nn
+
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    pool = getattr(model, "maxpool", None)
+    return conv, pool if isinstance(pool, nn.MaxPool2d) else None
+
+
+def stem_stride(model: nn.Module) -> int:
+    """How much the stem downsamples: its first convolution's stride times the stem max pool's, if any."""
+    conv, pool = _stem(model)
+    return conv.stride[0] * (pool.stride if isinstance(pool.stride, int) else pool.stride[0]) if pool else conv.stride[0]
+
+
+def set_stem_stride(model: nn.Module, stride: int, arch: str = "the CNN") -> None:
+    """Make the stem downsample by ``stride`` (1 or 2) instead of as built (4 for ResNets and ShuffleNetV2, 2
+    for MobileNets), as the CIFAR variants of these networks do for 32 px images: the stem max pool goes first
+    (an identity), then the first convolution's stride becomes 1. No weight changes shape, so checkpoints of
+    either form load into the other; the meta records the stride so a model is rebuilt as it was trained."""
+    from torch import nn
+
+    built = stem_stride(model)
+    if stride > built or stride not in (1, 2):
+        raise ValueError(f"{arch}: its stem downsamples by {built}; a stem stride of {stride} cannot be made from it "
+                         f"(1 or 2, at most {built})")
+    conv, pool = _stem(model)
+    if pool is not None and stride < built:
+        model.maxpool = nn.Identity()
+        built //= pool.stride if isinstance(pool.stride, int) else pool.stride[0]
+    if stride < built:
+        conv.stride = (1, 1)

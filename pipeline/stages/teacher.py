@@ -18,7 +18,7 @@ def main(argv):
     tp = params.teacher
     task = load_task(paths.TARGET)
     device = runtime.setup(params.runtime, runtime.stable_seed(tp.seed, "teacher"))
-    model = classifier.build_cnn(tp.arch, len(task.classes)).to(device)
+    model = classifier.build_cnn(tp.arch, len(task.classes), tp.stem_stride).to(device)
     classifier.check_image_size(model, tp.arch, task.train_images.shape[-1])
     method = get_method(SUPERVISED)(DistillContext(model, task, tp, device))
     with live(paths.TEACHER_LIVE) as logger:
@@ -26,8 +26,8 @@ def main(argv):
     scores = students.prediction(students.test_scores(model, task.test_images, params.eval.batch_size, device))
     n_params = sum(p.numel() for p in model.parameters())
     with io.atomic_dir(paths.CNN) as folder:
-        classifier.save(model, folder, {"kind": "cnn", "arch": tp.arch, "classes": task.classes,
-                                        "final_loss": logged["ce"], "params": params.teacher.model_dump(mode="json")})
+        classifier.save(model, folder, classifier.cnn_meta(tp.arch, tp.stem_stride, task.classes, final_loss=logged["ce"],
+                                                           params=params.teacher.model_dump(mode="json")))
     accuracy = metrics.top1(scores, task.test_labels)
     io.write_json(paths.TEACHER, {"arch": tp.arch, "parameters": n_params, "accuracy": accuracy,
                                   "per_class": metrics.per_class_top1(scores, task.test_labels, task.classes)})
