@@ -47,9 +47,18 @@ class Branch:
     outputs: tuple  # (json, markdown) paths
     markers: tuple[str, str]  # README markers around the table
     may_run: tuple[str, ...]  # stage-name patterns a variant may re-run: everything upstream comes from the cache
+    setting_key: str | None = None  # attribute of params.compare: overrides every variant starts from
 
     def variants(self, params: Params) -> dict[str, dict]:
         return getattr(params.compare, self.variants_key)
+
+    def setting(self, params: Params) -> dict:
+        return getattr(params.compare, self.setting_key) if self.setting_key else {}
+
+    def allowed_to_run(self, params: Params) -> tuple[str, ...]:
+        """`may_run`, and the stages of the sections the setting changes (run once, then restored by DVC)."""
+        sections = {key.split(".")[0] for key in self.setting(params)}
+        return self.may_run + tuple(sorted(sections & {"target", "teacher"}))
 
 
 BRANCHES = {
@@ -62,7 +71,8 @@ BRANCHES = {
                        ("<!-- compare-ablation:start -->", "<!-- compare-ablation:end -->"), ("train@*", "evaluate")),
     "distill": Branch("distill", "distill_variants", "distill.seed", tables.collect_distill, tables.summarise_distill,
                       tables.markdown_distill, (paths.COMPARE_DISTILL, paths.COMPARE_DISTILL_TABLE),
-                      ("<!-- compare-distill:start -->", "<!-- compare-distill:end -->"), ("distill", "student_alone")),
+                      ("<!-- compare-distill:start -->", "<!-- compare-distill:end -->"), ("distill", "student_alone"),
+                      setting_key="distill_setting"),
     "token": Branch("token", "token_variants", "distill.seed", tables.collect_distill, tables.summarise_token,
                     tables.markdown_token, (paths.COMPARE_TOKEN, paths.COMPARE_TOKEN_TABLE),
                     ("<!-- compare-token:start -->", "<!-- compare-token:end -->"), ("distill", "student_alone")),
@@ -74,7 +84,7 @@ def experiment_name(branch: Branch, variant: str, seed: int) -> str:
 
 
 def overrides(params: Params, variant: str, seed: int, branch: Branch = BRANCHES["cl"]) -> dict[str, object]:
-    return {**branch.variants(params)[variant], branch.seed_key: seed}
+    return {**branch.setting(params), **branch.variants(params)[variant], branch.seed_key: seed}
 
 
 def set_params(sets: dict[str, object]) -> list[str]:
@@ -224,12 +234,12 @@ def main(argv: list[str]) -> None:
     results = experiments()
     runs = {v: [branch.collect(reader(names[v, s], results[names[v, s]])) for s in seeds] for v in variants}
     ran = sorted({s for name in names.values() for s in stages_run(name)})
-    upstream = [s for s in ran if not any(fnmatch.fnmatchcase(s, p) for p in branch.may_run)]
+    upstream = [s for s in ran if not any(fnmatch.fnmatchcase(s, p) for p in branch.allowed_to_run(params))]
     if upstream:  # results stand, but the runs cost more than they should: say so
         print(f"warning: queued experiments re-ran upstream stages {', '.join(upstream)}")
     command = "make compare" if branch.name == "cl" else f"make compare-{branch.name}"
     summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": seconds, "command": command,
-                                               "stages_run": ran}
+                                               "stages_run": ran, "setting": branch.setting(params)}
     if args.merge and branch.outputs[0].is_file():
         previous = io.read_json(branch.outputs[0])
         summary["variants"] = {**previous["variants"], **summary["variants"]}

@@ -167,10 +167,13 @@ def summarise_token(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
 
 
 def _reference_line(summary: dict, what: str) -> str:
-    ref = summary["reference"]["distill"]
+    # the runs' own teacher when they carry it (a compare.distill_setting may change the target and teacher)
+    ref = summary.get("teacher") or summary["reference"]["distill"]
     seeds = ", ".join(map(str, summary["seeds"]))
+    setting = ", ".join(f"`{k}: {'null' if v is None else v}`" for k, v in summary.get("setting", {}).items())
     return (f"Target `{ref['task']}` ({ref['classes']} classes); teacher `{ref['teacher']}` ({ref['teacher_parameters']:,} "
-            f"parameters) at {ref['teacher_accuracy']:.2f} %. Mean ± sample std over seeds {seeds} (`distill.seed`; the "
+            f"parameters) at {ref['teacher_accuracy']:.2f} %." + (f" Setting (every row): {setting}." if setting else "") +
+            f" Mean ± sample std over seeds {seeds} (`distill.seed`; the "
             f"teacher is the same in every run), test accuracy in %. {what} All runs in one "
             f"`make {summary.get('command', 'compare-distill')}` ({summary['seconds']} s).")
 
@@ -214,7 +217,9 @@ def summarise_distill(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
             "accuracy": mean_std([r["alone"]["accuracy"] for r in results]),
             "step_ms": round(1000 * float(np.median([r["alone_cost"]["step_seconds"] for r in results])), 2),
         })
-    return {"seeds": seeds, "variants": variants, "alone": alone}
+    first = next(iter(runs.values()))[0]["distill"]
+    teacher = {k: first[k] for k in ("task", "classes", "teacher", "teacher_parameters", "teacher_accuracy")}
+    return {"seeds": seeds, "variants": variants, "alone": alone, "teacher": teacher}
 
 
 def markdown_distill(summary: dict) -> str:

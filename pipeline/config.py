@@ -178,6 +178,8 @@ class CompareParams(Section):
     variants: dict[str, dict[str, Scalar]] = {"finetune": {"train.method": "finetune"}, "dual_teacher": {}}
     ablation_variants: dict[str, dict[str, Scalar]] = {}  # `make compare-ablation`: variants of dual_teacher
     distill_variants: dict[str, dict[str, Scalar | None]] = {}  # `make compare-distill`; seeds set distill.seed
+    # `make compare-distill`: overrides every distill variant starts from (its benchmark: target, teacher, budget)
+    distill_setting: dict[str, Scalar | None] = {}
     token_variants: dict[str, dict[str, Scalar | None]] = {"soft": {}}  # `make compare-token`
 
 

@@ -55,6 +55,21 @@ def test_overrides_add_the_branch_seed():
     assert compare.experiment_name(TOKEN, "hard", 2) == "cmp-token-hard-s2"
 
 
+def test_the_distill_setting_is_under_every_variant_and_lets_its_stages_run():
+    raw = params_with("distill_variants", {"kd": {"distill.student": "shufflenet_v2_x0_5", "distill.method": "kd",
+                                                  "distill.lr": 0.01}}).model_dump(mode="json")
+    raw["compare"]["distill_setting"] = {"teacher.stem_stride": 1, "distill.lr": 0.02, "distill.stem_stride": 1}
+    params = Params.from_dict(raw)
+    assert compare.overrides(params, "kd", 1, DISTILL) == {
+        "teacher.stem_stride": 1, "distill.lr": 0.01, "distill.stem_stride": 1,  # the variant's own value wins
+        "distill.student": "shufflenet_v2_x0_5", "distill.method": "kd", "distill.seed": 1}
+    assert DISTILL.allowed_to_run(params) == ("distill", "student_alone", "teacher")
+    assert TOKEN.allowed_to_run(params) == ("distill", "student_alone")  # the token ablation has no setting
+    raw["compare"]["distill_setting"] = {"teacher.stem_stride": 3}
+    with pytest.raises(ParamsError, match="compare.distill_variants.kd.*stem_stride"):
+        compare.check_variants(Params.from_dict(raw), DISTILL)
+
+
 def _cl_run(transfer, average, last, seconds, memory, matrix):
     return {"method": "finetune", "transfer": transfer, "average": average, "last": last,
             "seconds_per_task": seconds, "peak_memory_mb": memory, "matrix": matrix}

@@ -153,6 +153,21 @@ def test_fitnet_adds_one_1x1_adapter_per_site_pair(teacher_cnn):
     assert len(method.parameters()) == len(list(ctx.student.parameters())) + len(list(method.added.parameters()))
 
 
+def test_cached_teacher_maps_equal_recomputed_ones(teacher_cnn):
+    """The feature methods read the teacher's maps from a cache of every training image in both views: for a
+    batch of mixed flips they are the maps a teacher forward of the batch gives."""
+    from pipeline.compression import data as D
+
+    method = all_methods()["fitnet"](_context("fitnet", teacher_cnn))
+    idx, flips = torch.tensor([5, 0, 11, 3]), torch.tensor([True, False, False, True])
+    images = D.apply_flips(image_input(method.ctx.task.train_images[idx]), flips)
+    cached = method.sites.teacher_maps_of(Batch(images, method.ctx.task.train_labels[idx], idx, flips))
+    recomputed = method.sites.teacher_maps(images)
+    assert [c.shape for c in cached] == [r.shape for r in recomputed] and len(cached) >= 2
+    for c, r in zip(cached, recomputed):
+        torch.testing.assert_close(c, r, rtol=1e-5, atol=1e-5)  # batch composition may move the last bits
+
+
 def test_feature_methods_refuse_a_teacher_without_feature_maps(teacher_cnn):
     from pipeline.errors import InputError
 

@@ -57,7 +57,7 @@ class ChannelMatching(DistillMethod):
             for start in range(0, len(images), ctx.eval_batch_size):
                 x = image_input(images[start : start + ctx.eval_batch_size].to(ctx.device))
                 _, student = self.sites.student_maps(x)
-                teacher = self.sites.teacher_maps(x)
+                teacher = [m[0, start : start + len(x)].to(ctx.device) for m in self.sites.training_maps]  # unflipped
                 for k, (s, t) in enumerate(zip(student, teacher)):
                     total[k] += M.channel_distance(s, t, self.mp.distance).double().cpu()  # a sum over images
         finally:
@@ -79,7 +79,7 @@ class ChannelMatching(DistillMethod):
 
     def terms(self, batch: Batch):
         logits, student = self.sites.student_maps(batch.images)
-        teacher = self.sites.teacher_maps(batch.images)
+        teacher = self.sites.teacher_maps_of(batch)
         feature = sum(self.sites.loss(s, self.target(t, a)) for s, t, a in zip(student, teacher, self.assignments))
         return {"ce": F.cross_entropy(logits, batch.labels), "feature": feature / len(teacher)}
 

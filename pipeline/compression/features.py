@@ -3,14 +3,17 @@ maps at paired distillation sites (pipeline/models/sites.py: decided by network 
 "Distillation sites"), read by forward hooks, the teacher's pooled to the student's size where they differ."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.compression.base import DistillContext
+from pipeline.compression.base import Batch, DistillContext
 from pipeline.errors import InputError
 from pipeline.losses.channel_matching import feature_mse, partial_l2
 from pipeline.models import sites as S
+from pipeline.models.classifier import image_input
 
 DISTANCE_LOSSES = {"mse": feature_mse, "partial_l2": partial_l2}  # distill.feature.loss
 
@@ -22,7 +25,7 @@ class SitePairs:
     def __init__(self, ctx: DistillContext):
         if ctx.teacher is None or ctx.teacher.module is None:
             raise InputError("distill.teacher: feature distillation needs the CNN teacher ('cnn')")
-        self.teacher, self.student = ctx.teacher.module, ctx.student
+        self.ctx, self.teacher, self.student = ctx, ctx.teacher.module, ctx.student
         size = tuple(ctx.task.train_images.shape[-2:])
         names = ctx.params.feature.sites
         try:
@@ -52,6 +55,23 @@ class SitePairs:
             self.teacher(images)
         maps = [tap.features[p.teacher.name] for p in self.pairs]
         return [m if p.pool_to is None else F.adaptive_avg_pool2d(m, p.pool_to) for m, p in zip(maps, self.pairs)]
+
+    @functools.cached_property
+    def training_maps(self) -> list[Tensor]:
+        """Per pair, (2, N, C, H, W): the teacher's maps of every training image as is (0) and mirrored (1), on
+        the CPU. Flips are the only augmentation and the teacher is frozen in eval mode, so, as for its logits
+        (DistillContext.teacher_logits), one pass per view replaces a teacher forward pass at every step."""
+        ctx, images = self.ctx, self.ctx.task.train_images
+        views = []
+        for view in (images, images.flip(-1)):
+            chunks = [[m.cpu() for m in self.teacher_maps(image_input(view[i : i + ctx.eval_batch_size].to(ctx.device)))]
+                      for i in range(0, len(view), ctx.eval_batch_size)]
+            views.append([torch.cat(maps) for maps in zip(*chunks)])
+        return [torch.stack(pair) for pair in zip(*views)]
+
+    def teacher_maps_of(self, batch: Batch) -> list[Tensor]:
+        """The teacher's maps of the batch's training images (`teacher_maps` of `batch.images`, from the cache)."""
+        return [m[batch.flips.long().cpu(), batch.indices.cpu()].to(self.ctx.device) for m in self.training_maps]
 
     def names(self) -> list[list[str]]:
         return [[p.teacher.name, p.student.name] for p in self.pairs]

@@ -28,7 +28,7 @@ class FitNet(DistillMethod):
 
     def terms(self, batch: Batch):
         logits, student = self.sites.student_maps(batch.images)
-        teacher = self.sites.teacher_maps(batch.images)
+        teacher = self.sites.teacher_maps_of(batch)
         # mean over site pairs: `feature.weight` means the same whatever the number of pairs
         feature = sum(self.sites.loss(adapter(s), t) for adapter, s, t in zip(self.added, student, teacher)) / len(teacher)
         return {"ce": F.cross_entropy(logits, batch.labels), "feature": feature}
