@@ -175,7 +175,7 @@ def _reference_line(summary: dict, what: str) -> str:
             f"parameters) at {ref['teacher_accuracy']:.2f} %." + (f" Setting (every row): {setting}." if setting else "") +
             f" Mean ± sample std over seeds {seeds} (`distill.seed`; the "
             f"teacher is the same in every run), test accuracy in %. {what} All runs in one "
-            f"`make {summary.get('command', 'compare-distill')}` ({summary['seconds']} s).")
+            f"`{summary.get('command', 'make compare-distill')}` ({summary['seconds']} s).")
 
 
 def markdown_token(summary: dict) -> str:

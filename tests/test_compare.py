@@ -139,3 +139,9 @@ def test_distill_summary_and_table_side_by_side():
     assert "| mbv2 (1,234) | alone | 61.00 ± 1.41 | | 0 | 5.5 | |" in table
     assert "| | fitnet | 72.00 ± 1.41 | 11.00 ± 0.00 | 500 | 21.0 | 1.00 |" in table
     assert "| | channel_matching (sparse) | 74.00 ± 0.00 | 13.00 ± 1.41 | 0 | 22.0 | 1.05 |" in table
+    # the runs' own teacher and the setting under every row; the command as it is typed
+    table = compare_tables.markdown_distill(summary | {"reference": {"distill": {}}, "seconds": 3,
+                                                       "command": "make compare-distill",
+                                                       "setting": {"distill.lr": 0.01}})
+    assert "teacher `cnn resnet18`" in table and "Setting (every row): `distill.lr: 0.01`." in table
+    assert "All runs in one `make compare-distill` (3 s)." in table
