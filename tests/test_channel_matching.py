@@ -24,13 +24,9 @@ from pipeline.losses.channel_matching import (
     sparse_matching,
 )
 
-f64 = torch.float64
+from tensors import f64, randn
+
 SQRT2 = math.sqrt(2.0)
-
-
-def randn(*shape, seed=0, requires_grad=False):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=f64).requires_grad_(requires_grad)
 
 
 def planted(student, groups, m, seed=1):

@@ -14,12 +14,7 @@ from pipeline.losses import LOSSES, hard_distillation, soft_distillation, studen
 from pipeline.models.student import DistillationStudent, StudentConfig
 from pipeline.models.student_blocks import ft_disabled
 
-f64 = torch.float64
-
-
-def randn(*shape, seed=0, dtype=f64, requires_grad=False):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=dtype).requires_grad_(requires_grad)
+from tensors import f64, randn
 
 
 def test_registered_names():

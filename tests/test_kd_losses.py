@@ -18,13 +18,9 @@ from pipeline.losses import (
     zscl_distillation,
 )
 
-f64 = torch.float64
+from tensors import f64, randn
+
 LN3 = math.log(3.0)
-
-
-def randn(*shape, seed=0, requires_grad=False):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=f64).requires_grad_(requires_grad)
 
 
 def reference_kd(s, t, T):

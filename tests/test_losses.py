@@ -20,17 +20,12 @@ from pipeline.losses import (
     similarity_distillation,
 )
 
-f64 = torch.float64
+from tensors import f64, randn
 
 
 def unit(angle_deg: float, scale: float = 1.0) -> list[float]:
     a = math.radians(angle_deg)
     return [scale * math.cos(a), scale * math.sin(a)]
-
-
-def randn(*shape, seed=0, dtype=f64, requires_grad=False):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=dtype).requires_grad_(requires_grad)
 
 
 # ---------------------------------------------------------------- registry

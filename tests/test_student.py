@@ -18,17 +18,14 @@ from pipeline.models.student_blocks import (
     ft_disabled,
 )
 
-f64 = torch.float64
+from tensors import f64, randn
+
 D = 8  # d_model of the block-level tests
 
 
 def config(**kw) -> StudentConfig:
     base = dict(image_size=8, patch_size=2, num_classes=5, d_model=16, n_layers=2, n_heads=2, d_ff=32)
     return StudentConfig(**{**base, **kw})
-
-
-def randn(*shape, seed=0, dtype=f64):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
 def block_on(grid, window, kind="2d", seed=0, **kw):
