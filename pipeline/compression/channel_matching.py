@@ -11,33 +11,28 @@ student's channels change as it learns); it is a discrete decision and takes no 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline import runtime
-from pipeline.compression.base import Batch, DistillContext, DistillMethod
-from pipeline.compression.features import SitePairs
+from pipeline.compression.base import DistillContext
+from pipeline.compression.features import FeatureDistillation
 from pipeline.compression.registry import register_method
 from pipeline.losses import channel_matching as M
 from pipeline.models.classifier import image_input
 
 
 @register_method
-class ChannelMatching(DistillMethod):
+class ChannelMatching(FeatureDistillation):
     name = "channel_matching"
 
     def __init__(self, ctx: DistillContext):
         super().__init__(ctx)
-        self.sites = SitePairs(ctx)
         self.mp = ctx.params.matching
         # Its own random stream (choice of channels, random selection): the flips drawn from ctx.generator stay
         # those of every other method of the same seed.
         self.generator = torch.Generator().manual_seed(runtime.stable_seed(ctx.params.seed, "channel matching"))
         self.assignments: list[Tensor] = []  # per pair: (n,) for sparse, (n, r) for random and maxpool
         self.matchings = 0
-
-    def weights(self) -> dict[str, float]:
-        return {"ce": 1.0, "feature": self.ctx.params.feature.weight}
 
     def on_epoch(self, epoch: int) -> None:
         if epoch % self.mp.rematch_every == 0:
@@ -77,11 +72,8 @@ class ChannelMatching(DistillMethod):
             return M.random_selection(teacher, assignment, self.generator, self.mp.select_per)
         return M.max_pooling(teacher, assignment)
 
-    def terms(self, batch: Batch):
-        logits, student = self.sites.student_maps(batch.images)
-        teacher = self.sites.teacher_maps_of(batch)
-        feature = sum(self.sites.loss(s, self.target(t, a)) for s, t, a in zip(student, teacher, self.assignments))
-        return {"ce": F.cross_entropy(logits, batch.labels), "feature": feature / len(teacher)}
+    def pair_loss(self, k, student, teacher):
+        return self.sites.loss(student, self.target(teacher, self.assignments[k]))
 
     def describe(self) -> dict:
-        return {"rule": self.mp.rule, "sites": self.sites.names(), "matchings": self.matchings}
+        return {"rule": self.mp.rule, **super().describe(), "matchings": self.matchings}

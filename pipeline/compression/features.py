@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.compression.base import Batch, DistillContext
+from pipeline.compression.base import Batch, DistillContext, DistillMethod
 from pipeline.errors import InputError
 from pipeline.losses.channel_matching import feature_mse, partial_l2
 from pipeline.models import sites as S
@@ -75,3 +75,29 @@ class SitePairs:
 
     def names(self) -> list[list[str]]:
         return [[p.teacher.name, p.student.name] for p in self.pairs]
+
+
+class FeatureDistillation(DistillMethod):
+    """What `fitnet` and `channel_matching` share: the site pairs, the student's cross entropy plus
+    `feature.weight` x the distance loss averaged over the pairs (so the weight means the same whatever their
+    number); a subclass says how one pair's student map meets the teacher's (`pair_loss`)."""
+
+    def __init__(self, ctx: DistillContext):
+        super().__init__(ctx)
+        self.sites = SitePairs(ctx)
+
+    def weights(self) -> dict[str, float]:
+        return {"ce": 1.0, "feature": self.ctx.params.feature.weight}
+
+    def pair_loss(self, k: int, student: Tensor, teacher: Tensor) -> Tensor:
+        """The distance loss of pair `k` between the student's map and the teacher's."""
+        raise NotImplementedError
+
+    def terms(self, batch: Batch):
+        logits, student = self.sites.student_maps(batch.images)
+        teacher = self.sites.teacher_maps_of(batch)
+        feature = sum(self.pair_loss(k, s, t) for k, (s, t) in enumerate(zip(student, teacher))) / len(teacher)
+        return {"ce": F.cross_entropy(logits, batch.labels), "feature": feature}
+
+    def describe(self) -> dict:
+        return {"sites": self.sites.names()}

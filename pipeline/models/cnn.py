@@ -73,18 +73,21 @@ def _unknown(arch: str) -> ValueError:
 
 # The stem of every CNN built here is its first convolution, followed in ResNets and ShuffleNetV2 by a max
 # pool the model holds as `maxpool` (timm and torchvision alike); MobileNets have no stem pool.
-def _stem(model: nn.Module):
+def _stem(model: nn.Module) -> tuple[nn.Conv2d, int]:
+    """The stem's first convolution and the stride of its max pool (1 without one)."""
     from torch import nn
 
     conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     pool = getattr(model, "maxpool", None)
-    return conv, pool if isinstance(pool, nn.MaxPool2d) else None
+    if not isinstance(pool, nn.MaxPool2d):
+        return conv, 1
+    return conv, pool.stride if isinstance(pool.stride, int) else pool.stride[0]
 
 
 def stem_stride(model: nn.Module) -> int:
-    """How much the stem downsamples: its first convolution's stride times the stem max pool's, if any."""
-    conv, pool = _stem(model)
-    return conv.stride[0] * (pool.stride if isinstance(pool.stride, int) else pool.stride[0]) if pool else conv.stride[0]
+    """How much the stem downsamples: its first convolution's stride times the stem max pool's."""
+    conv, pool_stride = _stem(model)
+    return conv.stride[0] * pool_stride
 
 
 def set_stem_stride(model: nn.Module, stride: int, arch: str = "the CNN") -> None:
@@ -98,9 +101,9 @@ def set_stem_stride(model: nn.Module, stride: int, arch: str = "the CNN") -> Non
     if stride > built or stride not in (1, 2):
         raise ValueError(f"{arch}: its stem downsamples by {built}; a stem stride of {stride} cannot be made from it "
                          f"(1 or 2, at most {built})")
-    conv, pool = _stem(model)
-    if pool is not None and stride < built:
+    conv, pool_stride = _stem(model)
+    if pool_stride > 1 and stride < built:
         model.maxpool = nn.Identity()
-        built //= pool.stride if isinstance(pool.stride, int) else pool.stride[0]
+        built //= pool_stride
     if stride < built:
         conv.stride = (1, 1)
