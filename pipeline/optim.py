@@ -12,10 +12,12 @@ def adamw(parameters, lr: float, weight_decay: float) -> torch.optim.AdamW:
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # foreach: one C++ call per group instead of a Python loop over ~100 tensors. On CPU torch defaults to the
-    # loop; foreach gives the same bytes here (every checkpoint's hash in dvc.lock unchanged) at about half the
-    # optimiser time. `fused` is faster still but rounds differently.
-    return torch.optim.AdamW(groups, lr=lr, foreach=True)
+    # fused: one vectorised kernel per group. On CPU, torch's default (a Python loop over the tensors) and
+    # foreach (a C++ loop of per-tensor ops, 5-6 ops per tensor) each walk the weights several times; the CLIP
+    # models' 6.3 M-row token embedding (77 % of their 8.3 M weights, updated every step although a batch
+    # touches a few hundred rows) made the optimiser ~50 of a ~230 ms pretraining step with foreach, ~12 with
+    # fused. The same update, rounded differently (foreach matched the loop's bytes; fused does not).
+    return torch.optim.AdamW(groups, lr=lr, fused=True)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
