@@ -91,7 +91,7 @@ class TokenParams(Section):
     tau: float = Field(2.0, gt=0)
     # learning-to-learn of the FT layers' theta (patent's "first training"; Tseng et al. 2020)
     l2l: bool = True
-    l2l_every: int = Field(8, ge=1)  # a meta step every N steps (each costs ~3 plain steps); others plain
+    l2l_every: int = Field(16, ge=1)  # a meta step every N steps (each costs ~4 plain steps); others plain
     l2l_unseen_classes: int = Field(7, ge=1)  # pseudo-unseen classes per episode (patent: 1 of 5)
     l2l_inner_lr: float = Field(0.1, gt=0)  # look-ahead SGD step
     l2l_theta_lr: float = Field(1e-2, gt=0)  # Adam on theta
