@@ -87,7 +87,12 @@ def test_run_steps_logs_every_step_of_a_short_run_and_thins_a_long_one_against_t
                             (450, list(range(0, 450, 3)) + [449])):  # ceil(450 / 200) = 3; the last step too
         live = _Live()
         schedule = optim.warmup_cosine(optimizer, 1, steps)
-        last = run_steps(iter(range(steps)), steps, lambda i, _: {"ce": float(i)}, schedule, live, log_lr=False)
+
+        def step(i, _):
+            optimizer.step()  # (the schedule warns when it steps ahead of its optimiser)
+            return {"ce": float(i)}
+
+        last = run_steps(iter(range(steps)), steps, step, schedule, live, log_lr=False)
         assert last == {"ce": steps - 1.0}
         assert [s for s, _, _ in live.rows] == expected and all(s == v for s, _, v in live.rows)
         assert len(expected) <= MAX_CURVE_POINTS + 1
