@@ -211,6 +211,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--jobs", type=int, help="experiments at once (default: compare.jobs)")
     parser.add_argument("--redraw", action="store_true", help="only rewrite the table, figure and README from the last output")
     parser.add_argument("--merge", action="store_true", help="keep the other variants of the last output (re-run a subset)")
+    parser.add_argument("--collect", action="store_true",
+                        help="queue nothing: the table from the experiments of these names already run (e.g. the "
+                             "ones that succeeded when the queue stopped on a failed one)")
     args = parser.parse_args(argv)
     branch = BRANCHES[args.branch]
     if args.redraw:
@@ -225,13 +228,17 @@ def main(argv: list[str]) -> None:
     if args.jobs is not None and args.jobs < 1:
         raise ParamsError(f"--jobs: {args.jobs} must be at least 1")
     seeds = args.seeds if args.seeds else params.compare.seeds
-    check_up_to_date()
-    reference = branch.collect(io.read_json)  # the committed default run (E0 zero-shot, the teacher, ...)
     names = {(v, s): experiment_name(branch, v, s) for v in variants for s in seeds}
     start = time.perf_counter()
-    run_queued({names[v, s]: overrides(params, v, s, branch) for v, s in names}, args.jobs or default_jobs(params))
-    seconds = round(time.perf_counter() - start)
+    if not args.collect:
+        check_up_to_date()
+        run_queued({names[v, s]: overrides(params, v, s, branch) for v, s in names}, args.jobs or default_jobs(params))
+    seconds = None if args.collect else round(time.perf_counter() - start)  # a collected run's time is unknown here
+    reference = branch.collect(io.read_json)  # the committed default run (E0 zero-shot, the teacher, ...)
     results = experiments()
+    missing = [n for n in names.values() if n not in results]
+    if missing:
+        raise InputError(f"no experiment {missing[0]} of this commit (`dvc exp show`); run it, or leave its variant out")
     runs = {v: [branch.collect(reader(names[v, s], results[names[v, s]])) for s in seeds] for v in variants}
     ran = sorted({s for name in names.values() for s in stages_run(name)})
     upstream = [s for s in ran if not any(fnmatch.fnmatchcase(s, p) for p in branch.allowed_to_run(params))]
@@ -243,7 +250,7 @@ def main(argv: list[str]) -> None:
     if args.merge and branch.outputs[0].is_file():
         previous = io.read_json(branch.outputs[0])
         summary["variants"] = {**previous["variants"], **summary["variants"]}
-        summary["seconds"] += previous["seconds"]
+        summary["seconds"] = None if None in (seconds, previous["seconds"]) else seconds + previous["seconds"]
         summary["merged"] = sorted(set(previous.get("merged", [])) | set(variants))  # rows of a later run
     if branch.name == "cl":
         summary["checks"] = tables.regime_checks(summary)
@@ -251,7 +258,7 @@ def main(argv: list[str]) -> None:
         summary["throughput"] = io.read_json(paths.THROUGHPUT)
     io.write_json(branch.outputs[0], summary)
     publish(branch, summary)
-    print(f"{len(names)} experiments in {seconds} s; see `dvc exp show`")
+    print(f"{len(names)} experiments" + (f" in {seconds} s" if seconds is not None else " collected") + "; see `dvc exp show`")
 
 
 def publish(branch: Branch, summary: dict) -> None:

@@ -174,8 +174,14 @@ def _reference_line(summary: dict, what: str) -> str:
     return (f"Target `{ref['task']}` ({ref['classes']} classes); teacher `{ref['teacher']}` ({ref['teacher_parameters']:,} "
             f"parameters) at {ref['teacher_accuracy']:.2f} %." + (f" Setting (every row): {setting}." if setting else "") +
             f" Mean ± sample std over seeds {seeds} (`distill.seed`; the "
-            f"teacher is the same in every run), test accuracy in %. {what} All runs in one "
-            f"`{summary.get('command', 'make compare-distill')}` ({summary['seconds']} s).")
+            f"teacher is the same in every run), test accuracy in %. {what} " + _runs_clause(summary))
+
+
+def _runs_clause(summary: dict) -> str:
+    command = summary.get("command", "make compare-distill")
+    if summary.get("seconds") is None:  # `--collect`: tabled from experiments already run
+        return f"Runs of `{command}`, tabled from DVC's experiments (`--collect`)."
+    return f"All runs in one `{command}` ({summary['seconds']} s)."
 
 
 def markdown_token(summary: dict) -> str:

@@ -145,3 +145,11 @@ def test_distill_summary_and_table_side_by_side():
                                                        "setting": {"distill.lr": 0.01}})
     assert "teacher `cnn resnet18`" in table and "Setting (every row): `distill.lr: 0.01`." in table
     assert "All runs in one `make compare-distill` (3 s)." in table
+
+
+def test_a_collected_table_says_so():
+    runs = {"kd": [_distill_run("kd", "mbv2", 70.0, 60.0, 0.010)]}
+    summary = compare_tables.summarise_distill(runs, [0]) | {"reference": {"distill": {}}, "seconds": None,
+                                                             "command": "make compare-distill"}
+    assert "Runs of `make compare-distill`, tabled from DVC's experiments (`--collect`)." in \
+        compare_tables.markdown_distill(summary)

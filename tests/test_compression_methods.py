@@ -182,3 +182,22 @@ def test_a_site_name_that_does_not_exist_is_one_clear_error(teacher_cnn):
 
     with pytest.raises(InputError, match="distill.feature.sites: unknown student site 'nope'"):
         all_methods()["fitnet"](_context("fitnet", teacher_cnn, feature={"sites": [["layer2.1", "nope"]]}))
+
+
+def test_default_sites_leave_out_a_student_site_wider_than_the_teachers(teacher_cnn):
+    """A MobileNetV3 with a CIFAR stem ends in a 576-channel conv at 2x2, where resnet18 has 256 channels:
+    both feature methods leave that pair out by default (the same sites); named, channel matching refuses it."""
+    from pipeline.errors import InputError
+
+    ctx = _context("fitnet", teacher_cnn)
+    torch.manual_seed(0)
+    ctx.student = classifier.build_cnn("tf_mobilenetv3_small_minimal_100", K, stem_stride=1)
+    for name in ("fitnet", "channel_matching"):
+        method = all_methods()[name](ctx)
+        assert method.sites.channels and all(n <= m for n, m in method.sites.channels)
+        assert ["layer3.1", "blocks.5.0"] not in method.sites.names()
+    ctx.params = _params("channel_matching", "tf_mobilenetv3_small_minimal_100",
+                         feature={"sites": [["layer3.1", "blocks.5.0"]]})
+    assert all_methods()["fitnet"](ctx).sites.channels == [(576, 256)]  # an adapter maps any width
+    with pytest.raises(InputError, match=r"pair \(layer3.1, blocks.5.0\): the student site has 576 channels"):
+        all_methods()["channel_matching"](ctx)

@@ -17,6 +17,7 @@ from pipeline import runtime
 from pipeline.compression.base import DistillContext
 from pipeline.compression.features import FeatureDistillation
 from pipeline.compression.registry import register_method
+from pipeline.errors import InputError
 from pipeline.losses import channel_matching as M
 from pipeline.models.classifier import image_input
 
@@ -27,6 +28,10 @@ class ChannelMatching(FeatureDistillation):
 
     def __init__(self, ctx: DistillContext):
         super().__init__(ctx)
+        for (n, m), (t, s) in zip(self.sites.channels, self.sites.names()):
+            if n > m:
+                raise InputError(f"distill.feature.sites: pair ({t}, {s}): the student site has {n} channels, the "
+                                 f"teacher's {m}; channel matching picks n of the teacher's m channels (n <= m)")
         self.mp = ctx.params.matching
         # Its own random stream (choice of channels, random selection): the flips drawn from ctx.generator stay
         # those of every other method of the same seed.

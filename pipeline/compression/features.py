@@ -38,6 +38,14 @@ class SitePairs:
                              f"{size[0]}x{size[1]} px; name the pairs")
         t_shapes = S.site_shapes(self.teacher, [p.teacher for p in self.pairs], size)
         s_shapes = S.site_shapes(self.student, [p.student for p in self.pairs], size)
+        if not names:
+            # Default pairs keep the student site no wider than the teacher's: channel matching picks n of the
+            # teacher's m channels (n <= m), and every feature method distils at the same sites (e.g. a
+            # MobileNetV3's 576-channel head conv against a ResNet's 256-channel stage at 2x2 is left out).
+            self.pairs = [p for p in self.pairs if s_shapes[p.student.name][0] <= t_shapes[p.teacher.name][0]]
+            if not self.pairs:
+                raise InputError("distill.feature.sites: every default student site is wider than the teacher's "
+                                 "of its size; name the pairs")
         # (n student channels, m teacher channels) of each pair
         self.channels = [(s_shapes[p.student.name][0], t_shapes[p.teacher.name][0]) for p in self.pairs]
         self.loss = DISTANCE_LOSSES[ctx.params.feature.loss]
