@@ -213,6 +213,7 @@ def summarise_distill(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
         d = results[0]["distill"]
         variants[variant] = {
             "seeds": seeds, "student": d["student"], "method": d["method"], "rule": d.get("rule"),
+            "select_per": d.get("select_per"),
             "accuracy": mean_std([r["distill"]["accuracy"] for r in results]),
             "gain": mean_std([r["distill"]["accuracy"] - r["alone"]["accuracy"] for r in results]),
             "added_parameters": d["added_parameters"],
@@ -237,7 +238,8 @@ def markdown_distill(summary: dict) -> str:
         for variant, e in summary["variants"].items():
             if e["student"] != student:
                 continue
-            name = e["method"] + (f" ({e['rule']})" if e["rule"] else "")
+            per_image = ", per image" if e.get("select_per") == "sample" else ""
+            name = e["method"] + (f" ({e['rule']}{per_image})" if e["rule"] else "")
             ratio = f"{e['step_ms'] / fitnet[0]:.2f}" if fitnet else ""
             lines.append(f"| | {name} | {_cell(e['accuracy'])} | {_cell(e['gain'])} | {e['added_parameters']:,} | "
                          f"{e['step_ms']:.1f} | {ratio} |")

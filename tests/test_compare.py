@@ -153,3 +153,13 @@ def test_a_collected_table_says_so():
                                                              "command": "make compare-distill"}
     assert "Runs of `make compare-distill`, tabled from DVC's experiments (`--collect`)." in \
         compare_tables.markdown_distill(summary)
+
+
+def test_random_selection_per_image_has_its_own_row_name():
+    per_step = _distill_run("channel_matching", "mbv2", 74.0, 60.0, 0.02, rule="random")
+    per_image = _distill_run("channel_matching", "mbv2", 75.0, 60.0, 0.02, rule="random")
+    per_step["distill"]["select_per"], per_image["distill"]["select_per"] = "step", "sample"
+    summary = compare_tables.summarise_distill({"step": [per_step], "image": [per_image]}, [0])
+    table = compare_tables.markdown_distill(summary | {"reference": {"distill": {}}, "seconds": 1})
+    assert "| | channel_matching (random) | 74.00 ± 0.00 |" in table
+    assert "| | channel_matching (random, per image) | 75.00 ± 0.00 |" in table

@@ -81,4 +81,5 @@ class ChannelMatching(FeatureDistillation):
         return self.sites.loss(student, self.target(teacher, self.assignments[k]))
 
     def describe(self) -> dict:
-        return {"rule": self.mp.rule, **super().describe(), "matchings": self.matchings}
+        per = {"select_per": self.mp.select_per} if self.mp.rule == "random" else {}
+        return {"rule": self.mp.rule, **per, **super().describe(), "matchings": self.matchings}
