@@ -248,10 +248,7 @@ def main(argv: list[str]) -> None:
     summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": seconds, "command": command,
                                                "stages_run": ran, "setting": branch.setting(params)}
     if args.merge and branch.outputs[0].is_file():
-        previous = io.read_json(branch.outputs[0])
-        summary["variants"] = {**previous["variants"], **summary["variants"]}
-        summary["seconds"] = None if None in (seconds, previous["seconds"]) else seconds + previous["seconds"]
-        summary["merged"] = sorted(set(previous.get("merged", [])) | set(variants))  # rows of a later run
+        summary = merge_summaries(io.read_json(branch.outputs[0]), summary, variants)
     if branch.name == "cl":
         summary["checks"] = tables.regime_checks(summary)
     if branch.name == "token" and paths.THROUGHPUT.is_file():  # from `make bench` on the committed models
@@ -259,6 +256,18 @@ def main(argv: list[str]) -> None:
     io.write_json(branch.outputs[0], summary)
     publish(branch, summary)
     print(f"{len(names)} experiments" + (f" in {seconds} s" if seconds is not None else " collected") + "; see `dvc exp show`")
+
+
+def merge_summaries(previous: dict, summary: dict, variants: list[str]) -> dict:
+    """`--merge`: the last output's rows (variants, and the students alone of the distill table) with this run's
+    replacing those of the same name; the time is the sum (unknown if either is)."""
+    merged = dict(summary)
+    for key in ("variants", "alone"):
+        if key in previous:
+            merged[key] = {**previous[key], **summary.get(key, {})}
+    merged["seconds"] = None if None in (summary["seconds"], previous["seconds"]) else summary["seconds"] + previous["seconds"]
+    merged["merged"] = sorted(set(previous.get("merged", [])) | set(variants))  # rows of a later run
+    return merged
 
 
 def publish(branch: Branch, summary: dict) -> None:

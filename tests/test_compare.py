@@ -163,3 +163,11 @@ def test_random_selection_per_image_has_its_own_row_name():
     table = compare_tables.markdown_distill(summary | {"reference": {"distill": {}}, "seconds": 1})
     assert "| | channel_matching (random) | 74.00 ± 0.00 |" in table
     assert "| | channel_matching (random, per image) | 75.00 ± 0.00 |" in table
+
+
+def test_merge_keeps_the_earlier_rows_and_students_alone():
+    previous = {"variants": {"a": 1, "b": 2}, "alone": {"mbv3": "x", "shuffle": "y"}, "seconds": 10}
+    summary = {"variants": {"b": 3}, "alone": {"shuffle": "z"}, "seconds": None}
+    merged = compare.merge_summaries(previous, summary, ["b"])
+    assert merged["variants"] == {"a": 1, "b": 3} and merged["alone"] == {"mbv3": "x", "shuffle": "z"}
+    assert merged["seconds"] is None and merged["merged"] == ["b"]
