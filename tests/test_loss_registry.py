@@ -29,6 +29,14 @@ def _features(g, rows=B):
     return torch.randn(rows, D, generator=g, dtype=torch.float64)
 
 
+def _embeddings(g):
+    return torch.nn.functional.normalize(_features(g), dim=1)
+
+
+def _pairs():
+    return torch.arange(B) // 2  # every sample has one other of its class
+
+
 @dataclass(frozen=True)
 class Case:
     build: Callable[[torch.Generator], dict]
@@ -73,6 +81,18 @@ CASES = {
     "channel_partial_l2": Case(lambda g: {"student": torch.randn(B, 4, 3, 3, generator=g, dtype=torch.float64),
                                           "target": torch.randn(B, 4, 3, 3, generator=g, dtype=torch.float64)},
                                "student", ("target",)),
+    # Mutual contrastive learning (pipeline/losses/contrastive.py): L2-normalised embeddings, every label twice.
+    "vcl": Case(lambda g: {"v_a": _embeddings(g), "labels": _pairs(), "tau": 0.5}),
+    "icl": Case(lambda g: {"v_a": _embeddings(g), "v_b": _embeddings(g), "labels": _pairs(), "tau": 0.5,
+                           "diagonal": "positive"}),
+    "soft_vcl": Case(lambda g: {"v_a": _embeddings(g), "v_b": _embeddings(g), "tau": 0.5, "temperature": 3.0},
+                     "v_a", ("v_b",)),
+    "soft_icl": Case(lambda g: {"v_a": _embeddings(g), "v_b": _embeddings(g), "tau": 0.5, "temperature": 3.0},
+                     "v_a", ("v_b",)),
+    # A cohort's stacked logits (pipeline/losses/mutual.py); DML's zero gradient where the networks agree: there.
+    "cohort_ce": Case(lambda g: {"logits": torch.randn(3, B, K, generator=g, dtype=torch.float64), "labels": _labels(g)}),
+    "mutual_learning": Case(lambda g: {"logits": torch.randn(3, B, K, generator=g, dtype=torch.float64),
+                                       "temperature": 2.0}),
 }
 DISTILLATION = [name for name, case in CASES.items() if case.student]
 

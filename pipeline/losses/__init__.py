@@ -14,6 +14,8 @@ from pipeline.losses.distillation import hard_distillation, soft_distillation, s
 from pipeline.losses.kd import cosine_logits, knowledge_distillation, lwm_distillation, zscl_distillation
 from pipeline.losses.attention import attention_distillation, grad_cam
 from pipeline.losses import channel_matching  # noqa: F401  (registers channel_mse, channel_partial_l2)
+from pipeline.losses.contrastive import icl, soft_icl, soft_vcl, vcl
+from pipeline.losses.mutual import cohort_ce, mutual_learning
 
 __all__ = [
     "LOSSES",
@@ -28,6 +30,12 @@ __all__ = [
     "soft_distillation",
     "hard_distillation",
     "student_ce",
+    "vcl",
+    "icl",
+    "soft_vcl",
+    "soft_icl",
+    "cohort_ce",
+    "mutual_learning",
     "cosine_logits",
     "knowledge_distillation",
     "lwm_distillation",
