@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python` and `dvc`: run them from the venv.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: repro test compare compare-ablation compare-distill compare-token bench bench-dvc clean-venv
+.PHONY: repro test compare compare-ablation compare-distill compare-token compare-cohort bench bench-dvc clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ compare-distill: $(STAMP)
 
 compare-token: $(STAMP)
 	$(RUN) python -m pipeline.compare --branch token
+
+compare-cohort: $(STAMP)
+	$(RUN) python -m pipeline.compare --branch cohort
 
 # CPU inference throughput of the teacher and the student (needs `make repro` first): metrics/throughput.json
 bench: $(STAMP)

@@ -249,6 +249,60 @@ def markdown_distill(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- online distillation (cohort) --------------------------------------------------------------------------
+
+def collect_cohort(read: Reader = io.read_json) -> dict:
+    """One run of the cohort: every network's accuracy, the ensemble's, and the training cost."""
+    return {"cohort": read(paths.COHORT_METRICS), "cost": read(paths.COHORT_COST)}
+
+
+def summarise_cohort(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
+    """Per variant (a method on the same cohort): each network's accuracy, their mean and the ensemble's, the
+    mean network's gain over the same cohort alone (the variant whose method is `alone`, paired by seed), and
+    the step time and peak memory (medians over seeds)."""
+    alone = next((r for r in runs.values() if r[0]["cohort"]["method"] == "alone"), None)
+    variants = {}
+    for variant, results in runs.items():
+        c = results[0]["cohort"]
+        entry = {
+            "seeds": seeds, "method": c["method"], "networks": c["networks"], "parameters": c["parameters"],
+            "network_accuracy": [mean_std([r["cohort"]["network_accuracy"][i] for r in results])
+                                 for i in range(len(c["networks"]))],
+            "accuracy": mean_std([r["cohort"]["accuracy"] for r in results]),
+            "ensemble": mean_std([r["cohort"]["ensemble_accuracy"] for r in results]),
+            "step_ms": round(1000 * float(np.median([r["cost"]["step_seconds"] for r in results])), 2),
+            "peak_memory_mb": round(float(np.median([r["cost"]["peak_memory_mb"] for r in results])), 1),
+        }
+        if alone is not None:
+            entry["gain"] = mean_std([r["cohort"]["accuracy"] - a["cohort"]["accuracy"] for r, a in zip(results, alone)])
+        variants[variant] = entry
+    return {"seeds": seeds, "variants": variants, "task": alone[0]["cohort"]["task"] if alone else None}
+
+
+def markdown_cohort(summary: dict) -> str:
+    variants = summary["variants"]
+    first = next(iter(variants.values()))
+    names = [f"{n} ({p:,})" for n, p in zip(first["networks"], first["parameters"])]
+    alone_ms = next((e["step_ms"] for e in variants.values() if e["method"] == "alone"), None)
+    lines = ["| method | " + " | ".join(names) + " | mean network | gain over alone | ensemble | step (ms) | "
+             "step / alone's | peak memory (MB) |",
+             "|---" * (len(names) + 7) + "|"]
+    for e in variants.values():
+        ratio = f"{e['step_ms'] / alone_ms:.2f}" if alone_ms else ""
+        gain = _cell(e["gain"]) if "gain" in e and e["method"] != "alone" else ""
+        lines.append(f"| {e['method']} | " + " | ".join(_cell(a) for a in e["network_accuracy"]) +
+                     f" | {_cell(e['accuracy'])} | {gain} | {_cell(e['ensemble'])} | {e['step_ms']:.1f} | {ratio} | "
+                     f"{e['peak_memory_mb']:.0f} |")
+    seeds = ", ".join(map(str, summary["seeds"]))
+    setting = ", ".join(f"`{k}: {'null' if v is None else v}`" for k, v in summary.get("setting", {}).items())
+    lines += ["", f"Target `{summary.get('task')}`." + (f" Setting (every row): {setting}." if setting else "") +
+              f" Mean ± sample std over seeds {seeds} (`cohort.seed`: the same initial weights and batches for "
+              f"every method), test accuracy in %; ensemble: the mean of the networks' softmax. Step: median over "
+              f"seeds of the training wall time per step of the whole cohort. "
+              + _runs_clause({"command": "make compare-cohort", **summary})]
+    return "\n".join(lines) + "\n"
+
+
 # --- README ------------------------------------------------------------------------------------------------
 
 def update_readme(table: str, markers: tuple[str, str], readme: Path = README) -> None:

@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipeline import paths
-from pipeline.compression.params import TOKEN, DistillParams, TargetParams, TeacherParams
+from pipeline.compression.params import TOKEN, CohortParams, DistillParams, TargetParams, TeacherParams
 from pipeline.continual.registry import CORPUS_METHODS, check_method_name
 from pipeline.errors import InputError
 from pipeline.sections import Section
@@ -181,6 +181,8 @@ class CompareParams(Section):
     # `make compare-distill`: overrides every distill variant starts from (its benchmark: target, teacher, budget)
     distill_setting: dict[str, Scalar | None] = {}
     token_variants: dict[str, dict[str, Scalar | None]] = {"soft": {}}  # `make compare-token`
+    cohort_variants: dict[str, dict[str, Scalar | None]] = {}  # `make compare-cohort`; seeds set cohort.seed
+    cohort_setting: dict[str, Scalar | None] = {}  # overrides every cohort variant starts from
 
 
 class Params(Section):
@@ -195,6 +197,7 @@ class Params(Section):
     target: TargetParams = TargetParams()
     teacher: TeacherParams = TeacherParams()
     distill: DistillParams = DistillParams()
+    cohort: CohortParams = CohortParams()
     compare: CompareParams = CompareParams()
 
     @field_validator("tasks")
@@ -284,7 +287,9 @@ def check_library_names(params: Params, libraries: tuple[str, ...] = LIBRARIES) 
     if "timm" in libraries:
         from pipeline.models import cnn
 
-        for key, arch in (("teacher.arch", params.teacher.arch), ("distill.student", params.distill.student)):
+        named = [("teacher.arch", params.teacher.arch), ("distill.student", params.distill.student),
+                 *(("cohort.networks", arch) for arch in params.cohort.networks)]
+        for key, arch in named:
             if (key == "teacher.arch" or arch != TOKEN) and not cnn.known(arch):
                 raise ValueError(f"{key}: unknown CNN {arch!r} (neither a timm nor a torchvision classifier name)")
 

@@ -43,8 +43,11 @@ def predict(clip: clip_lib.Clip, classes: list[str], templates: list[str], image
     return probabilities(clip, [[t.replace("{}", c) for t in templates] for c in classes], images, batch_size=256)
 
 
+CLASSIFIER_KINDS = ("cnn", "student", "cohort")  # checkpoints of the compression branch (pipeline/models/classifier.py)
+
+
 def classifier_kind(name: str | None) -> str | None:
-    """'cnn' or 'student' when models/<name> is a compression-branch classifier, else None."""
+    """'cnn', 'student' or 'cohort' when models/<name> is a compression-branch classifier, else None."""
     meta = paths.model_dir(name) / classifier.META if name else None
     return io.read_json(meta).get("kind") if meta is not None and meta.is_file() else None
 
@@ -70,7 +73,7 @@ def main(argv: list[str]) -> None:
     params = load_params(*LIBRARIES)
     # open_clip warns on every model it builds that no pretrained weights were loaded: ours load right after.
     logging.getLogger().setLevel(logging.ERROR)
-    if classifier_kind(args.model) in ("cnn", "student"):
+    if classifier_kind(args.model) in CLASSIFIER_KINDS:
         if args.task is not None:
             raise InputError(f"--task: models/{args.model} classifies its own classes; leave --task out")
         classes, probs = predict_classifier(args.model, args.images, params.data.image_size)

@@ -27,7 +27,7 @@ PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".
                  "images/README.md", "Makefile", "requirements.txt")
 MICRO_TASKS = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}, "fill": {"prev": "colour"}}
 STAGE_COMMANDS = [("prepare",), ("pretrain",), ("prototypes",), *(("train", t) for t in MICRO_TASKS), ("evaluate",),
-                  ("target",), ("teacher",), ("student_alone",), ("distill",)]
+                  ("target",), ("teacher",), ("student_alone",), ("distill",), ("cohort",)]
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Pipeline Tests",
@@ -61,6 +61,8 @@ def make_micro_params() -> dict:
     p["distill"].update(epochs=1, batch_size=16, warmup_steps=1)
     p["distill"]["token"]["l2l_every"] = 1
     p["distill"]["token"]["student"].update(d_model=16, n_layers=1, n_heads=2, d_ff=32)
+    p["cohort"].update(epochs=1, batch_size=8, warmup_steps=1)  # 7 steps of two ShuffleNets
+    p["cohort"]["mcl"]["embed_dim"] = 16
     return p
 
 

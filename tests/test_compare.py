@@ -6,7 +6,7 @@ import pytest
 from pipeline import compare, compare_tables, io, paths
 from pipeline.config import Params, ParamsError
 
-CL, DISTILL, TOKEN = compare.BRANCHES["cl"], compare.BRANCHES["distill"], compare.BRANCHES["token"]
+CL, DISTILL, TOKEN, COHORT = (compare.BRANCHES[b] for b in ("cl", "distill", "token", "cohort"))
 
 
 def params_with(key: str, variants: dict) -> Params:
@@ -15,7 +15,7 @@ def params_with(key: str, variants: dict) -> Params:
     return Params.from_dict(raw)
 
 
-@pytest.mark.parametrize("branch", [CL, DISTILL, TOKEN])
+@pytest.mark.parametrize("branch", [CL, DISTILL, TOKEN, COHORT])
 def test_committed_variants_are_valid(branch):
     compare.check_variants(Params.load(), branch)
 
@@ -171,3 +171,24 @@ def test_merge_keeps_the_earlier_rows_and_students_alone():
     merged = compare.merge_summaries(previous, summary, ["b"])
     assert merged["variants"] == {"a": 1, "b": 3} and merged["alone"] == {"mbv3": "x", "shuffle": "z"}
     assert merged["seconds"] is None and merged["merged"] == ["b"]
+
+
+def _cohort_run(method, accuracies, ensemble, step, memory=900.0):
+    return {"cohort": {"task": "count+colour", "method": method, "networks": ["a", "b"], "parameters": [10, 2000],
+                       "network_accuracy": accuracies, "accuracy": sum(accuracies) / len(accuracies),
+                       "ensemble_accuracy": ensemble},
+            "cost": {"step_seconds": step, "peak_memory_mb": memory}}
+
+
+def test_cohort_summary_pairs_each_seed_with_the_cohort_alone():
+    runs = {"alone": [_cohort_run("alone", [60.0, 70.0], 72.0, 0.010), _cohort_run("alone", [62.0, 72.0], 74.0, 0.012)],
+            "mcl": [_cohort_run("mcl", [66.0, 74.0], 76.0, 0.020), _cohort_run("mcl", [64.0, 74.0], 75.0, 0.022)]}
+    summary = compare_tables.summarise_cohort(runs, [0, 1])
+    mcl = summary["variants"]["mcl"]
+    assert mcl["network_accuracy"][0]["values"] == [66.0, 64.0] and mcl["accuracy"]["mean"] == 69.5
+    assert mcl["gain"]["values"] == [5.0, 2.0] and mcl["step_ms"] == 21.0  # 70 - 65, 69 - 67
+    table = compare_tables.markdown_cohort(summary | {"seconds": 3, "setting": {"cohort.epochs": 9}})
+    assert "| method | a (10) | b (2,000) | mean network | gain over alone | ensemble |" in table
+    assert "| alone | 61.00 ± 1.41 | 71.00 ± 1.41 | 66.00 ± 1.41 |  | 73.00 ± 1.41 | 11.0 | 1.00 | 900 |" in table
+    assert "| mcl | 65.00 ± 1.41 | 74.00 ± 0.00 | 69.50 ± 0.71 | 3.50 ± 2.12 | 75.50 ± 0.71 | 21.0 | 1.91 | 900 |" in table
+    assert "Setting (every row): `cohort.epochs: 9`." in table and "(3 s)" in table

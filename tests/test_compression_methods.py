@@ -8,16 +8,17 @@ import pytest
 import torch
 
 from pipeline.compression.base import Batch, DistillContext
-from pipeline.compression.params import DistillParams
-from pipeline.compression.registry import MODULES, SUPERVISED, all_methods
+from pipeline.compression.params import CohortParams, DistillParams
+from pipeline.compression.registry import MODULES, ONLINE_METHODS, SUPERVISED, all_methods
 from pipeline.compression.teachers import Teacher
 from pipeline.compression.trainer import fit
 from pipeline.data import TaskData
-from pipeline.models import classifier
+from pipeline.models import classifier, cohort
 from pipeline.models.classifier import image_input
 from pipeline.models.student import StudentConfig
 
 K, N, SIZE = 4, 16, 32
+COHORT = ["mobilenetv2_050", "shufflenet_v2_x0_5", "mobilenetv2_050"]
 TOKEN_STUDENT = {"patch_size": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
 
 
@@ -56,6 +57,11 @@ def _params(method: str, student: str, **extra) -> DistillParams:
 
 def _context(name: str, teacher_cnn, student: str = "mobilenetv2_050", **extra) -> DistillContext:
     torch.manual_seed(0)
+    if name in ONLINE_METHODS:  # a cohort of three (not only pairs), mixed, without a teacher
+        cp = CohortParams.model_validate({"method": name, "networks": COHORT, "batch_size": 8, "epochs": 1,
+                                          "warmup_steps": 1, "mcl": {"embed_dim": 16}, **extra})
+        model = cohort.build(COHORT, K, embed_dim=16)
+        return DistillContext(model, _task(), cp, torch.device("cpu"), None, eval_batch_size=8)
     if name == "token":
         dp = _params("token", "token")
         model = classifier.build_student(StudentConfig(image_size=SIZE, num_classes=K, **TOKEN_STUDENT,
@@ -74,7 +80,7 @@ def _batch(ctx: DistillContext) -> Batch:
 
 def test_the_registry_lists_every_method_and_the_supervised_training():
     assert set(all_methods()) == {*MODULES, SUPERVISED}
-    assert {"token", "kd", "fitnet", "channel_matching"} <= set(MODULES)
+    assert {"token", "kd", "fitnet", "channel_matching", "dml", "mcl"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", sorted({*MODULES, SUPERVISED}))

@@ -230,3 +230,17 @@ def test_predict_with_the_student(branch, tmp_path, monkeypatch, capsys):
     probs = [float(p) for p in re.findall(r" (\d\.\d{3})(?:,|$)", lines[0])]
     assert len(probs) == 2 and probs[0] >= probs[1] and sum(probs) <= 1.0 + 1e-3
     assert any(c in lines[0] for c in task.classes)
+
+
+def test_cohort_metrics_and_checkpoint(micro_run):
+    """Stage `cohort` (MCL on two ShuffleNets by default): every network's accuracy, their mean, the ensemble's."""
+    project, _ = micro_run
+    summary = _read(project, "metrics/cohort.json")
+    assert summary["method"] == "mcl" and summary["networks"] == ["shufflenet_v2_x0_5"] * 2
+    assert len(summary["network_accuracy"]) == 2 and all(0 <= a <= 100 for a in summary["network_accuracy"])
+    assert summary["accuracy"] == pytest.approx(sum(summary["network_accuracy"]) / 2)
+    assert 0 <= summary["ensemble_accuracy"] <= 100
+    assert len(_read(project, "metrics/cohort_per_class.json")) == 28
+    assert _read(project, "metrics/cohort_cost.json")["step_seconds"] > 0
+    meta = _read(project, "models/cohort/model.json")
+    assert meta["kind"] == "cohort" and meta["networks"] == summary["networks"] and meta["params"]["method"] == "mcl"

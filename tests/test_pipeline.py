@@ -26,13 +26,14 @@ from pipeline import metrics
 
 TASKS = ["shape", "colour", "fill"]
 CLIP_MODELS = ["e0", *TASKS]
-BRANCH_MODELS = ["cnn", "student", "student_alone"]  # the compression branch's classifiers
+BRANCH_MODELS = ["cnn", "student", "student_alone", "cohort"]  # the compression branch's classifiers
 MODELS = [*CLIP_MODELS, *BRANCH_MODELS]
 CL_STAGES = ["prepare", "pretrain", "prototypes", *(f"train@{t}" for t in TASKS), "evaluate"]
-DISTILL_STAGES = ["target", "teacher", "student_alone", "distill"]
+DISTILL_STAGES = ["target", "teacher", "student_alone", "distill", "cohort"]
 ALL_STAGES = [*CL_STAGES, *DISTILL_STAGES]
 METRIC_FILES = ("metrics/cl.json", "metrics/accuracy_matrix.json", "metrics/zero_shot.json", "metrics/teacher.json",
-                "metrics/distill.json", "metrics/distill_per_class.json", "metrics/student_alone.json")
+                "metrics/distill.json", "metrics/distill_per_class.json", "metrics/student_alone.json",
+                "metrics/cohort.json")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 
@@ -100,6 +101,7 @@ def test_stages_write_their_outputs(micro_run):
     assert "target count+colour: 28 classes, 56 train / 28 test images" in outputs["target"]
     assert re.search(r"teacher [\d.]+% \| student \(token, token\) [\d.]+%", outputs["distill"])
     assert re.search(r"student token alone: [\d.]+%", outputs["student_alone"])
+    assert re.search(r"cohort mcl: shufflenet_v2_x0_5 [\d.]+%, shufflenet_v2_x0_5 [\d.]+%; ensemble [\d.]+%", outputs["cohort"])
     for task in TASKS:
         cost = _read(project, f"metrics/cost/{task}.json")
         assert isinstance(cost["seconds"], float) and cost["peak_memory_mb"] > 100  # torch alone is > 100 MB resident
@@ -182,7 +184,7 @@ def test_branch_checkpoints_load_without_pickle(micro_run, name):
         keys = set(f.keys())
     model, meta = classifier.load(folder)
     assert set(model.state_dict()) == keys and not model.training
-    assert meta["kind"] == ("cnn" if name == "cnn" else "student")
+    assert meta["kind"] == {"cnn": "cnn", "cohort": "cohort"}.get(name, "student")
 
 
 @pytest.mark.parametrize("name", CLIP_MODELS)

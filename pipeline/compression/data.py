@@ -20,9 +20,13 @@ def class_weights(labels: Tensor, num_classes: int) -> Tensor:
     return weights.float()
 
 
-def batches(labels: Tensor, batch_size: int, steps: int, seed: int, balance: str) -> Iterator[Tensor]:
-    """`steps` index batches: epochs of seeded permutations, or with `balance == "sampler"` draws with
-    replacement where every class is equally likely (each image with probability 1 / (K n_c))."""
+def batches(labels: Tensor, batch_size: int, steps: int, seed: int, balance: str, per_class: int = 2) -> Iterator[Tensor]:
+    """`steps` index batches: epochs of seeded permutations; with `balance == "sampler"` draws with replacement
+    where every class is equally likely (each image with probability 1 / (K n_c)); with "per_class",
+    `per_class_batches`."""
+    if balance == "per_class":
+        yield from per_class_batches(labels, batch_size, steps, seed, per_class)
+        return
     if balance != "sampler":
         yield from optim.batches(len(labels), batch_size, steps, seed)
         return
@@ -31,6 +35,28 @@ def batches(labels: Tensor, batch_size: int, steps: int, seed: int, balance: str
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         yield torch.multinomial(probs, batch_size, replacement=True, generator=generator)
+
+
+def per_class_batches(labels: Tensor, batch_size: int, steps: int, seed: int, per_class: int) -> Iterator[Tensor]:
+    """`steps` batches of batch_size / per_class distinct classes (a seeded draw without replacement each step)
+    with per_class distinct images of each (fewer images than that in a class: all of them, repeated), as the
+    MCL authors' MPerClassSampler: every image of a batch has another of its class, the positive a supervised
+    contrastive loss needs."""
+    classes = int(labels.max()) + 1
+    members = [torch.nonzero(labels == c).flatten() for c in range(classes)]
+    present = [c for c in range(classes) if len(members[c])]
+    n_classes = batch_size // per_class
+    if n_classes > len(present):
+        raise ValueError(f"a batch of {batch_size} at {per_class} per class needs {n_classes} classes; the set has {len(present)}")
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        chosen = torch.randperm(len(present), generator=generator)[:n_classes]
+        picks = []
+        for c in chosen.tolist():
+            pool = members[present[c]]
+            order = torch.randperm(len(pool), generator=generator).repeat(-(-per_class // len(pool)))
+            picks.append(pool[order[:per_class]])
+        yield torch.cat(picks)
 
 
 def steps_for(num_items: int, batch_size: int, epochs: int) -> int:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.compression.registry import FEATURE_METHODS, check_method_name
+from pipeline.compression.registry import FEATURE_METHODS, ONLINE_METHODS, check_method_name
 from pipeline.sections import Section
 
 TOKEN = "token"  # distill.student: the distillation-token student (distill.token.student)
@@ -153,6 +153,60 @@ class DistillParams(Recipe):
                              f"trains the token student and only it (set distill.method and distill.student together)")
         if self.student == TOKEN and self.stem_stride is not None:
             raise ValueError("stem_stride is a CNN student's; the token student's input is cut by token.student.patch_size")
+        if self.method in ONLINE_METHODS:
+            raise ValueError(f"method {self.method!r} trains a cohort without a teacher: set cohort.method (stage cohort)")
         if self.method in FEATURE_METHODS and self.teacher != "cnn":
             raise ValueError(f"method {self.method!r} distils feature maps: it needs teacher 'cnn', not {self.teacher!r}")
+        return self
+
+
+ALONE = "alone"  # cohort.method: every network of the cohort on the labels alone (same batches and budget)
+
+
+class MCLParams(Section):
+    """Method `mcl` (spec/mutual_contrastive.md): sum_a CE_a + alpha VCL + beta ICL + gamma soft VCL + lam soft
+    ICL; defaults: the authors' README."""
+
+    alpha: float = Field(0.1, ge=0)  # VCL, inside each network
+    beta: float = Field(0.1, ge=0)  # ICL, across every ordered pair
+    gamma: float = Field(1.0, ge=0)  # soft VCL
+    lam: float = Field(1.0, ge=0)  # soft ICL
+    tau: float = Field(0.07, gt=0)  # similarity temperature
+    temperature: float = Field(3.0, gt=0)  # T of the soft terms (KL times T^2)
+    # ICL's same-image cross-network pair: "positive" (the paper's form) or left out of the anchor's row ("mask",
+    # the authors' code)
+    icl_diagonal: Literal["mask", "positive"] = "mask"
+    embed_dim: int = Field(128, ge=1)  # projection heads: Linear -> ReLU -> Linear to this, L2-normalised
+
+
+class DMLParams(Section):
+    """Method `dml` (Zhang et al., CVPR 2018): each network CE plus the mean over the others of KL(p_b || p_a),
+    p_b detached, at `temperature` (times T^2; 1 in the paper)."""
+
+    temperature: float = Field(1.0, gt=0)
+
+
+class CohortParams(Recipe):
+    """Stage `cohort`: M networks trained together by an online method (no pretrained teacher), or alone."""
+
+    method: str = "mcl"  # mcl | dml | alone (pipeline/compression/registry.py ONLINE_METHODS)
+    networks: list[str] = Field(default_factory=lambda: ["shufflenet_v2_x0_5", "shufflenet_v2_x0_5"], min_length=2)
+    stem_stride: StemStride = None  # every network's stem downsampling
+    epochs: int = Field(4, ge=1)  # the default pipeline's budget; `make compare-cohort` sets its own
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(0.01, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    # every batch: batch_size / per_class classes, per_class images of each (drawn as the authors' MPerClassSampler),
+    # so every anchor of the contrastive terms has a positive; "none": epochs of permutations
+    balance: Literal["per_class", "none"] = "per_class"
+    per_class: int = Field(2, ge=2)
+    mcl: MCLParams = MCLParams()
+    dml: DMLParams = DMLParams()
+
+    @model_validator(mode="after")
+    def _method_and_batches(self) -> "CohortParams":
+        if self.method != ALONE and self.method not in ONLINE_METHODS:
+            raise ValueError(f"unknown cohort method {self.method!r}; known: {', '.join(sorted([*ONLINE_METHODS, ALONE]))}")
+        if self.balance == "per_class" and self.batch_size % self.per_class:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of per_class {self.per_class}")
         return self

@@ -11,9 +11,13 @@ MODULES: dict[str, str] = {
     "kd": "logit_kd",
     "fitnet": "fitnet",
     "channel_matching": "channel_matching",
+    "dml": "dml",
+    "mcl": "mcl",
 }
 # Methods that distil feature maps: they need a CNN teacher and a CNN student with distillation sites.
 FEATURE_METHODS = frozenset({"fitnet", "channel_matching"})
+# Online methods: a cohort trained together without a teacher (stage `cohort`, `cohort.method`), not `distill.method`.
+ONLINE_METHODS = frozenset({"dml", "mcl"})
 # Not a `distill.method`: training on the labels alone (the CNN teacher; a CNN student alone).
 SUPERVISED = "supervised"
 

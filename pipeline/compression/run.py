@@ -1,18 +1,21 @@
-"""What the stages `distill` and `student_alone` share: train a fresh student with a method, test it, save it."""
+"""What the stages `distill` and `student_alone` share (train a fresh student with a method, test it, save it),
+and the stage `cohort`'s training of a cohort."""
 from __future__ import annotations
 
 import torch
 
 from pipeline import io, metrics, runtime
+from pipeline.compression import data as D
 from pipeline.compression import students
 from pipeline.compression.base import DistillContext, DistillMethod
-from pipeline.compression.params import TOKEN
+from pipeline.compression.params import ALONE, TOKEN
 from pipeline.compression.registry import SUPERVISED, get_method
 from pipeline.compression.teachers import Teacher
 from pipeline.compression.trainer import fit
 from pipeline.config import Params
 from pipeline.data import TaskData
-from pipeline.models import classifier
+from pipeline.models import classifier, cohort
+from pipeline.models.classifier import image_input
 
 
 def train_and_test(params: Params, task: TaskData, teacher: Teacher | None, device: torch.device,
@@ -43,3 +46,33 @@ def train_and_test(params: Params, task: TaskData, teacher: Teacher | None, devi
                                                            params=dp.model_dump(mode="json")))
     cost = {"step_seconds": round(logged["step_seconds"], 5), "peak_memory_mb": runtime.peak_memory_mb(device)}
     return summary, metrics.per_class_top1(prediction, task.test_labels, task.classes), cost
+
+
+def train_cohort(params: Params, task: TaskData, device: torch.device, model_dir, logger=None) -> tuple[dict, dict, dict]:
+    """Train the cohort of `params.cohort` with `cohort.method` (`alone`: each network on the labels alone, the
+    same initial weights and batches as the online methods'), test every network and their ensemble (the mean
+    of the networks' softmax), save it to `model_dir`. Returns (summary, per-class accuracy of the ensemble,
+    cost)."""
+    cp = params.cohort
+    torch.manual_seed(runtime.stable_seed(cp.seed, "cohort init"))  # every method starts from the same weights
+    model = cohort.build(cp.networks, len(task.classes), cp.stem_stride, cp.mcl.embed_dim)
+    for name, network in zip(cp.networks, model.networks):
+        classifier.check_image_size(network, name, params.data.image_size, key="cohort.networks")
+    name = SUPERVISED if cp.method == ALONE else cp.method
+    method: DistillMethod = get_method(name)(DistillContext(model, task, cp, device, eval_batch_size=params.eval.batch_size))
+    logged = fit(method, logger, desc=f"cohort {cp.method}")
+    logits = D.predict(lambda b: model(image_input(b)).transpose(0, 1), task.test_images, params.eval.batch_size, device)
+    logits = logits.transpose(0, 1)  # (M, N, K)
+    ensemble = cohort.ensemble_probs(logits)
+    networks = [metrics.top1(z, task.test_labels) for z in logits]
+    summary = {
+        "method": cp.method, "networks": cp.networks,
+        "accuracy": sum(networks) / len(networks),  # the mean network's: what each member gains
+        "ensemble_accuracy": metrics.top1(ensemble, task.test_labels),
+        "network_accuracy": networks,
+        "parameters": [sum(p.numel() for p in n.parameters()) for n in model.networks],
+    }
+    with io.atomic_dir(model_dir) as folder:
+        classifier.save(model.cpu(), folder, cohort.meta(cp, task.classes, params=cp.model_dump(mode="json")))
+    cost = {"step_seconds": round(logged["step_seconds"], 5), "peak_memory_mb": runtime.peak_memory_mb(device)}
+    return summary, metrics.per_class_top1(ensemble, task.test_labels, task.classes), cost

@@ -36,7 +36,7 @@ def fit(method: DistillMethod, live=None, desc: str = "train") -> dict[str, floa
         x = D.apply_flips(image_input(images[indices].to(ctx.device)), flips)
         return method.step(i, Batch(x, labels[indices].to(ctx.device), indices, flips), optimizer)
 
-    order = D.batches(labels, recipe.batch_size, steps, recipe.seed, recipe.balance)
+    order = D.batches(labels, recipe.batch_size, steps, recipe.seed, recipe.balance, getattr(recipe, "per_class", 2))
     start = time.perf_counter()
     logged = run_steps(order, steps, step, schedule, live, desc=desc)
     seconds = time.perf_counter() - start

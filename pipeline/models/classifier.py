@@ -73,17 +73,27 @@ def load(directory: str | Path) -> tuple[nn.Module, dict]:
         meta = checkpoint.read_meta(directory, {"arch": str})
         model = build_cnn(meta["arch"], len(meta["classes"]), meta.get("stem_stride"))
         what = f"the CNN {meta['arch']!r}"
+    elif meta["kind"] == "cohort":
+        from pipeline.models import cohort
+
+        meta = checkpoint.read_meta(directory, {"networks": list, "embed_dim": int})
+        model = cohort.build(meta["networks"], len(meta["classes"]), meta.get("stem_stride"), meta["embed_dim"])
+        what = f"the cohort {meta['networks']}"
     elif meta["kind"] == "student":
         meta = checkpoint.read_meta(directory, {"config": dict})
         model, what = build_student(StudentConfig(**meta["config"])), "the student config"
     else:
-        raise InputError(f"{Path(directory) / META}: 'kind' must be 'cnn' or 'student', got {meta['kind']!r}")
+        raise InputError(f"{Path(directory) / META}: 'kind' must be 'cnn', 'student' or 'cohort', got {meta['kind']!r}")
     return checkpoint.load_weights(model, directory, what).eval(), meta
 
 
 def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Class logits of either kind for inference: the CNN's, or the log of the student's fused probabilities
-    (so argmax and softmax mean the same for both)."""
+    """Class logits of any kind for inference: the CNN's, or the log of the student's fused probabilities or
+    of a cohort's ensemble (so argmax and softmax mean the same for all)."""
     if isinstance(model, DistillationStudent):
         return model.fused_probs(x).log()
+    from pipeline.models.cohort import Cohort, ensemble_probs
+
+    if isinstance(model, Cohort):
+        return ensemble_probs(model(x)).log()
     return model(x)
