@@ -111,6 +111,18 @@ def _call_main(module: str, argv) -> None:
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks: one torch thread is faster than two fighting over a busy machine (use per module with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def micro_params() -> dict:
     return make_micro_params()

@@ -18,12 +18,7 @@ K, N, SIZE = 4, 16, 32
 NETS = ["mobilenetv2_050", "shufflenet_v2_x0_5"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _task() -> TaskData:

@@ -29,13 +29,7 @@ def _task() -> TaskData:
     return TaskData("micro", [f"c{k}" for k in range(K)], ["a {}."], images(N), labels, images(K), torch.arange(K))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: one thread is faster than two fighting over a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
