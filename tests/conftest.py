@@ -62,7 +62,7 @@ def make_micro_params() -> dict:
     p["distill"]["token"]["l2l_every"] = 1
     p["distill"]["token"]["student"].update(d_model=16, n_layers=1, n_heads=2, d_ff=32)
     p["cohort"].update(epochs=1, batch_size=8, warmup_steps=1)  # 7 steps of two ShuffleNets
-    p["cohort"]["mcl"]["embed_dim"] = 16
+    p["cohort"]["embed_dim"] = 16
     return p
 
 

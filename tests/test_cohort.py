@@ -31,7 +31,7 @@ def _task() -> TaskData:
 def _context(method: str) -> DistillContext:
     torch.manual_seed(0)
     cp = CohortParams.model_validate({"method": method, "networks": NETS, "batch_size": 8, "epochs": 1,
-                                      "mcl": {"embed_dim": 16}})
+                                      "embed_dim": 16})
     return DistillContext(cohort.build(NETS, K, embed_dim=16), _task(), cp, torch.device("cpu"), None, eval_batch_size=8)
 
 

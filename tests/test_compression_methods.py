@@ -53,7 +53,7 @@ def _context(name: str, teacher_cnn, student: str = "mobilenetv2_050", **extra) 
     torch.manual_seed(0)
     if name in ONLINE_METHODS:  # a cohort of three (not only pairs), mixed, without a teacher
         cp = CohortParams.model_validate({"method": name, "networks": COHORT, "batch_size": 8, "epochs": 1,
-                                          "warmup_steps": 1, "mcl": {"embed_dim": 16}, **extra})
+                                          "warmup_steps": 1, "embed_dim": 16, **extra})
         model = cohort.build(COHORT, K, embed_dim=16)
         return DistillContext(model, _task(), cp, torch.device("cpu"), None, eval_batch_size=8)
     if name == "token":

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.losses.contrastive import icl, mcl_terms, soft_icl, soft_vcl, sup_contrastive, vcl
+from pipeline.losses.contrastive import (icl, lmcl_terms, mcl_terms, soft_alignment, soft_icl, soft_vcl, stage_pairs,
+                                        sup_contrastive, vcl)
 from pipeline.losses.kd import knowledge_distillation
 from pipeline.losses.mutual import cohort_ce, mutual_learning
 
@@ -36,8 +37,8 @@ def test_icl_hand_case_with_the_diagonal_masked_and_as_a_positive():
     assert icl(v_a, v_b, LABELS, 1.0, "positive").item() == pytest.approx(positive, abs=1e-12)
 
 
-def _literal(v_a, v_b, labels, tau, include_self):
-    """SupCon written anchor by anchor, positive by positive."""
+def _literal(v_a, v_b, labels, tau, include_self, weight=None):
+    """SupCon written anchor by anchor, positive by positive (each anchor's loss times its weight)."""
     losses = []
     for i in range(len(labels)):
         others = [j for j in range(len(labels)) if include_self or j != i]
@@ -45,7 +46,8 @@ def _literal(v_a, v_b, labels, tau, include_self):
         if not positives:
             continue
         log_z = math.log(sum(math.exp(float(v_a[i] @ v_b[j]) / tau) for j in others))
-        losses.append(-sum(float(v_a[i] @ v_b[p]) / tau - log_z for p in positives) / len(positives))
+        w = 1.0 if weight is None else float(weight[i])
+        losses.append(-w * sum(float(v_a[i] @ v_b[p]) / tau - log_z for p in positives) / len(positives))
     return sum(losses) / len(losses)
 
 
@@ -151,3 +153,70 @@ def test_mutual_learning_is_zero_with_zero_gradient_where_the_networks_agree():
     value = mutual_learning(logits, 3.0)
     value.backward()
     assert value.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits.grad))
+
+
+# Layer-wise MCL: the same terms, each anchor row weighted, over every pair of stages of two networks.
+
+@pytest.mark.parametrize("diagonal", ["mask", "positive"])
+def test_weighted_terms_against_a_literal_reference(diagonal):
+    g = torch.Generator().manual_seed(1)
+    v_a = F.normalize(torch.randn(8, 5, generator=g, dtype=torch.float64), dim=1)
+    v_b = F.normalize(torch.randn(8, 5, generator=g, dtype=torch.float64), dim=1)
+    w = torch.rand(8, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 3])
+    ref = _literal(v_a, v_b, labels, 0.1, diagonal == "positive", w)
+    assert icl(v_a, v_b, labels, 0.1, diagonal, w).item() == pytest.approx(ref, rel=1e-10)
+    assert vcl(v_a, labels, 0.1, w).item() == pytest.approx(_literal(v_a, v_a, labels, 0.1, False, w), rel=1e-10)
+    with pytest.raises(ValueError, match=r"per-anchor weight is \(8,\)"):
+        vcl(v_a, labels, 0.1, w[:4])
+
+
+def test_weighted_soft_alignment_against_kl_div():
+    g = torch.Generator().manual_seed(2)
+    s, t = torch.randn(6, 6, generator=g, dtype=torch.float64), torch.randn(6, 6, generator=g, dtype=torch.float64)
+    w, temp = torch.rand(6, generator=g, dtype=torch.float64), 3.0
+    rows = F.kl_div(F.log_softmax(s / temp, dim=1), F.softmax(t / temp, dim=1), reduction="none").sum(1)
+    assert soft_alignment(s, t, temp, w).item() == pytest.approx(((w * rows).mean() * temp**2).item(), rel=1e-10)
+    assert soft_alignment(s, t, temp, torch.ones(6, dtype=torch.float64)).item() == pytest.approx(
+        knowledge_distillation(s, t, temp).item(), rel=1e-12)
+
+
+def test_weighted_soft_terms_are_zero_with_zero_gradient_where_the_networks_agree_and_leave_targets_alone():
+    v, w = _embeddings(0), torch.rand(6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    for fn in (soft_vcl, soft_icl):
+        v_a = v.clone().requires_grad_()
+        value = fn(v_a, v.clone(), 0.1, 3.0, w)
+        value.backward()
+        assert value.item() == 0.0 and torch.equal(v_a.grad, torch.zeros_like(v_a.grad))
+    v_a, v_b = _embeddings(0).requires_grad_(), _embeddings(1).requires_grad_()
+    soft_vcl(v_a, v_b, 0.1, 3.0, w).backward()
+    assert v_b.grad is None and v_a.grad.abs().sum() > 0
+
+
+def test_stage_pairs_cover_every_stage_of_one_network_against_every_stage_of_another():
+    assert stage_pairs([2, 1]) == [(0, 0, 1, 0), (0, 1, 1, 0)]
+    assert len(stage_pairs([3, 3, 3])) == 3 * 9  # 3 pairs of networks, 3 x 3 stages each
+
+
+def test_lmcl_terms_with_one_stage_and_unit_weights_are_mcls_for_a_pair():
+    vs, labels = [_embeddings(s) for s in range(2)], torch.tensor([0, 0, 1, 1, 2, 2])
+    ones = [torch.ones(6, dtype=torch.float64)]
+    layerwise = lmcl_terms([[v] for v in vs], labels, 0.1, 3.0, ones, "positive")
+    plain = mcl_terms(vs, labels, 0.1, 3.0, "positive")
+    for key in plain:
+        assert layerwise[key].item() == pytest.approx(plain[key].item(), rel=1e-12), key
+
+
+def test_lmcl_terms_weight_each_pair_of_stages():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    stages = [[_embeddings(0), _embeddings(1)], [_embeddings(2)]]
+    w = [torch.rand(6, dtype=torch.float64, generator=torch.Generator().manual_seed(s)) for s in (4, 5)]
+    terms = lmcl_terms(stages, labels, 0.1, 3.0, w, "mask")
+    v, u = stages[0], stages[1][0]
+    assert terms["vcl"].item() == pytest.approx(sum(vcl(v[k], labels, 0.1, w[k]) + vcl(u, labels, 0.1, w[k])
+                                                    for k in range(2)).item(), rel=1e-12)
+    assert terms["icl"].item() == pytest.approx(sum(icl(v[k], u, labels, 0.1, "mask", w[k]) +
+                                                    icl(u, v[k], labels, 0.1, "mask", w[k]) for k in range(2)).item())
+    assert terms["soft_icl"].item() == pytest.approx(sum(soft_icl(v[k], u, 0.1, 3.0, w[k]) for k in range(2)).item())
+    with pytest.raises(ValueError, match="2 pairs of stages need as many weights"):
+        lmcl_terms(stages, labels, 0.1, 3.0, w[:1])

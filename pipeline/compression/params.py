@@ -176,7 +176,25 @@ class MCLParams(Section):
     # ICL's same-image cross-network pair: "positive" (the paper's form) or left out of the anchor's row ("mask",
     # the authors' code)
     icl_diagonal: Literal["mask", "positive"] = "mask"
-    embed_dim: int = Field(128, ge=1)  # projection heads: Linear -> ReLU -> Linear to this, L2-normalised
+
+
+class LMCLParams(MCLParams):
+    """Method `lmcl`, layer-wise MCL (TPAMI 2023): MCL's four terms between every stage of one network and every
+    stage of another, each image weighted by the meta-network; plus CE of every stage classifier and of each
+    network's aggregate of them, and T^2 KL of each network's last stage towards every aggregate (detached).
+    Defaults: the authors' main_layer_mcl_cifar_meta.py."""
+
+    tau: float = Field(0.1, gt=0)
+    stages: int = Field(3, ge=1)  # the last `stages` stages of each network; auxiliary branches after all but the last
+    meta_every: int = Field(50, ge=1)  # steps between meta-optimisations
+    virtual_steps: int = Field(2, ge=1)  # virtual SGD steps on the weighted MCL loss
+    virtual_task_step: bool = True  # then one on the stages' CE (the authors' code); the CE after them is the meta loss
+    # The virtual steps are SGD as the authors' (momentum 0.9 from a zero buffer, weight decay meta_weight_decay),
+    # whatever the run's optimiser; both learning rates follow the run's schedule (lr_t / lr), as their adjust_lr.
+    virtual_lr: float = Field(0.1, gt=0)
+    meta_lr: float = Field(0.1, gt=0)  # the meta-network's SGD, Nesterov momentum 0.9
+    meta_weight_decay: float = Field(5e-4, ge=0)
+    meta_dim: int = Field(128, ge=1)
 
 
 class DMLParams(Section):
@@ -189,7 +207,7 @@ class DMLParams(Section):
 class CohortParams(Recipe):
     """Stage `cohort`: M networks trained together by an online method (no pretrained teacher), or alone."""
 
-    method: str = "mcl"  # mcl | dml | alone (pipeline/compression/registry.py ONLINE_METHODS)
+    method: str = "mcl"  # mcl | lmcl | dml | alone (pipeline/compression/registry.py ONLINE_METHODS)
     networks: list[str] = Field(default_factory=lambda: ["shufflenet_v2_x0_5", "shufflenet_v2_x0_5"], min_length=2)
     stem_stride: StemStride = None  # every network's stem downsampling
     epochs: int = Field(4, ge=1)  # the default pipeline's budget; `make compare-cohort` sets its own
@@ -200,7 +218,9 @@ class CohortParams(Recipe):
     # so every anchor of the contrastive terms has a positive; "none": epochs of permutations
     balance: Literal["per_class", "none"] = "per_class"
     per_class: int = Field(2, ge=2)
+    embed_dim: int = Field(128, ge=1)  # projection heads (MCL, L-MCL): Linear -> ReLU -> Linear to this, L2-normalised
     mcl: MCLParams = MCLParams()
+    lmcl: LMCLParams = LMCLParams()
     dml: DMLParams = DMLParams()
 
     @model_validator(mode="after")

@@ -13,11 +13,12 @@ MODULES: dict[str, str] = {
     "channel_matching": "channel_matching",
     "dml": "dml",
     "mcl": "mcl",
+    "lmcl": "lmcl",
 }
 # Methods that distil feature maps: they need a CNN teacher and a CNN student with distillation sites.
 FEATURE_METHODS = frozenset({"fitnet", "channel_matching"})
 # Online methods: a cohort trained together without a teacher (stage `cohort`, `cohort.method`), not `distill.method`.
-ONLINE_METHODS = frozenset({"dml", "mcl"})
+ONLINE_METHODS = frozenset({"dml", "mcl", "lmcl"})
 # Not a `distill.method`: training on the labels alone (the CNN teacher; a CNN student alone).
 SUPERVISED = "supervised"
 

@@ -55,7 +55,7 @@ def train_cohort(params: Params, task: TaskData, device: torch.device, model_dir
     cost)."""
     cp = params.cohort
     torch.manual_seed(runtime.stable_seed(cp.seed, "cohort init"))  # every method starts from the same weights
-    model = cohort.build(cp.networks, len(task.classes), cp.stem_stride, cp.mcl.embed_dim)
+    model = cohort.build(cp.networks, len(task.classes), cp.stem_stride, cp.embed_dim)
     for name, network in zip(cp.networks, model.networks):
         classifier.check_image_size(network, name, params.data.image_size, key="cohort.networks")
     name = SUPERVISED if cp.method == ALONE else cp.method
@@ -71,6 +71,8 @@ def train_cohort(params: Params, task: TaskData, device: torch.device, model_dir
         "ensemble_accuracy": metrics.top1(ensemble, task.test_labels),
         "network_accuracy": networks,
         "parameters": [sum(p.numel() for p in n.parameters()) for n in model.networks],
+        "added_parameters": method.added_parameters(),  # trained with the cohort, not saved (L-MCL's branches)
+        **method.describe(),
     }
     with io.atomic_dir(model_dir) as folder:
         classifier.save(model.cpu(), folder, cohort.meta(cp, task.classes, params=cp.model_dump(mode="json")))

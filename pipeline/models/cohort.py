@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.models.stages import capture
+
 
 def classifier_layer(model: nn.Module, num_classes: int) -> nn.Linear:
     """The layer that makes the logits: the last Linear with `num_classes` outputs (timm's `get_classifier()`,
@@ -46,16 +48,25 @@ class Cohort(nn.Module):
 
     def embed(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """((M, B, K) logits, each network's L2-normalised embedding of its pooled feature)."""
-        logits, embeddings = [], []
-        for network, layer, head in zip(self.networks, self._classifiers, self.heads):
-            pooled: list[Tensor] = []
-            hook = layer.register_forward_pre_hook(lambda _m, args: pooled.append(args[0]))
+        logits, pooled, _ = self.taps(x)
+        return logits, [head(f) for head, f in zip(self.heads, pooled)]
+
+    def taps(self, x: Tensor, stages: list[list[str]] | None = None) -> tuple[Tensor, list[Tensor], list[list[Tensor]]]:
+        """((M, B, K) logits, each network's pooled feature (B, d_a), and the outputs of network a's modules
+        `stages[a]` (dotted paths, in forward order; none without `stages`))."""
+        logits, pooled, taken = [], [], []
+        for a, (network, layer) in enumerate(zip(self.networks, self._classifiers)):
+            feature: list[Tensor] = []
+            outputs, handles = capture(network, stages[a] if stages else [])
+            handles.append(layer.register_forward_pre_hook(lambda _m, args: feature.append(args[0])))
             try:
                 logits.append(network(x))
             finally:
-                hook.remove()
-            embeddings.append(head(pooled[0].flatten(1)))
-        return torch.stack(logits), embeddings
+                for h in handles:
+                    h.remove()
+            pooled.append(feature[0].flatten(1))
+            taken.append(outputs)
+        return torch.stack(logits), pooled, taken
 
 
 def build(networks: list[str], num_classes: int, stem_stride: int | None = None, embed_dim: int = 128) -> Cohort:
@@ -69,7 +80,7 @@ def build(networks: list[str], num_classes: int, stem_stride: int | None = None,
 def meta(cp, classes: list[str], **extra) -> dict:
     """What `classifier.load` rebuilds a cohort from (`cp`: the CohortParams that made it)."""
     return {"kind": "cohort", "networks": list(cp.networks), "stem_stride": cp.stem_stride,
-            "embed_dim": cp.mcl.embed_dim, "classes": list(classes), **extra}
+            "embed_dim": cp.embed_dim, "classes": list(classes), **extra}
 
 
 def ensemble_probs(logits: Tensor) -> Tensor:
