@@ -217,6 +217,8 @@ def test_lmcl_terms_weight_each_pair_of_stages():
                                                     for k in range(2)).item(), rel=1e-12)
     assert terms["icl"].item() == pytest.approx(sum(icl(v[k], u, labels, 0.1, "mask", w[k]) +
                                                     icl(u, v[k], labels, 0.1, "mask", w[k]) for k in range(2)).item())
+    assert terms["soft_vcl"].item() == pytest.approx(sum(soft_vcl(v[k], u, 0.1, 3.0, w[k]) +
+                                                         soft_vcl(u, v[k], 0.1, 3.0, w[k]) for k in range(2)).item())
     assert terms["soft_icl"].item() == pytest.approx(sum(soft_icl(v[k], u, 0.1, 3.0, w[k]) for k in range(2)).item())
     with pytest.raises(ValueError, match="2 pairs of stages need as many weights"):
         lmcl_terms(stages, labels, 0.1, 3.0, w[:1])

@@ -61,10 +61,11 @@ def test_the_aggregator_weights_the_stage_logits_by_a_softmax_over_stages():
     torch.manual_seed(0)
     agg = Aggregator(5, 3)
     features, logits = [torch.randn(4, 5) for _ in range(3)], [torch.randn(4, K) for _ in range(3)]
-    w = agg.mlp(torch.cat(features, 1)).softmax(1)
-    expected = sum(w[:, k, None] * logits[k] for k in range(3))
-    assert torch.allclose(agg(features, logits), expected)
     assert torch.allclose(agg(features, [logits[0]] * 3), logits[0], atol=1e-6)  # equal stages: the same logits
+    with torch.no_grad():  # hand case: a last layer of zeros and biases log 1, log 2, log 3 -> weights 1/6, 2/6, 3/6
+        agg.mlp[-1].weight.zero_()
+        agg.mlp[-1].bias.copy_(torch.tensor([1.0, 2.0, 3.0]).log())
+    assert torch.allclose(agg(features, logits), (logits[0] + 2 * logits[1] + 3 * logits[2]) / 6, atol=1e-6)
 
 
 def test_matching_weights_are_a_sigmoid_of_a_cosine_per_pair_of_stages():
@@ -83,6 +84,7 @@ def test_unrolled_sgd_takes_torch_sgds_steps():
     lin = nn.Linear(3, 2)
     x, y = torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])
     params = {n: p.detach().clone().requires_grad_() for n, p in lin.named_parameters()}
+    kept = {n: p.detach().clone() for n, p in params.items()}
 
     def objective(p):
         return F.cross_entropy(torch.func.functional_call(lin, p, (x,)), y)
@@ -95,7 +97,7 @@ def test_unrolled_sgd_takes_torch_sgds_steps():
         sgd.step()
     for n, p in lin.named_parameters():
         assert torch.allclose(after[n], p, atol=1e-6), n
-    assert all(torch.equal(params[n], p0) for n, p0 in zip(params, [*params.values()]))
+    assert all(torch.equal(params[n], kept[n]) for n in params)  # the inputs are not stepped in place
 
 
 def test_the_hypergradient_matches_finite_differences():
@@ -118,6 +120,7 @@ def test_the_hypergradient_matches_finite_differences():
         return task(unrolled_sgd({"w": w0.clone().requires_grad_()}, [inner, inner, task], 0.5, 0.9, 0.01))
 
     grad = torch.autograd.grad(meta_loss(phi), phi)[0]
+    assert torch.allclose(grad, _reverse_pass(w0, phi, x, y, task), rtol=1e-10, atol=1e-14)
     eps, numeric = 1e-6, torch.zeros(6, dtype=torch.float64)
     for i in range(6):
         d = torch.zeros(6, dtype=torch.float64)
@@ -126,6 +129,35 @@ def test_the_hypergradient_matches_finite_differences():
             numeric[i] = (meta_loss(phi.detach() + d) - meta_loss(phi.detach() - d)).detach() / (2 * eps)
     assert grad.abs().max() > 1e-4  # the meta-parameter matters
     assert torch.allclose(grad, numeric, rtol=1e-5, atol=1e-9)
+
+
+def _reverse_pass(w0, phi, x, y, task, lr=0.5, momentum=0.9, wd=0.01):
+    """The hypergradient by hand, as the authors' MetaSGD.meta_backward runs it: step forward keeping each theta_t,
+    then back through  b' = mu b + g(theta) + wd theta,  theta' = theta - lr b'  with the adjoints (A_theta, A_b):
+    a = A_b - lr A_theta;  dphi += d<g_t, a>/dphi;  A_theta += H_t a + wd a;  A_b = mu a."""
+    phi = phi.detach().requires_grad_()
+
+    def inner(w):
+        return (torch.sigmoid(phi) * F.cross_entropy(x @ w.T, y, reduction="none")).mean()
+
+    objectives, thetas, w, buf = [inner, inner, lambda w: task({"w": w})], [], w0.clone(), None
+    for objective in objectives:
+        w = w.detach().requires_grad_()
+        thetas.append(w)
+        d = torch.autograd.grad(objective(w), w)[0] + wd * w.detach()
+        buf = d if buf is None else momentum * buf + d
+        w = w.detach() - lr * buf
+    w = w.requires_grad_()
+    a_theta, a_b = torch.autograd.grad(task({"w": w}), w)[0], torch.zeros_like(w0)
+    hyper = torch.zeros_like(phi)
+    for objective, theta in zip(reversed(objectives), reversed(thetas)):
+        a = a_b - lr * a_theta
+        g = torch.autograd.grad(objective(theta), theta, create_graph=True)[0]
+        h_a, d_phi = torch.autograd.grad((g * a).sum(), [theta, phi], allow_unused=True)
+        hyper = hyper + (d_phi if d_phi is not None else 0)
+        a_theta = a_theta + h_a + wd * a
+        a_b = momentum * a
+    return hyper
 
 
 def _task() -> TaskData:
@@ -154,8 +186,7 @@ def test_the_meta_step_moves_the_meta_network_and_leaves_every_weight_and_statis
     method.model.train()
     before = {k: v.clone() for k, v in method.model.state_dict().items()}
     meta_before = [w.clone() for w in method.meta.parameters()]
-    loss = method.meta_step(_batch(method.ctx.task))
-    assert loss > 0
+    method.meta_step(_batch(method.ctx.task))
     after = method.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm statistics, bit for bit
     assert any(not torch.equal(a, b) for a, b in zip(meta_before, method.meta.parameters()))
@@ -171,3 +202,53 @@ def test_the_networks_loss_gives_the_meta_network_no_gradient_and_every_stage_a_
     assert method.describe()["stages"] == [["stage2", "stage3", "stage4"], ["blocks.4", "blocks.5", "blocks.6"]]
     one = _method(stages=1)  # no branch: the four terms of MCL between the networks' own embeddings
     assert one.added_parameters() == sum(p.numel() for p in one.model.aggregators.parameters())
+
+
+def test_the_meta_losss_gradient_matches_finite_differences_through_the_networks():
+    """The wiring of the meta step on real networks, in float64: the meta-network's gradient of the stages' CE
+    after a virtual step on the weighted MCL loss and one on the CE, against a central difference along a random
+    direction. ReLU kinks make such a difference noisy at any useful step (the networks' activation patterns
+    move with the virtual step), so the networks are made smooth first: SiLU for ReLU, average for max pooling."""
+    method = _method(networks=("shufflenet_v2_x0_5", "shufflenet_v2_x0_5"), stages=2, virtual_steps=1)
+    for module in [*method.model.modules(), *method.meta.modules()]:
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(module, name, nn.SiLU())
+            elif isinstance(child, nn.MaxPool2d):
+                setattr(module, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding))
+    method.model.double().train()
+    method.meta.double()
+    batch = _batch(method.ctx.task)
+    batch.images = batch.images.double()
+    params = list(method.meta.parameters())
+    grads = torch.autograd.grad(method.meta_loss(batch), params)
+    g = torch.Generator().manual_seed(0)
+    direction = [torch.randn(p.shape, generator=g, dtype=torch.float64) for p in params]
+    eps = 1e-7
+
+    def shifted(sign):
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.add_(sign * eps * d)
+        value = method.meta_loss(batch).item()
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.sub_(sign * eps * d)
+        return value
+
+    numeric = (shifted(1) - shifted(-1)) / (2 * eps)
+    analytic = sum((gr * d).sum() for gr, d in zip(grads, direction)).item()
+    assert abs(analytic) > 1.0 and analytic == pytest.approx(numeric, rel=1e-3)
+
+
+def test_the_aggregates_are_kl_targets_only_and_the_meta_step_follows_meta_every(monkeypatch):
+    method = _method(meta_every=3)
+    terms = method.terms(_batch(method.ctx.task))
+    terms["aggregate_kd"].backward()
+    assert all(p.grad is None for p in method.model.aggregators.parameters())  # detached targets
+    calls = []
+    monkeypatch.setattr(method, "meta_step", lambda batch, scale: calls.append(scale))
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.005)  # half the recipe's lr: the schedule's factor 0.5
+    for step in range(7):
+        method.step(step, _batch(method.ctx.task), optimizer)
+    assert calls == [0.5, 0.5, 0.5]  # steps 0, 3, 6

@@ -130,6 +130,18 @@ class LayerwiseMCL(DistillMethod):
         """One meta-optimisation on `batch` (see the module docstring); `scale`: the run's schedule factor.
         Returns the stages' CE after the virtual steps (the meta loss)."""
         p = self.ctx.params.lmcl
+        meta_loss = self.meta_loss(batch, scale)
+        grads = torch.autograd.grad(meta_loss, list(self.meta.parameters()))
+        for w, g in zip(self.meta.parameters(), grads):
+            w.grad = g
+        for group in self.meta_optimizer.param_groups:
+            group["lr"] = p.meta_lr * scale
+        self.meta_optimizer.step()
+        return float(meta_loss.detach())
+
+    def meta_loss(self, batch: Batch, scale: float = 1.0) -> Tensor:
+        """The stages' CE after the virtual steps, a function of the meta-network through them."""
+        p = self.ctx.params.lmcl
         weights = self.weights()
         # What the virtual steps move: networks, branches and projection heads (the authors' MetaSGD over `net`
         # and the MCL criterion's embeddings), not the aggregators. BatchNorm statistics move in copies.
@@ -149,14 +161,7 @@ class LayerwiseMCL(DistillMethod):
 
         objectives = [weighted_mcl] * p.virtual_steps + ([task] if p.virtual_task_step else [])
         after = unrolled_sgd(moved, objectives, p.virtual_lr * scale, momentum=0.9, weight_decay=p.meta_weight_decay)
-        meta_loss = task(after)
-        grads = torch.autograd.grad(meta_loss, list(self.meta.parameters()))
-        for w, g in zip(self.meta.parameters(), grads):
-            w.grad = g
-        for group in self.meta_optimizer.param_groups:
-            group["lr"] = p.meta_lr * scale
-        self.meta_optimizer.step()
-        return float(meta_loss.detach())
+        return task(after)
 
     def describe(self) -> dict:
         p = self.ctx.params.lmcl

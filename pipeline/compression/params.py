@@ -182,8 +182,14 @@ class LMCLParams(MCLParams):
     """Method `lmcl`, layer-wise MCL (TPAMI 2023): MCL's four terms between every stage of one network and every
     stage of another, each image weighted by the meta-network; plus CE of every stage classifier and of each
     network's aggregate of them, and T^2 KL of each network's last stage towards every aggregate (detached).
-    Defaults: the authors' main_layer_mcl_cifar_meta.py."""
+    Defaults: the authors' main_layer_mcl_cifar_meta.py. Their loss visits each pair of networks in both orders
+    with the same weight, so their alpha..lam (0.1, 0.1, 1, 1) count twice: here, visiting each pair once, the
+    same loss takes twice those."""
 
+    alpha: float = Field(0.2, ge=0)
+    beta: float = Field(0.2, ge=0)
+    gamma: float = Field(2.0, ge=0)
+    lam: float = Field(2.0, ge=0)
     tau: float = Field(0.1, gt=0)
     stages: int = Field(3, ge=1)  # the last `stages` stages of each network; auxiliary branches after all but the last
     meta_every: int = Field(50, ge=1)  # steps between meta-optimisations

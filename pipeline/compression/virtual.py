@@ -1,8 +1,11 @@
 """Virtual steps for meta-optimisation (layer-wise MCL's matching weights): SGD steps of a network's parameters
 taken as a differentiable function, so a loss after them has a gradient in whatever the objectives of the steps
 depended on (the hypergradient). The module's own parameters are never touched, so there is nothing to roll
-back: the authors' MetaSGD (losses/meta_optimizers.py) saves and restores the state dicts around in-place steps
-and runs the reverse pass by hand; differentiating the unrolled steps with autograd gives the same gradient."""
+back. The authors' MetaSGD (L-MCL's losses/meta_optimizers.py) instead steps in place, restores the saved state
+dicts and runs the reverse pass by hand; its `meta_backward` adds the momentum adjoint a1 where the derivative
+of the weight-decayed update gives wd * a1 (its own `meta_backward_all` has wd * a1), so with momentum and
+weight decay both on its hypergradient drifts from the exact one this gives (tests/test_lmcl.py checks this one
+against a hand-written reverse pass and finite differences)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

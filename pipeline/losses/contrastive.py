@@ -141,11 +141,11 @@ def lmcl_terms(embeddings: list[list[Tensor]], labels: Tensor, tau: float, tempe
 
     `embeddings[a][k]`: stage k of network a, (B, d) L2-normalised. With one stage per network and unit weights
     this is `mcl_terms` for a pair of networks. The authors' code (cifar_sup_layer_mcl_meta_loss.py) visits
-    each pair in both orders, (a, b) and (b, a), with the same weight: every term doubled, i.e. alpha..lam
-    twice these."""
-    pairs = stage_pairs([len(e) for e in embeddings])
+    each pair in both orders, (a, b) and (b, a), with the same (symmetric) weight: every term twice this, which
+    `cohort.lmcl`'s defaults (alpha..lam twice the README's) reproduce."""
     if len(embeddings) < 2:
         raise ValueError(f"layer-wise MCL needs a cohort of at least 2 networks; got {len(embeddings)}")
+    pairs = stage_pairs([len(e) for e in embeddings])
     if len(weights) != len(pairs):
         raise ValueError(f"{len(pairs)} pairs of stages need as many weights; got {len(weights)}")
     terms = {"vcl": 0.0, "icl": 0.0, "soft_vcl": 0.0, "soft_icl": 0.0}

@@ -77,5 +77,5 @@ def capture(model: nn.Module, names: list[str]) -> tuple[list[Tensor], list]:
     """Forward hooks that append the outputs of the modules `names` to a list, in forward order; returns (the
     list, the hook handles to remove)."""
     outputs: list[Tensor] = []
-    handles = [model.get_submodule(n).register_forward_hook(lambda _m, _a, out: outputs.append(out)) for n in names]
-    return outputs, handles
+    modules = [model.get_submodule(n) for n in names]  # a wrong name raises before any hook is registered
+    return outputs, [m.register_forward_hook(lambda _m, _a, out: outputs.append(out)) for m in modules]
