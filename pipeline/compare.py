@@ -48,6 +48,7 @@ class Branch:
     markers: tuple[str, str]  # README markers around the table
     may_run: tuple[str, ...]  # stage-name patterns a variant may re-run: everything upstream comes from the cache
     setting_key: str | None = None  # attribute of params.compare: overrides every variant starts from
+    plot: tuple[Callable[[dict, Path], None], Path] | None = None  # a figure drawn from the summary, and its path
 
     def variants(self, params: Params) -> dict[str, dict]:
         return getattr(params.compare, self.variants_key)
@@ -64,7 +65,7 @@ class Branch:
 BRANCHES = {
     "cl": Branch("cl", "variants", "train.seed", tables.collect_cl, tables.summarise_cl, tables.markdown_cl,
                  (paths.COMPARE, paths.COMPARE_TABLE), ("<!-- compare:start -->", "<!-- compare:end -->"),
-                 ("train@*", "evaluate")),
+                 ("train@*", "evaluate"), plot=(tables.plot_curves, paths.COMPARE_PLOT)),
     # The headline method's ablation: variants of dual_teacher, the same runs and table as `cl`.
     "ablation": Branch("ablation", "ablation_variants", "train.seed", tables.collect_cl, tables.summarise_cl,
                        tables.markdown_cl, (paths.COMPARE_ABLATION, paths.COMPARE_ABLATION_TABLE),
@@ -76,7 +77,7 @@ BRANCHES = {
     "cohort": Branch("cohort", "cohort_variants", "cohort.seed", tables.collect_cohort, tables.summarise_cohort,
                      tables.markdown_cohort, (paths.COMPARE_COHORT, paths.COMPARE_COHORT_TABLE),
                      ("<!-- compare-cohort:start -->", "<!-- compare-cohort:end -->"), ("cohort",),
-                     setting_key="cohort_setting"),
+                     setting_key="cohort_setting", plot=(tables.plot_cohort, paths.COMPARE_COHORT_PLOT)),
     "token": Branch("token", "token_variants", "distill.seed", tables.collect_distill, tables.summarise_token,
                     tables.markdown_token, (paths.COMPARE_TOKEN, paths.COMPARE_TOKEN_TABLE),
                     ("<!-- compare-token:start -->", "<!-- compare-token:end -->"), ("distill", "student_alone")),
@@ -279,8 +280,9 @@ def publish(branch: Branch, summary: dict) -> None:
     table = branch.markdown(summary)
     io.write_text(branch.outputs[1], table)
     tables.update_readme(table, branch.markers)
-    if branch.name == "cl":
-        tables.plot_curves(summary, paths.COMPARE_PLOT)
+    if branch.plot:
+        draw, path = branch.plot
+        draw(summary, path)
     print(table)
 
 

@@ -275,6 +275,8 @@ def summarise_cohort(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
         }
         if alone is not None:
             entry["gain"] = mean_std([r["cohort"]["accuracy"] - a["cohort"]["accuracy"] for r, a in zip(results, alone)])
+            entry["network_gain"] = [mean_std([r["cohort"]["network_accuracy"][i] - a["cohort"]["network_accuracy"][i]
+                                               for r, a in zip(results, alone)]) for i in range(len(c["networks"]))]
         variants[variant] = entry
     return {"seeds": seeds, "variants": variants, "task": alone[0]["cohort"]["task"] if alone else None}
 
@@ -290,17 +292,47 @@ def markdown_cohort(summary: dict) -> str:
     for e in variants.values():
         ratio = f"{e['step_ms'] / alone_ms:.2f}" if alone_ms else ""
         gain = _cell(e["gain"]) if "gain" in e and e["method"] != "alone" else ""
-        lines.append(f"| {e['method']} | " + " | ".join(_cell(a) for a in e["network_accuracy"]) +
+        network_gains = e.get("network_gain") if e["method"] != "alone" else None
+        cells = [_cell(a) + (f" ({g['mean']:+.2f})" if network_gains else "")
+                 for a, g in zip(e["network_accuracy"], network_gains or e["network_accuracy"])]
+        lines.append(f"| {e['method']} | " + " | ".join(cells) +
                      f" | {_cell(e['accuracy'])} | {gain} | {_cell(e['ensemble'])} | {e['step_ms']:.1f} | {ratio} | "
                      f"{e['peak_memory_mb']:.0f} |")
     seeds = ", ".join(map(str, summary["seeds"]))
     setting = ", ".join(f"`{k}: {'null' if v is None else v}`" for k, v in summary.get("setting", {}).items())
     lines += ["", f"Target `{summary.get('task')}`." + (f" Setting (every row): {setting}." if setting else "") +
               f" Mean ± sample std over seeds {seeds} (`cohort.seed`: the same initial weights and batches for "
-              f"every method), test accuracy in %; ensemble: the mean of the networks' softmax. Step: median over "
+              f"every method), test accuracy in %, in brackets each network's mean gain over itself alone (paired "
+              f"by seed); ensemble: the mean of the networks' softmax. Step: median over "
               f"seeds of the training wall time per step of the whole cohort. "
               + _runs_clause({"command": "make compare-cohort", **summary})]
     return "\n".join(lines) + "\n"
+
+
+def plot_cohort(summary: dict, path: Path) -> None:
+    """Each method's networks and ensemble: mean test accuracy over seeds, the sample std as error bars."""
+    from pipeline.plots import _pyplot, _save
+
+    variants = summary["variants"]
+    first = next(iter(variants.values()))
+    bars = [f"{n} #{i + 1}" for i, n in enumerate(first["networks"])] + ["ensemble"]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.5 + 1.4 * len(variants), 3.8))
+    width = 0.8 / len(bars)
+    for j, bar in enumerate(bars):
+        entries = [e["network_accuracy"][j] if j < len(first["networks"]) else e["ensemble"] for e in variants.values()]
+        xs = [i + (j - (len(bars) - 1) / 2) * width for i in range(len(variants))]
+        ax.bar(xs, [e["mean"] for e in entries], width, yerr=[e["std"] for e in entries], capsize=3, label=bar)
+    lows = [e["mean"] - e["std"] for v in variants.values() for e in [*v["network_accuracy"], v["ensemble"]]]
+    ax.set_ylim(max(0.0, min(lows) - 3), 100)
+    ax.set_xticks(range(len(variants)), [e["method"] for e in variants.values()])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{summary.get('task')}: mean ± std over seeds {', '.join(map(str, summary['seeds']))}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
 
 
 # --- README ------------------------------------------------------------------------------------------------

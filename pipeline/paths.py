@@ -50,6 +50,7 @@ COMPARE_DISTILL = METRICS / "compare_distill.json"  # `make compare-distill`: th
 COMPARE_DISTILL_TABLE = METRICS / "compare_distill.md"
 COMPARE_COHORT = METRICS / "compare_cohort.json"  # `make compare-cohort`: online methods on the same cohort
 COMPARE_COHORT_TABLE = METRICS / "compare_cohort.md"
+COMPARE_COHORT_PLOT = METRICS / "compare_cohort.png"
 COMPARE_TOKEN = METRICS / "compare_token.json"  # `make compare-token`: the token student's ablation
 COMPARE_TOKEN_TABLE = METRICS / "compare_token.md"
 COMPARE_CURVES = METRICS / "compare_curves.json"  # average accuracy after each task, per variant

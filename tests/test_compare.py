@@ -180,7 +180,7 @@ def _cohort_run(method, accuracies, ensemble, step, memory=900.0):
             "cost": {"step_seconds": step, "peak_memory_mb": memory}}
 
 
-def test_cohort_summary_pairs_each_seed_with_the_cohort_alone():
+def test_cohort_summary_pairs_each_seed_with_the_cohort_alone(tmp_path):
     runs = {"alone": [_cohort_run("alone", [60.0, 70.0], 72.0, 0.010), _cohort_run("alone", [62.0, 72.0], 74.0, 0.012)],
             "mcl": [_cohort_run("mcl", [66.0, 74.0], 76.0, 0.020), _cohort_run("mcl", [64.0, 74.0], 75.0, 0.022)]}
     summary = compare_tables.summarise_cohort(runs, [0, 1])
@@ -190,5 +190,9 @@ def test_cohort_summary_pairs_each_seed_with_the_cohort_alone():
     table = compare_tables.markdown_cohort(summary | {"seconds": 3, "setting": {"cohort.epochs": 9}})
     assert "| method | a (10) | b (2,000) | mean network | gain over alone | ensemble |" in table
     assert "| alone | 61.00 ± 1.41 | 71.00 ± 1.41 | 66.00 ± 1.41 |  | 73.00 ± 1.41 | 11.0 | 1.00 | 900 |" in table
-    assert "| mcl | 65.00 ± 1.41 | 74.00 ± 0.00 | 69.50 ± 0.71 | 3.50 ± 2.12 | 75.50 ± 0.71 | 21.0 | 1.91 | 900 |" in table
+    assert ("| mcl | 65.00 ± 1.41 (+4.00) | 74.00 ± 0.00 (+3.00) | 69.50 ± 0.71 | 3.50 ± 2.12 | 75.50 ± 0.71 | 21.0 | 1.91 "
+            "| 900 |") in table
     assert "Setting (every row): `cohort.epochs: 9`." in table and "(3 s)" in table
+    assert mcl["network_gain"][0]["values"] == [6.0, 2.0]  # 66 - 60, 64 - 62
+    compare_tables.plot_cohort(summary | {"task": "count+colour"}, tmp_path / "cohort.png")
+    assert (tmp_path / "cohort.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
