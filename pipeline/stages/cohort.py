@@ -1,5 +1,5 @@
 """Stage `cohort`: online distillation, a cohort of networks (`cohort.networks`) trained together by
-`cohort.method` (mcl, dml) with no pretrained teacher, or each network alone (`alone`: the same initial
+`cohort.method` (mcl, lmcl, dml) with no pretrained teacher, or each network alone (`alone`: the same initial
 weights, batches and budget). Writes every network's accuracy and their ensemble's."""
 from __future__ import annotations
 
