@@ -191,7 +191,10 @@ def run_queued(runs: dict[str, dict[str, object]], jobs: int) -> None:
         print("$ " + " ".join(["dvc", "exp", "run", "--queue", "--name", name, *set_params(sets)]), flush=True)
         _dvc("exp", "run", "--queue", "--name", name, *set_params(sets))
     print(f"$ dvc queue start --jobs {jobs}   (follow one with `dvc queue logs NAME --follow`)", flush=True)
-    _dvc("queue", "start", "--jobs", str(jobs))
+    # Not through _dvc: the detached queue worker inherits the command's stdout, and a captured pipe stays open
+    # until the worker exits, i.e. until the whole queue is empty, so the wait below would begin only then.
+    subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     with tqdm(total=len(runs), desc="experiments", unit="exp") as bar:
         while True:
             status = queue_status()
