@@ -49,6 +49,7 @@ class LayerwiseCohort(nn.Module):
         self.cohort = cohort
         self.hooked: list[list[str]] = []  # per network: the stages whose outputs feed its branches
         self.stage_names: list[list[str]] = []
+        self.widths: list[int] = []  # per network: the width of every stage's pooled feature (the network's own)
         self.branches, self.heads, self.aggregators = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for arch, network, head in zip(archs, cohort.networks, cohort.heads):
             names = stages.layout(network, arch).stages
@@ -60,6 +61,7 @@ class LayerwiseCohort(nn.Module):
             self.branches.append(nn.ModuleList(stages.Branch(cnn.build(arch, num_classes), first + i, arch)
                                                for i in range(num_stages - 1)))
             width = head.proj[0].in_features
+            self.widths.append(width)
             self.heads.append(nn.ModuleList(ProjectionHead(width, embed_dim) for _ in range(num_stages - 1)))
             self.aggregators.append(Aggregator(width, num_stages))
 
@@ -90,7 +92,7 @@ class LayerwiseMCL(DistillMethod):
         classes = len(ctx.task.classes)
         self.model = LayerwiseCohort(ctx.student, list(cp.networks), p.stages, classes, cp.embed_dim).to(ctx.device)
         self.added = nn.ModuleList([self.model.branches, self.model.heads, self.model.aggregators])
-        widths = [[h.proj[0].in_features] * p.stages for h in ctx.student.heads]
+        widths = [[w] * p.stages for w in self.model.widths]
         # The meta-network has its own optimiser and is not among `parameters()`: the run's optimiser never moves it.
         self.meta = MatchingWeights(widths, p.meta_dim).to(ctx.device)
         self.meta_optimizer = torch.optim.SGD(self.meta.parameters(), lr=p.meta_lr, momentum=0.9,
