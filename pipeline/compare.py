@@ -179,6 +179,11 @@ def stages_run(name: str) -> list[str]:
     return re.findall(r"^Running stage '([^']+)'", _dvc("queue", "logs", name), re.MULTILINE)
 
 
+# Between two looks at the queue: each `dvc queue status` costs about a second of CPU, which the experiments'
+# step times would pay for (every 5 s it was a fifth of a core on a 2-core machine).
+POLL_SECONDS = 30
+
+
 def run_queued(runs: dict[str, dict[str, object]], jobs: int) -> None:
     """Queue one experiment per name (replacing an earlier one of that name), run them `jobs` at a time,
     and wait for them all; a failed one names its log."""
@@ -207,7 +212,7 @@ def run_queued(runs: dict[str, dict[str, object]], jobs: int) -> None:
                 return
             if not any(status.get(n) in ("Queued", "Running") for n in runs):
                 raise SystemExit(f"error: the queue stopped with experiments missing; see `dvc queue status`")
-            time.sleep(5)
+            time.sleep(POLL_SECONDS)
 
 
 @stage
