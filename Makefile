@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python` and `dvc`: run them from the venv.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: repro test compare compare-ablation compare-distill compare-token compare-cohort bench bench-dvc clean-venv
+.PHONY: repro test compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ compare-cohort: $(STAMP)
 # CPU inference throughput of the teacher and the student (needs `make repro` first): metrics/throughput.json
 bench: $(STAMP)
 	$(RUN) python -m pipeline.bench
+
+# Training step time of every compression method (each student's, the cohort's), interleaved in one process,
+# periodic work timed apart (needs `make repro` first): metrics/bench_steps.json
+bench-steps: $(STAMP)
+	$(RUN) python -m pipeline.bench_steps
 
 # A stage's start-up cost and a return to params already run (needs `make repro` first): metrics/bench_dvc.json
 bench-dvc: $(STAMP)

@@ -18,7 +18,6 @@ from DVC's cache in every copy, never re-run, which is why the workspace's pipel
 from __future__ import annotations
 
 import argparse
-import copy
 import fnmatch
 import json
 import os
@@ -102,21 +101,8 @@ def set_params(sets: dict[str, object]) -> list[str]:
 
 def check_variants(params: Params, branch: Branch = BRANCHES["cl"]) -> None:
     """Every variant must give valid params: fail before the first (long) run, naming the variant."""
-    base = params.model_dump(mode="json")
-    where = f"compare.{branch.variants_key}"
     for variant in branch.variants(params):
-        raw = copy.deepcopy(base)
-        for key, value in overrides(params, variant, 0, branch).items():
-            *parents, leaf = key.split(".")
-            node = raw
-            for part in parents:
-                if not isinstance(node.get(part), dict):
-                    raise ParamsError(f"{where}.{variant}: {key!r} is not a key of params.yaml")
-                node = node[part]
-            if leaf not in node:
-                raise ParamsError(f"{where}.{variant}: {key!r} is not a key of params.yaml")
-            node[leaf] = value
-        Params.from_dict(raw, source=f"{where}.{variant}")
+        params.with_overrides(overrides(params, variant, 0, branch), source=f"compare.{branch.variants_key}.{variant}")
 
 
 def default_jobs(params: Params) -> int:

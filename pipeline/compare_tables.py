@@ -289,13 +289,13 @@ def markdown_cohort(summary: dict) -> str:
     lines = ["| method | " + " | ".join(names) + " | mean network | gain over alone | ensemble | step (ms) | "
              "step / alone's | peak memory (MB) |",
              "|---" * (len(names) + 7) + "|"]
-    for e in variants.values():
+    for variant, e in variants.items():  # by the variant's name: an ablation of a method reads apart from it
         ratio = f"{e['step_ms'] / alone_ms:.2f}" if alone_ms else ""
         gain = _cell(e["gain"]) if "gain" in e and e["method"] != "alone" else ""
         network_gains = e.get("network_gain") if e["method"] != "alone" else None
         cells = [_cell(a) + (f" ({g['mean']:+.2f})" if network_gains else "")
                  for a, g in zip(e["network_accuracy"], network_gains or e["network_accuracy"])]
-        lines.append(f"| {e['method']} | " + " | ".join(cells) +
+        lines.append(f"| {variant} | " + " | ".join(cells) +
                      f" | {_cell(e['accuracy'])} | {gain} | {_cell(e['ensemble'])} | {e['step_ms']:.1f} | {ratio} | "
                      f"{e['peak_memory_mb']:.0f} |")
     seeds = ", ".join(map(str, summary["seeds"]))
@@ -325,7 +325,7 @@ def plot_cohort(summary: dict, path: Path) -> None:
         ax.bar(xs, [e["mean"] for e in entries], width, yerr=[e["std"] for e in entries], capsize=3, label=bar)
     lows = [e["mean"] - e["std"] for v in variants.values() for e in [*v["network_accuracy"], v["ensemble"]]]
     ax.set_ylim(max(0.0, min(lows) - 3), 100)
-    ax.set_xticks(range(len(variants)), [e["method"] for e in variants.values()])
+    ax.set_xticks(range(len(variants)), list(variants))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{summary.get('task')}: mean ± std over seeds {', '.join(map(str, summary['seeds']))}")
     ax.grid(axis="y", alpha=0.3)

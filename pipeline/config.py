@@ -245,6 +245,22 @@ class Params(Section):
             target[leaf] = source[leaf]
         return out
 
+    def with_overrides(self, sets: dict[str, object], source: str = "params") -> "Params":
+        """These params with dotted keys set (`dvc exp run -S key=value`'s effect), validated again; a key
+        params.yaml does not have is one ParamsError naming it and `source`."""
+        raw = self.model_dump(mode="json")
+        for key, value in sets.items():
+            *parents, leaf = key.split(".")
+            node = raw
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise ParamsError(f"{source}: {key!r} is not a key of params.yaml")
+                node = node[part]
+            if leaf not in node:
+                raise ParamsError(f"{source}: {key!r} is not a key of params.yaml")
+            node[leaf] = value
+        return Params.from_dict(raw, source=source)
+
     @property
     def task_names(self) -> list[str]:
         """Tasks in training order (following the `prev` links from E0)."""

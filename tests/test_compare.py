@@ -194,5 +194,8 @@ def test_cohort_summary_pairs_each_seed_with_the_cohort_alone(tmp_path):
             "| 900 |") in table
     assert "Setting (every row): `cohort.epochs: 9`." in table and "(3 s)" in table
     assert mcl["network_gain"][0]["values"] == [6.0, 2.0]  # 66 - 60, 64 - 62
+    runs["mcl_icl_positive"] = runs["mcl"]  # an ablation of a method: its row is named by the variant
+    table = compare_tables.markdown_cohort(compare_tables.summarise_cohort(runs, [0, 1]))
+    assert "| mcl | " in table and "| mcl_icl_positive | 65.00 ± 1.41 (+4.00) |" in table
     compare_tables.plot_cohort(summary | {"task": "count+colour"}, tmp_path / "cohort.png")
     assert (tmp_path / "cohort.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

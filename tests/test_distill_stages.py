@@ -86,6 +86,42 @@ def test_bench_writes_throughput(branch, monkeypatch, capsys):
     assert "speed-up" in capsys.readouterr().out
 
 
+def test_bench_steps_times_every_method(branch, monkeypatch, capsys):
+    """Every mbv3_* variant of compare.distill_variants and the student alone, and every cohort variant, get a
+    step time; rematching and L-MCL's meta step are timed apart and amortised; ratios against FitNet's step
+    and the cohort alone's."""
+    project, _ = branch
+    run_in(project.root, monkeypatch, "pipeline.bench_steps", "--students", "mbv3", "--rounds", "3", "--warmup", "1",
+           "--repeats", "1")
+    result = _read(project, "metrics/bench_steps.json")
+    params = Params.load()
+    assert list(result["distill"]["students"]) == ["mbv3"]
+    students = result["distill"]["students"]["mbv3"]["variants"]
+    assert set(students) == {"alone"} | {v for v in params.compare.distill_variants if v.startswith("mbv3_")}
+    cohort = result["cohort"]["variants"]
+    assert set(cohort) == set(params.compare.cohort_variants)
+    for name, e in (students | {f"cohort {k}": v for k, v in cohort.items()}).items():
+        assert 0 < e["q1_ms"] <= e["median_ms"] <= e["q3_ms"], name
+        periodic = {"channel_matching": "rematch_ms", "lmcl": "meta_step_ms"}.get(e["method"])
+        if periodic:
+            assert e[periodic] > 0 and e["every_steps"] >= 1, name
+            assert e["amortised_ms"] == pytest.approx(e["median_ms"] + e[periodic] / e["every_steps"], abs=0.01), name
+        else:
+            assert "every_steps" not in e and e["amortised_ms"] == e["median_ms"], name
+    assert students["mbv3_fitnet"]["per_mbv3_fitnet"] == 1.0 and cohort["alone"]["per_alone"] == 1.0
+    assert cohort["lmcl"]["every_steps"] == params.cohort.lmcl.meta_every
+    out = capsys.readouterr().out
+    assert "x mbv3_fitnet" in out and "x alone" in out
+
+
+def test_bench_steps_names_an_unknown_student(branch, monkeypatch, capsys):
+    project, _ = branch
+    with pytest.raises(SystemExit) as e:
+        run_in(project.root, monkeypatch, "pipeline.bench_steps", "--students", "vgg")
+    assert e.value.code == 2
+    assert "--students vgg: no compare.distill_variants named vgg_*" in capsys.readouterr().err
+
+
 def test_continual_teacher(tmp_path, monkeypatch, capsys):
     """distill.teacher = a CLIP model of the chain: its zero-shot head on the target's class texts teaches."""
     from pipeline.models import clip as clip_lib

@@ -3,8 +3,11 @@ the student alone): seeded batches and flips, AdamW with warm-up and cosine deca
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from pipeline import optim
 from pipeline.compression import data as D
@@ -13,33 +16,56 @@ from pipeline.models.classifier import image_input
 from pipeline.training import run_steps
 
 
-def fit(method: DistillMethod, live=None, desc: str = "train") -> dict[str, float]:
-    """Train `method.ctx.student` (and the method's added modules) in place for `epochs` passes; returns the
-    last step's logged values plus `step_seconds`, the wall time per step over the whole run (epoch-wise work
-    such as rematching included, amortised)."""
+@dataclass
+class Training:
+    """What one training of a method needs besides its steps: built by `prepare`, run by `fit` (and by the step
+    benchmark, pipeline/bench_distill.py, which times `method.step` on these batches)."""
+
+    method: DistillMethod
+    steps: int
+    per_epoch: int  # steps per epoch: `method.on_epoch` runs before the first step of each
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    order: Iterator[Tensor]  # each step's training-set indices
+
+    def batch(self, indices: Tensor) -> Batch:
+        """The step's batch: its images (flipped where drawn), labels, indices and flips."""
+        ctx, recipe = self.method.ctx, self.method.ctx.params
+        flips = D.random_flips(len(indices), ctx.generator, recipe.flip)
+        x = D.apply_flips(image_input(ctx.task.train_images[indices].to(ctx.device)), flips)
+        return Batch(x, ctx.task.train_labels[indices].to(ctx.device), indices, flips)
+
+
+def prepare(method: DistillMethod) -> Training:
+    """Put the student (and the method's added modules) in training mode; the optimiser (AdamW over
+    `method.parameters()`), the warm-up + cosine schedule, the method's start and the seeded batches."""
     ctx, recipe = method.ctx, method.ctx.params
     labels = ctx.task.train_labels
     steps = D.steps_for(len(labels), recipe.batch_size, recipe.epochs)
-    per_epoch = max(1, steps // recipe.epochs)
     ctx.student.to(ctx.device).train()
     method.added.to(ctx.device).train()
     optimizer = optim.adamw(method.parameters(), recipe.lr, recipe.weight_decay)
     warmup = recipe.warmup_steps if recipe.warmup_steps is not None else max(1, steps // 20)
     schedule = optim.warmup_cosine(optimizer, warmup, steps)
     method.start(optimizer, steps)
-    images = ctx.task.train_images
-
-    def step(i: int, indices: torch.Tensor) -> dict[str, float]:
-        if i % per_epoch == 0:
-            method.on_epoch(i // per_epoch)
-        flips = D.random_flips(len(indices), ctx.generator, recipe.flip)
-        x = D.apply_flips(image_input(images[indices].to(ctx.device)), flips)
-        return method.step(i, Batch(x, labels[indices].to(ctx.device), indices, flips), optimizer)
-
     order = D.batches(labels, recipe.batch_size, steps, recipe.seed, recipe.balance, getattr(recipe, "per_class", 2))
+    return Training(method, steps, max(1, steps // recipe.epochs), optimizer, schedule, order)
+
+
+def fit(method: DistillMethod, live=None, desc: str = "train") -> dict[str, float]:
+    """Train `method.ctx.student` (and the method's added modules) in place for `epochs` passes; returns the
+    last step's logged values plus `step_seconds`, the wall time per step over the whole run (epoch-wise work
+    such as rematching included, amortised)."""
+    run = prepare(method)
+
+    def step(i: int, indices: Tensor) -> dict[str, float]:
+        if i % run.per_epoch == 0:
+            method.on_epoch(i // run.per_epoch)
+        return method.step(i, run.batch(indices), run.optimizer)
+
     start = time.perf_counter()
-    logged = run_steps(order, steps, step, schedule, live, desc=desc)
+    logged = run_steps(run.order, run.steps, step, run.schedule, live, desc=desc)
     seconds = time.perf_counter() - start
-    ctx.student.eval()
+    method.ctx.student.eval()
     method.added.eval()
-    return logged | {"step_seconds": seconds / steps}
+    return logged | {"step_seconds": seconds / run.steps}
