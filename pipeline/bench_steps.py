@@ -27,38 +27,16 @@ import torch
 
 from pipeline import io, paths, runtime
 from pipeline.compression import data as D
-from pipeline.compression import students
-from pipeline.compression.base import DistillContext
 from pipeline.compression.params import ALONE
-from pipeline.compression.registry import SUPERVISED, get_method
+from pipeline.compression.run import cohort_method, student_method
 from pipeline.compression.teachers import load_teacher
 from pipeline.compression.trainer import Training, prepare
-from pipeline.config import LIBRARIES, Params
-from pipeline.data import TaskData, load_task
+from pipeline.config import LIBRARIES
+from pipeline.data import load_task
 from pipeline.errors import InputError
-from pipeline.models import cohort
 from pipeline.stages.common import load_params, stage
 
 BRANCHES = ("distill", "cohort")
-
-
-def student_run(params: Params, task: TaskData, teacher, device: torch.device) -> Training:
-    """A method of `params.distill` ready to step (teacher None: the student alone), from the student's seeded
-    initial weights as in `compression.run.train_and_test`."""
-    dp = params.distill
-    torch.manual_seed(runtime.stable_seed(dp.seed, "student init"))
-    model = students.build(dp, params.data.image_size, len(task.classes))
-    name = dp.method if teacher is not None else SUPERVISED
-    return prepare(get_method(name)(DistillContext(model, task, dp, device, teacher, eval_batch_size=params.eval.batch_size)))
-
-
-def cohort_run(params: Params, task: TaskData, device: torch.device) -> Training:
-    """`params.cohort`'s method ready to step, as in `compression.run.train_cohort`."""
-    cp = params.cohort
-    torch.manual_seed(runtime.stable_seed(cp.seed, "cohort init"))
-    model = cohort.build(cp.networks, len(task.classes), cp.stem_stride, cp.embed_dim)
-    name = SUPERVISED if cp.method == ALONE else cp.method
-    return prepare(get_method(name)(DistillContext(model, task, cp, device, eval_batch_size=params.eval.batch_size)))
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -154,11 +132,11 @@ def main(argv):
         parser.error("--rounds must be >= 2 (quartiles), --warmup >= 0, --repeats >= 1")
     params = load_params(*LIBRARIES)
     cmp = params.compare
-    chosen = args.students or prefixes(cmp.distill_variants)
+    known = prefixes(cmp.distill_variants)
+    chosen = args.students or known
     for prefix in chosen:
-        if prefix not in prefixes(cmp.distill_variants):
-            raise InputError(f"--students {prefix}: no compare.distill_variants named {prefix}_*; "
-                             f"have {', '.join(prefixes(cmp.distill_variants))}")
+        if prefix not in known:
+            raise InputError(f"--students {prefix}: no compare.distill_variants named {prefix}_*; have {', '.join(known)}")
     device = runtime.setup(params.runtime.model_copy(update={"device": "cpu"}), 0)
     task = load_task(paths.TARGET)
     # The compare's training set (its `target.train_per_class`), not the workspace's, sets the steps between two
@@ -174,8 +152,8 @@ def main(argv):
             configs = {name: params.with_overrides({**setting, **sets}, source=f"compare.distill_variants.{name}")
                        for name, sets in cmp.distill_variants.items() if name.split("_")[0] == prefix}
             first = next(iter(configs.values()))
-            runs = {ALONE: student_run(first, task, None, device)} | \
-                {name: student_run(p, task, teacher, device) for name, p in configs.items()}
+            runs = {ALONE: prepare(student_method(first, task, None, device))} | \
+                {name: prepare(student_method(p, task, teacher, device)) for name, p in configs.items()}
             fitnet = next((n for n, r in runs.items() if r.method.name == "fitnet"), ALONE)
             results = bench(runs, args.warmup, args.rounds, args.repeats, images, fitnet)
             out["distill"]["students"][prefix] = {"student": first.distill.student,
@@ -186,7 +164,7 @@ def main(argv):
         setting = {k: v for k, v in cmp.cohort_setting.items() if k.startswith("cohort.")}
         configs = {name: params.with_overrides({**setting, **sets}, source=f"compare.cohort_variants.{name}")
                    for name, sets in cmp.cohort_variants.items()}
-        runs = {name: cohort_run(p, task, device) for name, p in configs.items()}
+        runs = {name: prepare(cohort_method(p, task, device)) for name, p in configs.items()}
         baseline = next((n for n, p in configs.items() if p.cohort.method == ALONE), next(iter(configs)))
         results = bench(runs, args.warmup, args.rounds, args.repeats, images, baseline)
         first = next(iter(configs.values()))

@@ -18,6 +18,27 @@ from pipeline.models import classifier, cohort
 from pipeline.models.classifier import image_input
 
 
+def student_method(params: Params, task: TaskData, teacher: Teacher | None, device: torch.device) -> DistillMethod:
+    """`distill.method` on a fresh student of `params.distill` (`teacher` None: the student on the labels alone,
+    the token student through the token method's label-only step, a CNN through `supervised`)."""
+    dp = params.distill
+    torch.manual_seed(runtime.stable_seed(dp.seed, "student init"))  # alone and distilled start from the same weights
+    model = students.build(dp, params.data.image_size, len(task.classes))
+    name = dp.method if teacher is not None else (TOKEN if dp.student == TOKEN else SUPERVISED)
+    return get_method(name)(DistillContext(model, task, dp, device, teacher, eval_batch_size=params.eval.batch_size))
+
+
+def cohort_method(params: Params, task: TaskData, device: torch.device) -> DistillMethod:
+    """`cohort.method` on a fresh cohort of `params.cohort` (`alone`: `supervised`, each network on the labels)."""
+    cp = params.cohort
+    torch.manual_seed(runtime.stable_seed(cp.seed, "cohort init"))  # every method starts from the same weights
+    model = cohort.build(cp.networks, len(task.classes), cp.stem_stride, cp.embed_dim)
+    for arch, network in zip(cp.networks, model.networks):
+        classifier.check_image_size(network, arch, params.data.image_size, key="cohort.networks")
+    name = SUPERVISED if cp.method == ALONE else cp.method
+    return get_method(name)(DistillContext(model, task, cp, device, eval_batch_size=params.eval.batch_size))
+
+
 def train_and_test(params: Params, task: TaskData, teacher: Teacher | None, device: torch.device,
                    model_dir, logger=None, desc: str = "student") -> tuple[dict, dict]:
     """Train the student of `params.distill` with `distill.method` (`teacher` None: on the labels alone, the
@@ -25,11 +46,8 @@ def train_and_test(params: Params, task: TaskData, teacher: Teacher | None, devi
     `model_dir`; `logger`: a DVCLive logger for the training curves. Returns (summary, per-class accuracy of
     its prediction, cost: wall time per step and peak memory, kept apart because it varies run to run)."""
     dp = params.distill
-    torch.manual_seed(runtime.stable_seed(dp.seed, "student init"))  # alone and distilled start from the same weights
-    model = students.build(dp, params.data.image_size, len(task.classes))
-    name = dp.method if teacher is not None else (TOKEN if dp.student == TOKEN else SUPERVISED)
-    method: DistillMethod = get_method(name)(DistillContext(model, task, dp, device, teacher,
-                                                          eval_batch_size=params.eval.batch_size))
+    method = student_method(params, task, teacher, device)
+    model, name = method.ctx.student, method.name
     logged = fit(method, logger, desc=desc)
     scores = students.test_scores(model, task.test_images, params.eval.batch_size, device)
     prediction = students.prediction(scores)
@@ -54,12 +72,8 @@ def train_cohort(params: Params, task: TaskData, device: torch.device, model_dir
     of the networks' softmax), save it to `model_dir`. Returns (summary, per-class accuracy of the ensemble,
     cost)."""
     cp = params.cohort
-    torch.manual_seed(runtime.stable_seed(cp.seed, "cohort init"))  # every method starts from the same weights
-    model = cohort.build(cp.networks, len(task.classes), cp.stem_stride, cp.embed_dim)
-    for name, network in zip(cp.networks, model.networks):
-        classifier.check_image_size(network, name, params.data.image_size, key="cohort.networks")
-    name = SUPERVISED if cp.method == ALONE else cp.method
-    method: DistillMethod = get_method(name)(DistillContext(model, task, cp, device, eval_batch_size=params.eval.batch_size))
+    method = cohort_method(params, task, device)
+    model = method.ctx.student
     logged = fit(method, logger, desc=f"cohort {cp.method}")
     logits = D.predict(lambda b: model(image_input(b)).transpose(0, 1), task.test_images, params.eval.batch_size, device)
     logits = logits.transpose(0, 1)  # (M, N, K)

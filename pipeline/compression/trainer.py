@@ -19,7 +19,7 @@ from pipeline.training import run_steps
 @dataclass
 class Training:
     """What one training of a method needs besides its steps: built by `prepare`, run by `fit` (and by the step
-    benchmark, pipeline/bench_distill.py, which times `method.step` on these batches)."""
+    benchmark, pipeline/bench_steps.py, which times `method.step` on these batches)."""
 
     method: DistillMethod
     steps: int
