@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from pipeline import compare_tables as tables
 from pipeline import io, paths
 from pipeline.config import LIBRARIES, Params, ParamsError
@@ -83,12 +85,42 @@ BRANCHES = {
 }
 
 
-def experiment_name(branch: Branch, variant: str, seed: int) -> str:
+def experiment_name(branch: Branch, variant: str, seed: int, tag: str | None = None) -> str:
+    variant = f"{variant}-{tag}" if tag else variant
     return f"cmp-{variant}-s{seed}" if branch.name == "cl" else f"cmp-{branch.name}-{variant}-s{seed}"
 
 
-def overrides(params: Params, variant: str, seed: int, branch: Branch = BRANCHES["cl"]) -> dict[str, object]:
-    return {**branch.setting(params), **branch.variants(params)[variant], branch.seed_key: seed}
+def overrides(params: Params, variant: str, seed: int, branch: Branch = BRANCHES["cl"],
+              extra: dict[str, object] | None = None) -> dict[str, object]:
+    """A run's dotted-key overrides: the branch's setting, the variant's own, `--set`'s (on every variant alike),
+    the seed."""
+    return {**branch.setting(params), **branch.variants(params)[variant], **(extra or {}), branch.seed_key: seed}
+
+
+TAG = re.compile(r"[A-Za-z0-9_.]+")
+
+
+def parse_sets(sets: list[str], tag: str | None) -> dict[str, object]:
+    """`--set KEY=VALUE ...` (values read as YAML, as `dvc exp run -S` does) for a sweep of a setting shared by
+    every variant; `--tag` must name it, for the experiments and the output files."""
+    extra = {}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key or "." not in key:
+            raise ParamsError(f"--set: {item!r} must be a dotted key and a value, e.g. distill.feature.weight=3")
+        extra[key] = yaml.safe_load(value)
+    if extra and not tag:
+        raise ParamsError("--set: name the sweep with --tag (it goes into the experiments' and output files' names)")
+    if tag is not None and not TAG.fullmatch(tag):
+        raise ParamsError(f"--tag: {tag!r} may hold only letters, digits, '_' and '.'")
+    return extra
+
+
+def outputs(branch: Branch, tag: str | None) -> tuple[Path, Path]:
+    """The branch's summary and table; a tagged sweep's beside them (metrics/compare_distill-TAG.json ...)."""
+    if not tag:
+        return branch.outputs
+    return tuple(Path(p).with_name(f"{Path(p).stem}-{tag}{Path(p).suffix}") for p in branch.outputs)
 
 
 def set_params(sets: dict[str, object]) -> list[str]:
@@ -99,10 +131,11 @@ def set_params(sets: dict[str, object]) -> list[str]:
     return args
 
 
-def check_variants(params: Params, branch: Branch = BRANCHES["cl"]) -> None:
+def check_variants(params: Params, branch: Branch = BRANCHES["cl"], extra: dict[str, object] | None = None) -> None:
     """Every variant must give valid params: fail before the first (long) run, naming the variant."""
     for variant in branch.variants(params):
-        params.with_overrides(overrides(params, variant, 0, branch), source=f"compare.{branch.variants_key}.{variant}")
+        params.with_overrides(overrides(params, variant, 0, branch, extra),
+                              source=f"compare.{branch.variants_key}.{variant}" + (" with --set" if extra else ""))
 
 
 def default_jobs(params: Params) -> int:
@@ -213,12 +246,18 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--collect", action="store_true",
                         help="queue nothing: the table from the experiments of these names already run (e.g. the "
                              "ones that succeeded when the queue stopped on a failed one)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for every variant alike (a sweep; repeatable; needs --tag)")
+    parser.add_argument("--tag", help="names a --set sweep: experiments cmp-BRANCH-VARIANT-TAG-sSEED, outputs "
+                                      "metrics/compare_BRANCH-TAG.{json,md}; the README is left as it is")
     args = parser.parse_args(argv)
     branch = BRANCHES[args.branch]
+    extra = parse_sets(args.set, args.tag)
+    summary_path = outputs(branch, args.tag)[0]
     if args.redraw:
-        return publish(branch, io.read_json(branch.outputs[0]))
+        return publish(branch, io.read_json(summary_path), args.tag)
     params = load_params(*LIBRARIES)
-    check_variants(params, branch)
+    check_variants(params, branch, extra)
     known = branch.variants(params)
     variants = args.variants or list(known)
     unknown = [v for v in variants if v not in known]
@@ -227,11 +266,12 @@ def main(argv: list[str]) -> None:
     if args.jobs is not None and args.jobs < 1:
         raise ParamsError(f"--jobs: {args.jobs} must be at least 1")
     seeds = args.seeds if args.seeds else params.compare.seeds
-    names = {(v, s): experiment_name(branch, v, s) for v in variants for s in seeds}
+    names = {(v, s): experiment_name(branch, v, s, args.tag) for v in variants for s in seeds}
     start = time.perf_counter()
     if not args.collect:
         check_up_to_date()
-        run_queued({names[v, s]: overrides(params, v, s, branch) for v, s in names}, args.jobs or default_jobs(params))
+        run_queued({names[v, s]: overrides(params, v, s, branch, extra) for v, s in names},
+                   args.jobs or default_jobs(params))
     seconds = None if args.collect else round(time.perf_counter() - start)  # a collected run's time is unknown here
     reference = branch.collect(io.read_json)  # the committed default run (E0 zero-shot, the teacher, ...)
     results = experiments()
@@ -244,16 +284,21 @@ def main(argv: list[str]) -> None:
     if upstream:  # results stand, but the runs cost more than they should: say so
         print(f"warning: queued experiments re-ran upstream stages {', '.join(upstream)}")
     command = "make compare" if branch.name == "cl" else f"make compare-{branch.name}"
+    if args.tag:
+        command = " ".join(["python -m pipeline.compare --branch", branch.name, "--variants", *variants,
+                            *(f"--set {k}={v}" for k, v in extra.items()), "--tag", args.tag])
     summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": seconds, "command": command,
-                                               "stages_run": ran, "setting": branch.setting(params)}
-    if args.merge and branch.outputs[0].is_file():
-        summary = merge_summaries(io.read_json(branch.outputs[0]), summary, variants)
+                                               "stages_run": ran, "setting": {**branch.setting(params), **extra}}
+    if args.tag:
+        summary["tag"] = args.tag
+    if args.merge and summary_path.is_file():
+        summary = merge_summaries(io.read_json(summary_path), summary, variants)
     if branch.name == "cl":
         summary["checks"] = tables.regime_checks(summary)
     if branch.name == "token" and paths.THROUGHPUT.is_file():  # from `make bench` on the committed models
         summary["throughput"] = io.read_json(paths.THROUGHPUT)
-    io.write_json(branch.outputs[0], summary)
-    publish(branch, summary)
+    io.write_json(summary_path, summary)
+    publish(branch, summary, args.tag)
     print(f"{len(names)} experiments" + (f" in {seconds} s" if seconds is not None else " collected") + "; see `dvc exp show`")
 
 
@@ -269,15 +314,18 @@ def merge_summaries(previous: dict, summary: dict, variants: list[str]) -> dict:
     return merged
 
 
-def publish(branch: Branch, summary: dict) -> None:
-    """The markdown table, the README section and (cl) the figure, all from the summary alone."""
+def publish(branch: Branch, summary: dict, tag: str | None = None) -> None:
+    """The markdown table, the README section and (cl) the figure, all from the summary alone; a tagged sweep
+    writes its table only (the README keeps the branch's own)."""
     table = branch.markdown(summary)
-    io.write_text(branch.outputs[1], table)
+    io.write_text(outputs(branch, tag)[1], table)
+    print(table)
+    if tag:
+        return
     tables.update_readme(table, branch.markers)
     if branch.plot:
         draw, path = branch.plot
         draw(summary, path)
-    print(table)
 
 
 if __name__ == "__main__":

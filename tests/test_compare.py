@@ -55,6 +55,49 @@ def test_overrides_add_the_branch_seed():
     assert compare.experiment_name(TOKEN, "hard", 2) == "cmp-token-hard-s2"
 
 
+def test_a_sweep_sets_one_key_on_every_variant_under_its_tag():
+    extra = compare.parse_sets(["distill.feature.weight=3", "distill.matching.choose=odd_first"], "w3")
+    assert extra == {"distill.feature.weight": 3, "distill.matching.choose": "odd_first"}  # read as YAML
+    params = params_with("distill_variants", {"fit": {"distill.student": "shufflenet_v2_x0_5",
+                                                      "distill.method": "fitnet", "distill.feature.weight": 1.0}})
+    sets = compare.overrides(params, "fit", 1, DISTILL, extra)
+    assert sets["distill.feature.weight"] == 3 and sets["distill.seed"] == 1  # --set wins over the variant's own
+    assert compare.experiment_name(DISTILL, "fit", 1, "w3") == "cmp-distill-fit-w3-s1"
+    assert compare.experiment_name(CL, "ft", 0, "w3") == "cmp-ft-w3-s0"
+    assert compare.outputs(DISTILL, "w3") == (paths.METRICS / "compare_distill-w3.json",
+                                              paths.METRICS / "compare_distill-w3.md")
+    assert compare.outputs(DISTILL, None) == DISTILL.outputs
+    compare.check_variants(params, DISTILL, extra)
+    with pytest.raises(ParamsError, match="compare.distill_variants.fit with --set"):
+        compare.check_variants(params, DISTILL, {"distill.feature.weight": -1})
+
+
+@pytest.mark.parametrize("sets, tag, message", [
+    (["distill.feature.weight=3"], None, "--tag"),
+    (["weight=3"], "w3", "dotted key"),
+    (["distill.feature.weight"], "w3", "dotted key"),
+    ([], "w 3", "--tag"),
+])
+def test_a_bad_sweep_is_refused_in_one_line(sets, tag, message):
+    with pytest.raises(ParamsError, match=message):
+        compare.parse_sets(sets, tag)
+
+
+def test_a_tagged_sweep_writes_its_own_table_and_leaves_the_readme(tmp_path, monkeypatch):
+    readme_updates = []
+    monkeypatch.setattr(compare_tables, "update_readme", lambda *a, **k: readme_updates.append(a))
+    monkeypatch.setattr(compare, "outputs", lambda branch, tag: (tmp_path / f"s-{tag}.json", tmp_path / f"t-{tag}.md"))
+    runs = {"kd": [_distill_run("kd", "mbv2", 70.0, 60.0, 0.010)]}
+    summary = compare_tables.summarise_distill(runs, [0]) | {"reference": runs["kd"][0], "seconds": 3,
+                                                             "setting": {"distill.feature.weight": 3}}
+    compare.publish(DISTILL, summary, "w3")
+    table = (tmp_path / "t-w3.md").read_text()
+    assert "| | kd | 70.00" in table and "`distill.feature.weight: 3`" in table
+    assert readme_updates == []
+    compare.publish(DISTILL, summary)
+    assert len(readme_updates) == 1 and (tmp_path / "t-None.md").is_file()
+
+
 def test_the_distill_setting_is_under_every_variant_and_lets_its_stages_run():
     raw = params_with("distill_variants", {"kd": {"distill.student": "shufflenet_v2_x0_5", "distill.method": "kd",
                                                   "distill.lr": 0.01}}).model_dump(mode="json")
