@@ -22,6 +22,9 @@ class Batch:
     labels: Tensor  # (B,) int64
     indices: Tensor  # (B,) positions in the training set (the teacher's cached logits are looked up by them)
     flips: Tensor  # (B,) bool: which images are mirrored
+    # (B, 3, H, W) uint8: the augmented images before normalisation, when the recipe crops (`crop_padding`); None
+    # when flips are the only augmentation and a teacher's outputs are looked up by index and flip
+    pixels: Tensor | None = None
 
 
 @dataclass
@@ -51,6 +54,10 @@ class DistillContext:
         return training_logits(self.teacher, self.task, self.eval_batch_size, self.device)
 
     def teacher_logits_of(self, batch: Batch) -> Tensor:
+        """The teacher's logits of the batch: looked up (flips only), or a forward pass on its crops."""
+        if batch.pixels is not None:
+            with torch.no_grad():
+                return self.teacher.logits(batch.pixels)
         return self.teacher_logits[batch.flips.long(), batch.indices].to(self.device)
 
 

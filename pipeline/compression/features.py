@@ -78,7 +78,10 @@ class SitePairs:
         return [torch.stack(pair) for pair in zip(*views)]
 
     def teacher_maps_of(self, batch: Batch) -> list[Tensor]:
-        """The teacher's maps of the batch's training images (`teacher_maps` of `batch.images`, from the cache)."""
+        """The teacher's maps of the batch's training images (`teacher_maps` of `batch.images`): from the cache
+        when flips are the only augmentation, else a forward pass on the batch's crops."""
+        if batch.pixels is not None:
+            return self.teacher_maps(batch.images)  # the CNN teacher and student share the input normalisation
         return [m[batch.flips.long().cpu(), batch.indices.cpu()].to(self.ctx.device) for m in self.training_maps]
 
     def names(self) -> list[list[str]]:

@@ -32,8 +32,14 @@ class Training:
         """The step's batch: its images (flipped where drawn), labels, indices and flips."""
         ctx, recipe = self.method.ctx, self.method.ctx.params
         flips = D.random_flips(len(indices), ctx.generator, recipe.flip)
-        x = D.apply_flips(image_input(ctx.task.train_images[indices].to(ctx.device)), flips)
-        return Batch(x, ctx.task.train_labels[indices].to(ctx.device), indices, flips)
+        labels = ctx.task.train_labels[indices].to(ctx.device)
+        if not recipe.crop_padding:
+            x = D.apply_flips(image_input(ctx.task.train_images[indices].to(ctx.device)), flips)
+            return Batch(x, labels, indices, flips)
+        corners = D.random_crops(len(indices), recipe.crop_padding, ctx.generator)  # drawn after the flips
+        pixels = D.apply_flips(D.apply_crops(ctx.task.train_images[indices].to(ctx.device), corners,
+                                             recipe.crop_padding), flips)
+        return Batch(image_input(pixels), labels, indices, flips, pixels)
 
 
 def prepare(method: DistillMethod) -> Training:
