@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from pipeline import checkpoint
 from pipeline.errors import InputError
+from pipeline.models import weights
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -45,17 +46,13 @@ class Clip:
 
 
 def build(arch: str, image_size: int, pretrained: str | None = None) -> Clip:
-    """A fresh model (`pretrained=None`), an open_clip tag, or a local open_clip checkpoint file."""
+    """A fresh model (`pretrained=None`), or one with the weights of an open_clip tag found in the local cache
+    or of a local file (safetensors, or a torch state dict read weights-only): pipeline/models/weights.py."""
     oc = _open_clip()
-    if pretrained is not None and not (Path(pretrained).is_file() or pretrained in oc.list_pretrained_tags_by_model(arch)):
-        raise InputError(f"model.pretrained: {pretrained!r} is neither a file nor an open_clip tag of {arch!r}")
-    try:
-        model = oc.create_model(arch, pretrained=pretrained, force_image_size=image_size)
-    except Exception as e:  # a tag needs its weights in the local cache (no download here); a file must fit arch
-        if pretrained is None:
-            raise  # a fresh model failing to build is a bug, not an input
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"model.pretrained: could not load {pretrained!r} for {arch!r} ({first})") from None
+    if pretrained is None:
+        model = oc.create_model(arch, pretrained=None, force_image_size=image_size)
+    else:
+        model = weights.create(oc, arch, image_size, pretrained)
     return Clip(model=model, tokenizer=oc.get_tokenizer(arch), arch=arch, image_size=image_size)
 
 
