@@ -196,6 +196,17 @@ def test_a_cached_tag_loads_from_the_cache_with_its_normalisation(hub_cache, fak
     assert clip.model.visual.preprocess_cfg["size"] == SIZE
 
 
+def test_a_tags_normalisation_is_saved_and_loaded_with_its_weights(hub_cache, fake_tag, weights, tmp_path):
+    _put_in_cache(hub_cache, "local/synth-rn-tiny-test", "open_clip_model.safetensors", weights)
+    with pytest.warns(UserWarning):
+        clip = clip_lib.build(ARCH, SIZE, pretrained="test")
+    clip_lib.save(clip, tmp_path / "e0", {"name": "e0"})
+    loaded = clip_lib.load(tmp_path / "e0")  # rebuilt from the architecture's name, then given the tag's
+    assert tuple(loaded.model.visual.image_mean) == fake_tag["mean"] and tuple(loaded.model.visual.image_std) == fake_tag["std"]
+    images = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8)
+    assert torch.equal(clip_lib.image_input(loaded, images), clip_lib.image_input(clip, images))
+
+
 def test_a_tag_without_its_weights_in_the_cache_is_refused(hub_cache, fake_tag):
     message = _refused("test")
     assert f"open_clip tag 'test' of {ARCH!r} is not in the local cache" in message and str(hub_cache) in message
@@ -219,3 +230,16 @@ def test_the_pretrain_stage_takes_e0_from_a_local_file(tmp_path, monkeypatch, we
     assert json.loads((tmp_path / "models" / "e0" / "model.json").read_text())["source"] == "e0.safetensors"
     assert set(json.loads((tmp_path / "metrics" / "zero_shot.json").read_text())["tasks"]) == set(params["tasks"])
     assert not (tmp_path / "metrics" / "pretrain").exists()
+
+
+def test_pipeline_check_refuses_a_bad_pretrained_before_dvc_runs(micro_params, tmp_path, monkeypatch, capsys):
+    """`make repro` runs `python -m pipeline.check` first: a pickle that would run code (or a tag not in the
+    cache) is named there, before DVC removes the pretrain stage's outputs."""
+    from pipeline import check
+    from tests.test_config import _with, _yaml, run_main
+
+    torch.save({"w": _RunsCode(tmp_path / "ran")}, tmp_path / "evil.pt")
+    code, _, err = run_main(check.main, _yaml(_with(micro_params, "model.pretrained", "evil.pt")),
+                            tmp_path, monkeypatch, capsys)
+    assert code == 2 and "model.pretrained: could not load 'evil.pt'" in err and "not a plain weights file" in err
+    assert not (tmp_path / "ran").exists()

@@ -57,7 +57,12 @@ def build(arch: str, image_size: int, pretrained: str | None = None) -> Clip:
 
 
 def save(clip: Clip, directory: str | Path, meta: dict) -> None:
-    checkpoint.save(clip.model, directory, {"arch": clip.arch, "image_size": clip.image_size, **meta})
+    # The input normalisation goes with the weights: a pretrained tag may bring its own (e.g. 0.5 / 0.5), which a
+    # model rebuilt from the architecture's name alone would not have.
+    visual = clip.model.visual
+    checkpoint.save(clip.model, directory, {"arch": clip.arch, "image_size": clip.image_size,
+                                            "image_mean": list(visual.image_mean), "image_std": list(visual.image_std),
+                                            **meta})
 
 
 def load(directory: str | Path) -> Clip:
@@ -66,6 +71,9 @@ def load(directory: str | Path) -> Clip:
         raise InputError(f"{Path(directory) / checkpoint.META}: unknown open_clip architecture {meta['arch']!r}")
     clip = build(meta["arch"], meta["image_size"])
     checkpoint.load_weights(clip.model, directory, f"architecture {meta['arch']!r}")
+    for key in ("image_mean", "image_std"):  # absent from checkpoints saved before they were recorded
+        if key in meta:
+            setattr(clip.model.visual, key, tuple(float(v) for v in meta[key]))
     return clip
 
 

@@ -28,9 +28,11 @@ from torch import nn
 from pipeline.errors import InputError
 
 
-def create(oc, arch: str, image_size: int, pretrained: str) -> nn.Module:
-    """The open_clip model `arch` at `image_size` with the weights `pretrained` names: an open_clip tag of
-    `arch` (checked first, as open_clip does) or a local file. `oc` is the open_clip module."""
+def resolve(oc, arch: str, pretrained: str) -> tuple[Path, str, dict | None]:
+    """The weights file `pretrained` names (an open_clip tag of `arch`, checked first as open_clip does, found
+    in the local cache; or a local file), checked to be plain weights (a torch file read weights-only), without
+    building the model: `python -m pipeline.check` calls it before DVC removes the pretrain stage's outputs.
+    Returns (file, how errors name it, the tag's preprocessing or None). `oc` is the open_clip module."""
     cfg = oc.get_pretrained_cfg(arch, pretrained)
     if cfg:
         path = cached_tag_file(arch, pretrained, cfg)
@@ -42,6 +44,12 @@ def create(oc, arch: str, image_size: int, pretrained: str) -> nn.Module:
     where = f"model.pretrained: could not load {where} for {arch!r}"
     if path.suffix != ".safetensors":  # open_clip's own test: anything else goes to torch.load
         check_plain_weights(path, where)
+    return path, where, preprocess
+
+
+def create(oc, arch: str, image_size: int, pretrained: str) -> nn.Module:
+    """The open_clip model `arch` at `image_size` with the weights `pretrained` names (`resolve`)."""
+    path, where, preprocess = resolve(oc, arch, pretrained)
     try:
         return oc.create_model(arch, pretrained=str(path), force_image_size=image_size, force_preprocess_cfg=preprocess)
     except Exception as e:  # weights of another architecture; a corrupt safetensors header; an empty state dict
