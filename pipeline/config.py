@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline import paths
 from pipeline.compression.params import TOKEN, CohortParams, DistillParams, TargetParams, TeacherParams
@@ -169,7 +169,17 @@ class EvalParams(Section):
 class RuntimeParams(Section):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     threads: int = Field(2, ge=1)
+    # fp32: no autocast at all (the default; CPU outputs byte-identical to a run without this key) | bf16: bf16
+    # autocast of forward passes and losses on CUDA, weights and optimiser state fp32 (pipeline/runtime.py)
+    precision: Literal["fp32", "bf16"] = "fp32"
 
+    @field_validator("precision")
+    @classmethod
+    def _bf16_needs_cuda(cls, v: str, info: ValidationInfo) -> str:
+        # `auto` is checked where it resolves (runtime.setup): only then is it known whether CUDA is there.
+        if v == "bf16" and info.data.get("device") == "cpu":
+            raise ValueError("bf16 needs a CUDA device, and runtime.device is 'cpu' (use fp32 on the CPU)")
+        return v
 
 
 Scalar = bool | int | float | str

@@ -72,8 +72,9 @@ class SitePairs:
         ctx, images = self.ctx, self.ctx.task.train_images
         views = []
         for view in (images, images.flip(-1)):
-            chunks = [[m.cpu() for m in self.teacher_maps(image_input(view[i : i + ctx.eval_batch_size].to(ctx.device)))]
-                      for i in range(0, len(view), ctx.eval_batch_size)]
+            with ctx.autocast():  # kept in fp32 whatever the precision (`.float()`: a no-op in fp32)
+                chunks = [[m.float().cpu() for m in self.teacher_maps(image_input(view[i : i + ctx.eval_batch_size].to(ctx.device)))]
+                          for i in range(0, len(view), ctx.eval_batch_size)]
             views.append([torch.cat(maps) for maps in zip(*chunks)])
         return [torch.stack(pair) for pair in zip(*views)]
 
