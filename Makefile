@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python` and `dvc`: run them from the venv.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: repro test compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc clean-venv
+.PHONY: repro test compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc bench-gpu clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ bench-steps: $(STAMP)
 # A stage's start-up cost and a return to params already run (needs `make repro` first): metrics/bench_dvc.json
 bench-dvc: $(STAMP)
 	$(RUN) python -m pipeline.bench_dvc
+
+# On a GPU: training images/s and peak memory of fine-tuning, dual-teacher and ZSCL steps (open_clip ViT-B-16, random
+# weights, bf16, batch 64, 224 px) and the students' inference images/s, on synthetic data (no `make repro` needed):
+# metrics/bench_gpu.json. Refused without CUDA, in a line that gives the CPU smoke form.
+bench-gpu: $(STAMP)
+	$(RUN) python -m pipeline.bench_gpu
 
 clean-venv:
 	rm -rf $(VENV)

@@ -44,7 +44,7 @@ def main(argv):
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args(argv)
     params = load_params(*LIBRARIES)
-    device = runtime.setup(params.runtime.model_copy(update={"device": "cpu"}), 0)
+    device = runtime.setup(params.runtime.model_copy(update={"device": "cpu", "precision": "fp32"}), 0)  # a CPU benchmark
     task = load_task(paths.TARGET)
     images = torch.randint(0, 256, (args.batch_size, 3, *task.test_images.shape[2:]), dtype=torch.uint8)
     teacher = load_teacher(params, task, device)

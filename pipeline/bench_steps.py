@@ -137,7 +137,9 @@ def main(argv):
     for prefix in chosen:
         if prefix not in known:
             raise InputError(f"--students {prefix}: no compare.distill_variants named {prefix}_*; have {', '.join(known)}")
-    device = runtime.setup(params.runtime.model_copy(update={"device": "cpu"}), 0)
+    # A CPU benchmark: every method built below reads runtime.precision too (pipeline/bench_gpu.py times GPUs).
+    params = params.model_copy(update={"runtime": params.runtime.model_copy(update={"device": "cpu", "precision": "fp32"})})
+    device = runtime.setup(params.runtime, 0)
     task = load_task(paths.TARGET)
     # The compare's training set (its `target.train_per_class`), not the workspace's, sets the steps between two
     # rematchings; a step's own cost does not depend on the set's size.

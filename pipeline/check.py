@@ -3,7 +3,8 @@
 
 Every key of every section (a stage validates only when DVC runs it, and DVC runs no stage for a key no
 stage reads, such as a misspelt top-level one), the open_clip and timm names that stages check only where
-they import those libraries, the task chain, and the user's images the params name (folder benchmark: each
+they import those libraries, the task chain, `model.pretrained` (a tag in the local cache, a file of plain weights),
+and the user's images the params name (folder benchmark: each
 task's layout, class names and every image file's header). An error is one line naming the key, folder or
 file, exit 2; nothing is written."""
 from __future__ import annotations
@@ -68,6 +69,10 @@ def main(argv: list[str]) -> None:
     if argv:
         raise SystemExit("usage: python -m pipeline.check  (reads params.yaml, or $PIPELINE_PARAMS)")
     params = load_params(*LIBRARIES)
+    if params.model.pretrained is not None:  # a tag not in the cache, a file that is no plain weights
+        from pipeline.models import clip, weights
+
+        weights.resolve(clip._open_clip(), params.model.arch, params.model.pretrained)
     images = sum(check_task_images(task) for task in folder_tasks(params)) + check_pretrain_images(params)
     found = f", {images} images under {params.data.root}" if images else ""
     print(f"params.yaml: ok ({params.data.benchmark} benchmark, tasks {' -> '.join(params.task_names)}{found})")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline import paths
 from pipeline.compression.params import TOKEN, CohortParams, DistillParams, TargetParams, TeacherParams
@@ -45,10 +45,12 @@ class ParamsError(InputError):
 
 class DataParams(Section):
     # domains: six embedded image domains, a small stand-in for MTIL (default) | facets: the facet world, every
-    # image carrying every facet | folder: your images under data.root
-    benchmark: Literal["domains", "facets", "folder"] = "domains"
-    # folder benchmark: one sub-directory per task, E0's pretraining set in pretrain/. Always a dependency of
-    # prepare and target in dvc.yaml (DVC cannot depend on a null path), so it must exist for every benchmark.
+    # image carrying every facet | folder: your images under data.root | mtil: MTIL's torchvision data sets
+    # under data.root (pipeline/data/mtil.py)
+    benchmark: Literal["domains", "facets", "folder", "mtil"] = "domains"
+    # folder benchmark: one sub-directory per task, E0's pretraining set in pretrain/; mtil: torchvision's
+    # folders. Always a dependency of prepare and target in dvc.yaml (DVC cannot depend on a null path), so it
+    # must exist for every benchmark.
     root: str = Field("images", min_length=1)
     image_size: int = Field(32, ge=16, le=1024)
     train_per_class: int = Field(100, ge=1)
@@ -59,6 +61,8 @@ class DataParams(Section):
     # folder: pretrain E0 on the tasks' training images too (after <root>/pretrain/, or alone without it).
     # Opt-in: E0 would then have seen every task, so its zero-shot row would not measure zero-shot transfer.
     pretrain_on_tasks: bool = False
+    # mtil: k training images per class, drawn with data.seed (the test sets stay whole); null: all of them
+    few_shot: int | None = Field(None, ge=1)
     seed: int = 0
 
     @field_validator("templates")
@@ -77,6 +81,8 @@ class DataParams(Section):
             raise ValueError(f"data.root: folder {self.root!r} does not exist")
         if self.benchmark != "folder" and self.pretrain_on_tasks:  # an embedded corpus is generated apart from the tasks, by design
             raise ValueError(f"data.pretrain_on_tasks: applies to the folder benchmark only, not {self.benchmark!r}")
+        if self.benchmark != "mtil" and self.few_shot is not None:  # the others have train_per_class
+            raise ValueError(f"data.few_shot: applies to the mtil benchmark only, not {self.benchmark!r}")
         return self
 
 
@@ -163,7 +169,17 @@ class EvalParams(Section):
 class RuntimeParams(Section):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     threads: int = Field(2, ge=1)
+    # fp32: no autocast at all (the default; CPU outputs byte-identical to a run without this key) | bf16: bf16
+    # autocast of forward passes and losses on CUDA, weights and optimiser state fp32 (pipeline/runtime.py)
+    precision: Literal["fp32", "bf16"] = "fp32"
 
+    @field_validator("precision")
+    @classmethod
+    def _bf16_needs_cuda(cls, v: str, info: ValidationInfo) -> str:
+        # `auto` is checked where it resolves (runtime.setup): only then is it known whether CUDA is there.
+        if v == "bf16" and info.data.get("device") == "cpu":
+            raise ValueError("bf16 needs a CUDA device, and runtime.device is 'cpu' (use fp32 on the CPU)")
+        return v
 
 
 Scalar = bool | int | float | str

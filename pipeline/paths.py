@@ -43,6 +43,7 @@ COHORT_COST = METRICS / "cohort_cost.json"
 COHORT_LIVE = METRICS / "cohort"
 THROUGHPUT = METRICS / "throughput.json"  # `make bench`: CPU inference images/s of teacher and student
 BENCH_STEPS = METRICS / "bench_steps.json"  # `make bench-steps`: step time of every compression method, interleaved
+BENCH_GPU = METRICS / "bench_gpu.json"  # `make bench-gpu`: training and inference throughput, peak GPU memory
 COMPARE = METRICS / "compare.json"
 COMPARE_TABLE = METRICS / "compare.md"
 COMPARE_ABLATION = METRICS / "compare_ablation.json"  # `make compare-ablation`: variants of dual_teacher

@@ -6,7 +6,7 @@ import math
 import torch
 from tqdm import tqdm
 
-from pipeline import optim
+from pipeline import optim, runtime
 from pipeline.config import PretrainParams
 from pipeline.data import CaptionCorpus
 from pipeline.losses import clip_contrastive
@@ -15,8 +15,10 @@ from pipeline.models import clip as clip_lib
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned temperature at 100
 
 
-def pretrain(clip: clip_lib.Clip, corpus: CaptionCorpus, cfg: PretrainParams, device: torch.device, live=None) -> float:
-    """Train `clip` in place; returns the final loss."""
+def pretrain(clip: clip_lib.Clip, corpus: CaptionCorpus, cfg: PretrainParams, device: torch.device, live=None,
+             precision: str = "fp32") -> float:
+    """Train `clip` in place; returns the final loss. Forward passes and the loss run under `precision`'s
+    autocast (runtime.autocast: none at all in fp32), backward and the optimiser step outside it."""
     model = clip.model.to(device).train()
     optimizer = optim.adamw(model.parameters(), cfg.lr, cfg.weight_decay)
     schedule = optim.warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps)
@@ -27,9 +29,10 @@ def pretrain(clip: clip_lib.Clip, corpus: CaptionCorpus, cfg: PretrainParams, de
     loss = torch.tensor(float("nan"))
     bar = tqdm(optim.batches(len(corpus.captions), cfg.batch_size, cfg.steps, cfg.seed), total=cfg.steps, desc="pretrain E0")
     for step, idx in enumerate(bar):
-        image = clip_lib.encode_images(clip, corpus.images[idx].to(device))
-        text = torch.nn.functional.normalize(model.encode_text(tokens[idx].to(device)), dim=-1)
-        loss = clip_contrastive(image, text, model.logit_scale)
+        with runtime.autocast(device, precision):
+            image = clip_lib.encode_images(clip, runtime.to_device(corpus.images[idx], device))
+            text = torch.nn.functional.normalize(model.encode_text(runtime.to_device(tokens[idx], device)), dim=-1)
+            loss = clip_contrastive(image, text, model.logit_scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -25,6 +25,9 @@ def weighted_step(terms: Terms, weights: dict[str, float], optimizer: torch.opti
     if unknown:
         raise KeyError(f"{owner} returned terms without a weight: {sorted(unknown)}")
     total = sum(weights[k] * v for k, v in terms.items())
+    # The terms may come from a bf16 autocast region (runtime.precision); backward and the step run here,
+    # outside it, on fp32 weights. No GradScaler: bf16 has fp32's exponent range, so no gradient underflows
+    # as in fp16 (pipeline/runtime.py, `autocast`).
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()

@@ -10,6 +10,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from pipeline import runtime
 from pipeline.compression.params import Recipe
 from pipeline.compression.teachers import Teacher, training_logits
 from pipeline.data import TaskData
@@ -22,6 +23,9 @@ class Batch:
     labels: Tensor  # (B,) int64
     indices: Tensor  # (B,) positions in the training set (the teacher's cached logits are looked up by them)
     flips: Tensor  # (B,) bool: which images are mirrored
+    # (B, 3, H, W) uint8: the augmented images before normalisation, when the recipe crops (`crop_padding`); None
+    # when flips are the only augmentation and a teacher's outputs are looked up by index and flip
+    pixels: Tensor | None = None
 
 
 @dataclass
@@ -37,6 +41,7 @@ class DistillContext:
     teacher: Teacher | None = None
     generator: torch.Generator | None = None
     eval_batch_size: int = 256
+    precision: str = "fp32"  # runtime.precision: the autocast of forward passes (pipeline/runtime.py)
 
     def __post_init__(self) -> None:
         if self.generator is None:
@@ -48,9 +53,18 @@ class DistillContext:
         only augmentation, so one pass per view replaces a teacher forward pass at every step."""
         if self.teacher is None:
             raise RuntimeError("the student alone has no teacher")
-        return training_logits(self.teacher, self.task, self.eval_batch_size, self.device)
+        with self.autocast():  # fp32 logits whatever the precision (D.predict returns them as float)
+            return training_logits(self.teacher, self.task, self.eval_batch_size, self.device)
+
+    def autocast(self):
+        """The context of forward passes and losses: `runtime.precision`'s (none at all in fp32)."""
+        return runtime.autocast(self.device, self.precision)
 
     def teacher_logits_of(self, batch: Batch) -> Tensor:
+        """The teacher's logits of the batch: looked up (flips only), or a forward pass on its crops."""
+        if batch.pixels is not None:
+            with torch.no_grad():
+                return self.teacher.logits(batch.pixels)
         return self.teacher_logits[batch.flips.long(), batch.indices].to(self.device)
 
 
@@ -90,5 +104,9 @@ class DistillMethod:
         return {}
 
     def step(self, step: int, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, float]:
-        """One update: the weighted sum of `terms`, one optimiser step."""
-        return weighted_step(self.terms(batch), self.weights(), optimizer, owner=f"method {self.name!r}")
+        """One update: the weighted sum of `terms` (computed under `ctx.autocast()`; backward and the optimiser
+        step outside it), one optimiser step. A method overriding this runs its own forward passes under
+        `ctx.autocast()` too."""
+        with self.ctx.autocast():
+            terms = self.terms(batch)
+        return weighted_step(terms, self.weights(), optimizer, owner=f"method {self.name!r}")

@@ -75,6 +75,20 @@ def apply_flips(x: Tensor, flips: Tensor) -> Tensor:
     return torch.where(flips.to(x.device)[:, None, None, None], x.flip(-1), x)
 
 
+def random_crops(n: int, padding: int, generator: torch.Generator) -> Tensor:
+    """(n, 2) int64: each image's top-left corner (row, column) in its zero-padded copy, uniform in
+    [0, 2 * padding] (torchvision's RandomCrop(size, padding))."""
+    return torch.randint(2 * padding + 1, (n, 2), generator=generator)
+
+
+def apply_crops(images: Tensor, corners: Tensor, padding: int) -> Tensor:
+    """Crop each image of (B, C, H, W) at its corner of `random_crops` from the image zero-padded by `padding`
+    a side (black for uint8 images: the padding is added before normalisation, as torchvision does)."""
+    h, w = images.shape[-2:]
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    return torch.stack([padded[b, :, r : r + h, c : c + w] for b, (r, c) in enumerate(corners.tolist())])
+
+
 @torch.no_grad()
 def predict(fn: Callable[[Tensor], Tensor], images: Tensor, batch_size: int, device: torch.device) -> Tensor:
     """fn(uint8 batch on device) -> (B, K) scores, over all images in batches; returns (N, K) on the CPU."""

@@ -72,13 +72,17 @@ class SitePairs:
         ctx, images = self.ctx, self.ctx.task.train_images
         views = []
         for view in (images, images.flip(-1)):
-            chunks = [[m.cpu() for m in self.teacher_maps(image_input(view[i : i + ctx.eval_batch_size].to(ctx.device)))]
-                      for i in range(0, len(view), ctx.eval_batch_size)]
+            with ctx.autocast():  # kept in fp32 whatever the precision (`.float()`: a no-op in fp32)
+                chunks = [[m.float().cpu() for m in self.teacher_maps(image_input(view[i : i + ctx.eval_batch_size].to(ctx.device)))]
+                          for i in range(0, len(view), ctx.eval_batch_size)]
             views.append([torch.cat(maps) for maps in zip(*chunks)])
         return [torch.stack(pair) for pair in zip(*views)]
 
     def teacher_maps_of(self, batch: Batch) -> list[Tensor]:
-        """The teacher's maps of the batch's training images (`teacher_maps` of `batch.images`, from the cache)."""
+        """The teacher's maps of the batch's training images (`teacher_maps` of `batch.images`): from the cache
+        when flips are the only augmentation, else a forward pass on the batch's crops."""
+        if batch.pixels is not None:
+            return self.teacher_maps(batch.images)  # the CNN teacher and student share the input normalisation
         return [m[batch.flips.long().cpu(), batch.indices.cpu()].to(self.ctx.device) for m in self.training_maps]
 
     def names(self) -> list[list[str]]:

@@ -15,7 +15,8 @@ Tseng et al. use Adam for theta, which is insensitive to that scale.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import contextlib
+from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +54,7 @@ def learning_to_learn_step(
     inner_lr: float,
     model_optimizer: torch.optim.Optimizer,
     ft_optimizer: torch.optim.Optimizer,
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
 ) -> dict[str, float]:
     """One iteration of Tseng et al.'s Algorithm 1 (see the module docstring); puts ``model`` in train mode.
 
@@ -66,6 +68,8 @@ def learning_to_learn_step(
         inner_lr: step size of the look-ahead.
         model_optimizer: over the model weights (``model.model_parameters()``).
         ft_optimizer: over the thetas (``model.ft_parameters()``).
+        autocast: the context of the two forward passes and losses (``DistillContext.autocast``: bf16
+            autocast, or none); the gradients and the optimiser steps run outside it.
     Returns:
         {"seen": L_seen, "unseen": L_unseen} as floats.
     """
@@ -77,13 +81,14 @@ def learning_to_learn_step(
     model.train()
 
     # (1) pseudo-seen loss, FT layers on.
-    loss_seen = loss_fn(model(seen_batch[0]), seen_batch)
+    with autocast():
+        loss_seen = loss_fn(model(seen_batch[0]), seen_batch)
     # (2) look-ahead, keeping the graph so theta' is a function of theta. Unused parameters get no grad and
     # are carried over unchanged.
     grads = torch.autograd.grad(loss_seen, [p for _, p in named], create_graph=True, allow_unused=True)
     looked_ahead = {n: p if g is None else p - inner_lr * g for (n, p), g in zip(named, grads)}
     # (3) pseudo-unseen loss, FT layers off, with the looked-ahead weights (buffers and thetas: the module's).
-    with ft_disabled(model):
+    with ft_disabled(model), autocast():
         params = {**dict(model.named_buffers()), **looked_ahead}
         loss_unseen = loss_fn(functional_call(model, params, (unseen_batch[0],)), unseen_batch)
     ft_grads = torch.autograd.grad(loss_unseen, ft_params, allow_unused=True)

@@ -132,7 +132,8 @@ class LayerwiseMCL(DistillMethod):
         """One meta-optimisation on `batch` (see the module docstring); `scale`: the run's schedule factor.
         Returns the stages' CE after the virtual steps (the meta loss)."""
         p = self.ctx.params.lmcl
-        meta_loss = self.meta_loss(batch, scale)
+        with self.ctx.autocast():  # the virtual steps' forward passes and losses; their final gradient outside
+            meta_loss = self.meta_loss(batch, scale)
         grads = torch.autograd.grad(meta_loss, list(self.meta.parameters()))
         for w, g in zip(self.meta.parameters(), grads):
             w.grad = g

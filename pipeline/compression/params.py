@@ -35,6 +35,10 @@ class Recipe(Section):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     flip: bool = True  # random horizontal flips
+    # Random crops of the image zero-padded by this many pixels a side (torchvision's RandomCrop(size, padding),
+    # the CIFAR recipe of the KD and MCL papers: 4 at 32 px); 0: none. With crops a teacher's outputs are no
+    # longer a lookup by image and flip: the teacher runs on every batch (pipeline/compression/base.py).
+    crop_padding: int = Field(0, ge=0)
     seed: int = 0
 
 

@@ -25,7 +25,8 @@ def student_method(params: Params, task: TaskData, teacher: Teacher | None, devi
     torch.manual_seed(runtime.stable_seed(dp.seed, "student init"))  # alone and distilled start from the same weights
     model = students.build(dp, params.data.image_size, len(task.classes))
     name = dp.method if teacher is not None else (TOKEN if dp.student == TOKEN else SUPERVISED)
-    return get_method(name)(DistillContext(model, task, dp, device, teacher, eval_batch_size=params.eval.batch_size))
+    return get_method(name)(DistillContext(model, task, dp, device, teacher, eval_batch_size=params.eval.batch_size,
+                                           precision=params.runtime.precision))
 
 
 def cohort_method(params: Params, task: TaskData, device: torch.device) -> DistillMethod:
@@ -36,7 +37,8 @@ def cohort_method(params: Params, task: TaskData, device: torch.device) -> Disti
     for arch, network in zip(cp.networks, model.networks):
         classifier.check_image_size(network, arch, params.data.image_size, key="cohort.networks")
     name = SUPERVISED if cp.method == ALONE else cp.method
-    return get_method(name)(DistillContext(model, task, cp, device, eval_batch_size=params.eval.batch_size))
+    return get_method(name)(DistillContext(model, task, cp, device, eval_batch_size=params.eval.batch_size,
+                                           precision=params.runtime.precision))
 
 
 def train_and_test(params: Params, task: TaskData, teacher: Teacher | None, device: torch.device,
@@ -49,7 +51,7 @@ def train_and_test(params: Params, task: TaskData, teacher: Teacher | None, devi
     method = student_method(params, task, teacher, device)
     model, name = method.ctx.student, method.name
     logged = fit(method, logger, desc=desc)
-    scores = students.test_scores(model, task.test_images, params.eval.batch_size, device)
+    scores = students.test_scores(model, task.test_images, params.eval.batch_size, device, params.runtime.precision)
     prediction = students.prediction(scores)
     summary = {
         "method": name, "student": dp.student,
@@ -75,7 +77,8 @@ def train_cohort(params: Params, task: TaskData, device: torch.device, model_dir
     method = cohort_method(params, task, device)
     model = method.ctx.student
     logged = fit(method, logger, desc=f"cohort {cp.method}")
-    logits = D.predict(lambda b: model(image_input(b)).transpose(0, 1), task.test_images, params.eval.batch_size, device)
+    with method.ctx.autocast():
+        logits = D.predict(lambda b: model(image_input(b)).transpose(0, 1), task.test_images, params.eval.batch_size, device)
     logits = logits.transpose(0, 1)  # (M, N, K)
     ensemble = cohort.ensemble_probs(logits)
     networks = [metrics.top1(z, task.test_labels) for z in logits]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pipeline import runtime
 from pipeline.compression import data as D
 from pipeline.compression.params import TOKEN, DistillParams
 from pipeline.models import classifier
@@ -29,15 +30,18 @@ def meta(model: nn.Module, dp: DistillParams, classes: list[str], **extra) -> di
     return classifier.cnn_meta(dp.student, dp.stem_stride, classes, **extra)
 
 
-def test_scores(model: nn.Module, images: Tensor, batch_size: int, device: torch.device) -> dict[str, Tensor]:
+def test_scores(model: nn.Module, images: Tensor, batch_size: int, device: torch.device,
+                precision: str = "fp32") -> dict[str, Tensor]:
     """Test scores by head: the token student's class and distillation heads and their fusion (`fused`, the
-    mean of the two softmaxes), a CNN's `logits`. `prediction(scores)` is the one accuracy is reported on."""
+    mean of the two softmaxes), a CNN's `logits`. `prediction(scores)` is the one accuracy is reported on.
+    The forward passes run under `precision`'s autocast (none at all in fp32); scores come back in fp32."""
     model.eval()
-    if isinstance(model, DistillationStudent):
-        heads = D.predict(lambda b: torch.cat(model(image_input(b)), dim=1), images, batch_size, device)
-        z_cls, z_dist = heads.chunk(2, dim=1)
-        return {"class": z_cls, "dist": z_dist, "fused": (z_cls.softmax(-1) + z_dist.softmax(-1)) / 2}
-    return {"logits": D.predict(lambda b: model(image_input(b)), images, batch_size, device)}
+    with runtime.autocast(device, precision):
+        if isinstance(model, DistillationStudent):
+            heads = D.predict(lambda b: torch.cat(model(image_input(b)), dim=1), images, batch_size, device)
+            z_cls, z_dist = heads.chunk(2, dim=1)
+            return {"class": z_cls, "dist": z_dist, "fused": (z_cls.softmax(-1) + z_dist.softmax(-1)) / 2}
+        return {"logits": D.predict(lambda b: model(image_input(b)), images, batch_size, device)}
 
 
 def prediction(scores: dict[str, Tensor]) -> Tensor:

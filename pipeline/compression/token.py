@@ -70,5 +70,5 @@ class TokenDistillation(DistillMethod):
         seen_batch = tuple(t[~unseen] for t in parts)
         unseen_batch = tuple(t[unseen] for t in parts)
         losses = learning_to_learn_step(self.ctx.student, self.loss, seen_batch, unseen_batch, self.tp.l2l_inner_lr,
-                                        optimizer, self.ft_optimizer)
+                                        optimizer, self.ft_optimizer, autocast=self.ctx.autocast)
         return {self.loss_name: losses["seen"], "pseudo_unseen": losses["unseen"], "total": losses["seen"]}

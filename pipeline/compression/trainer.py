@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline import optim
+from pipeline import optim, runtime
 from pipeline.compression import data as D
 from pipeline.compression.base import Batch, DistillMethod
 from pipeline.models.classifier import image_input
@@ -32,8 +32,14 @@ class Training:
         """The step's batch: its images (flipped where drawn), labels, indices and flips."""
         ctx, recipe = self.method.ctx, self.method.ctx.params
         flips = D.random_flips(len(indices), ctx.generator, recipe.flip)
-        x = D.apply_flips(image_input(ctx.task.train_images[indices].to(ctx.device)), flips)
-        return Batch(x, ctx.task.train_labels[indices].to(ctx.device), indices, flips)
+        labels = runtime.to_device(ctx.task.train_labels[indices], ctx.device)
+        if not recipe.crop_padding:
+            x = D.apply_flips(image_input(runtime.to_device(ctx.task.train_images[indices], ctx.device)), flips)
+            return Batch(x, labels, indices, flips)
+        corners = D.random_crops(len(indices), recipe.crop_padding, ctx.generator)  # drawn after the flips
+        pixels = D.apply_flips(D.apply_crops(runtime.to_device(ctx.task.train_images[indices], ctx.device), corners,
+                                             recipe.crop_padding), flips)
+        return Batch(image_input(pixels), labels, indices, flips, pixels)
 
 
 def prepare(method: DistillMethod) -> Training:

@@ -7,9 +7,9 @@ from typing import ClassVar
 
 import torch
 
-from pipeline import io, paths
+from pipeline import io, paths, runtime
 from pipeline.config import E0, Params
-from pipeline.data import TaskData
+from pipeline.data import CaptionCorpus, TaskData, load_corpus
 from pipeline.data.benchmarks import load_tasks
 from pipeline.models import clip as clip_lib
 
@@ -64,6 +64,10 @@ class TaskContext:
         """Tasks 1..m: the earlier tasks, then this one."""
         return [*self.base_tasks, self.task]
 
+    def autocast(self):
+        """The context of this task's forward passes: `runtime.precision`'s (none at all in fp32)."""
+        return runtime.autocast(self.device, self.params.runtime.precision)
+
     def load_teacher(self, name: str) -> clip_lib.Clip:
         """A frozen copy (eval mode, no gradient) of model `name` (E0 or a task's model) on this device."""
         teacher = clip_lib.freeze(clip_lib.load(paths.model_dir(name)))
@@ -94,11 +98,12 @@ class TaskContext:
         if self.prev_name == E0:
             return None
         teacher = self.load_teacher(self.prev_name)
-        image = clip_lib.encode_images_batched(teacher, self.task.train_images, self.params.eval.batch_size, progress=f"E_{self.prev_name} features")
-        with torch.no_grad():
-            out = {"image": image.to(self.device), "text": clip_lib.class_text_features(teacher, self.task.prompts())}
+        # Kept in fp32 whatever the precision: a cache the steps index, like E0's from the prototypes stage.
+        with torch.no_grad(), self.autocast():
+            image = clip_lib.encode_images_batched(teacher, self.task.train_images, self.params.eval.batch_size, progress=f"E_{self.prev_name} features")
+            out = {"image": image.float().to(self.device), "text": clip_lib.class_text_features(teacher, self.task.prompts()).float()}
             if self.params.loss.dis_scope == "seen":
-                out["seen_text"] = clip_lib.tasks_class_text_features(teacher, [t.prompts() for t in self.seen_tasks])
+                out["seen_text"] = clip_lib.tasks_class_text_features(teacher, [t.prompts() for t in self.seen_tasks]).float()
         return out
 
     @property
@@ -129,6 +134,16 @@ class TaskContext:
     def prototypes(self) -> torch.Tensor:
         """Initial class prototypes from E0 (prototypes stage), (C, d)."""
         return self._from_prototypes_stage["prototypes"]
+
+    def prev_method_state(self) -> dict[str, torch.Tensor]:
+        """What the previous task's method saved beside its model (`Method.state`), empty where it saved
+        nothing (E0, or a method without state)."""
+        path = paths.method_state(self.prev_name)
+        return io.load_tensors(path) if path.is_file() else {}
+
+    def load_corpus(self, needed_by: str) -> CaptionCorpus:
+        """E0's caption corpus (ZSCL's reference pairs); `needed_by` names the reader if it is empty."""
+        return load_corpus(paths.CORPUS, needed_by=needed_by)
 
     def student_features(self, images: torch.Tensor, seen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The student's image features V (B, d) and class text features U (C, d), with gradient. With

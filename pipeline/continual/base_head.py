@@ -58,11 +58,11 @@ def base_head(ctx, teacher: clip_lib.Clip | None = None, teacher_images: bool = 
     else:
         tasks = tuple(ctx.base_tasks)
     teacher = teacher if teacher is not None else ctx.load_teacher(ctx.prev_name)
-    with torch.no_grad():
-        text = torch.cat([clip_lib.class_text_features(teacher, t.prompts()) for t in tasks])
-    if not teacher_images:
-        return BaseHead(tasks, ctx.prev_name == E0, text, None)
-    image = clip_lib.encode_images_batched(
-        teacher, ctx.task.train_images, ctx.params.eval.batch_size, progress=f"E_{ctx.prev_name} features"
-    )
+    with torch.no_grad(), ctx.autocast():  # fp32 caches whatever the precision (`.float()`: a no-op in fp32)
+        text = torch.cat([clip_lib.class_text_features(teacher, t.prompts()) for t in tasks]).float()
+        if not teacher_images:
+            return BaseHead(tasks, ctx.prev_name == E0, text, None)
+        image = clip_lib.encode_images_batched(
+            teacher, ctx.task.train_images, ctx.params.eval.batch_size, progress=f"E_{ctx.prev_name} features"
+        ).float()
     return BaseHead(tasks, ctx.prev_name == E0, text, image.to(ctx.device))

@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from pipeline import io, paths
+from pipeline import paths
 from pipeline.continual.base import Method, TaskContext
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.registry import register_method
@@ -40,8 +40,8 @@ def carried_prototypes(ctx: TaskContext) -> dict[str, torch.Tensor]:
     were carried), E0's initial prototypes of that task from the prototypes stage
     (data/prototypes/<task>.safetensors) stand in; with `loss.dis_scope: seen`, where they enter the loss,
     a warning names those tasks."""
-    path = paths.method_state(ctx.prev_name)
-    state = io.load_tensors(path) if path.is_file() else {}
+    path = paths.method_state(ctx.prev_name)  # named in the messages
+    state = ctx.prev_method_state()
     carried, fallback = {}, []
     for name in ctx.base_names:
         initial = ctx.prototypes_stage_tensor(name, "prototypes")  # E0's initial P_k

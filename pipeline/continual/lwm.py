@@ -79,9 +79,11 @@ class LwM(Method):
         if ctx.prev_name != E0 or ctx.params.loss.kd_first_task == "current":
             teacher = ctx.load_teacher(ctx.prev_name)  # E0 on the first task
             self.head = base_head(ctx, teacher, teacher_images=False)  # y comes from teacher_attention
-            self.teacher_logits, self.top_class, self.teacher_maps = teacher_attention(
-                teacher, self.head, ctx.task.train_images, ctx.params.eval.batch_size, ctx.device, ctx.params.loss.lwm_stage
-            )
+            with ctx.autocast():  # cached in fp32 whatever the precision (`.float()`: a no-op in fp32)
+                logits, self.top_class, maps = teacher_attention(
+                    teacher, self.head, ctx.task.train_images, ctx.params.eval.batch_size, ctx.device, ctx.params.loss.lwm_stage
+                )
+            self.teacher_logits, self.teacher_maps = logits.float(), maps.float()
             if self.teacher_maps.shape[1] == 1:
                 warnings.warn(
                     "lwm: the Grad-CAM feature map (loss.lwm_stage) has a single cell at this image size, so every "

@@ -14,7 +14,7 @@ MODULES: dict[str, str] = {
     "zscl": "zscl",
 }
 # Methods that read E0's caption corpus (data/corpus), ZSCL's reference batches: Params refuses a folder
-# benchmark that gives them none.
+# benchmark that gives them none, and the mtil benchmark (which has none).
 CORPUS_METHODS = frozenset({"zscl"})
 
 _REGISTRY = MethodRegistry("pipeline.continual", MODULES)

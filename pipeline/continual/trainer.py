@@ -1,9 +1,11 @@
 """Training one task with any registered continual method, through the project's one loop (pipeline/training.py)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from pipeline import optim
+from pipeline import optim, runtime
 from pipeline.continual.base import Method
 from pipeline.runtime import stable_seed
 from pipeline.training import run_steps, weighted_step
@@ -20,30 +22,54 @@ def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
                 module.eval()
 
 
-def train_task(method: Method, live=None) -> dict[str, float]:
-    """Optimise the student of `method.ctx` for `train.steps` steps through the project's one loop
-    (pipeline/training.py); return the last step's terms as `loss/<name>`.
+@dataclass
+class TaskTraining:
+    """One task's optimisation, built by `prepare` and stepped by `train_task` (and by the GPU benchmark,
+    pipeline/bench_gpu.py, which times `step`, so the step it times is the step trained)."""
 
-    The logit scale stays frozen (ZSCL); every term and the weighted total are logged by name."""
+    method: Method
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    weights: dict[str, float]
+
+    def step(self, indices: torch.Tensor) -> dict[str, float]:
+        """One step on the training images at `indices`: the method's terms (forward passes and losses under
+        `runtime.precision`'s autocast, none in fp32), their weighted sum's backward and the optimiser step
+        (outside it), then the method's `after_step`."""
+        method, ctx = self.method, self.method.ctx
+        images = runtime.to_device(ctx.task.train_images[indices], ctx.device)
+        labels = runtime.to_device(ctx.task.train_labels[indices], ctx.device)
+        with ctx.autocast():
+            terms = method.terms(images, labels, runtime.to_device(indices, ctx.device))
+        logged = weighted_step(terms, self.weights, self.optimizer, owner=f"method {method.name!r}")
+        method.after_step()
+        return logged
+
+
+def prepare(method: Method) -> TaskTraining:
+    """Put the student of `method.ctx` in training mode (BatchNorm as `train.freeze_bn` says), freeze its logit
+    scale (ZSCL), and build AdamW with the warm-up + cosine schedule."""
     ctx, train = method.ctx, method.ctx.params.train
     model = ctx.student.model
     set_train_mode(model, train.freeze_bn)
     model.logit_scale.requires_grad_(False)
     optimizer = optim.adamw(model.parameters(), train.lr, train.weight_decay)
     schedule = optim.warmup_cosine(optimizer, train.warmup_steps, train.steps)
-    weights = method.weights()
-    images, labels = ctx.task.train_images, ctx.task.train_labels
+    return TaskTraining(method, optimizer, schedule, method.weights())
 
-    def step(_: int, indices: torch.Tensor) -> dict[str, float]:
-        terms = method.terms(images[indices].to(ctx.device), labels[indices].to(ctx.device), indices.to(ctx.device))
-        logged = weighted_step(terms, weights, optimizer, owner=f"method {method.name!r}")
-        method.after_step()
-        return logged
 
+def train_task(method: Method, live=None) -> dict[str, float]:
+    """Optimise the student of `method.ctx` for `train.steps` steps through the project's one loop
+    (pipeline/training.py); return the last step's terms as `loss/<name>`.
+
+    The logit scale stays frozen (ZSCL); every term and the weighted total are logged by name."""
+    ctx, train = method.ctx, method.ctx.params.train
+    run = prepare(method)
     # The batch order depends on the seed and the task only, so methods see the same batches.
-    order = optim.batches(len(labels), train.batch_size, train.steps, stable_seed(train.seed, ctx.name))
-    logged = run_steps(order, train.steps, step, schedule, live, desc=f"train {ctx.name} ({method.name})")
+    order = optim.batches(len(ctx.task.train_labels), train.batch_size, train.steps, stable_seed(train.seed, ctx.name))
+    logged = run_steps(order, train.steps, lambda _, indices: run.step(indices), run.schedule, live,
+                       desc=f"train {ctx.name} ({method.name})")
     with torch.no_grad():
         method.finish()  # end-of-task weight changes (weight ensembles, interpolation); see Method.finish
-    model.eval()
+    ctx.student.model.eval()
     return {f"loss/{k}": v for k, v in logged.items()}

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import torch
 
-from pipeline import paths
+from pipeline import runtime
 from pipeline.config import E0
 from pipeline.continual.base import Method
 from pipeline.continual.registry import register_method
 from pipeline.continual.weights import assign, floating_state, running_average
-from pipeline.data import load_corpus
 from pipeline.losses import clip_ce, cosine_logits, zscl_distillation
 from pipeline.models import clip as clip_lib
 from pipeline.runtime import stable_seed
@@ -38,7 +37,7 @@ class ZSCL(Method):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.e0 = ctx.load_teacher(E0)  # the reference model stays E0 on every task, as in ZSCL
-        self.corpus = load_corpus(paths.CORPUS, needed_by=f"train.method: {self.name}")
+        self.corpus = ctx.load_corpus(needed_by=f"train.method: {self.name}")
         # Own stream, seeded by the seed and the task: reference batches are the same on every run and do not
         # shift the batches of the task (which come from the trainer's own seeded order).
         self.generator = torch.Generator().manual_seed(stable_seed(ctx.params.train.seed, ctx.name, "zscl"))
@@ -55,7 +54,7 @@ class ZSCL(Method):
         """`zscl_ref_batch` distinct corpus pairs (all of them if the corpus is smaller)."""
         n = min(self.ctx.params.loss.zscl_ref_batch, len(self.corpus.captions))
         idx = torch.randperm(len(self.corpus.captions), generator=self.generator)[:n]
-        return self.corpus.images[idx].to(self.ctx.device), [self.corpus.captions[i] for i in idx.tolist()]
+        return runtime.to_device(self.corpus.images[idx], self.ctx.device), [self.corpus.captions[i] for i in idx.tolist()]
 
     def terms(self, images, labels, indices):
         ctx, loss = self.ctx, self.ctx.params.loss

@@ -4,6 +4,7 @@
 - `facets`: the first embedded world, where every image carries six facets and each facet is a task
   (pipeline/data/facets.py); the compression branch's default target (`count+colour`) comes from it.
 - `folder`: users' own images under `data.root` (pipeline/data/folder.py).
+- `mtil`: MTIL's eleven torchvision data sets under `data.root` (pipeline/data/mtil.py); no caption corpus.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pipeline.data.domains import build_domain_corpus, build_domain_task, domain
 from pipeline.data.facets import build_facet_corpus, build_facet_task, facet_names, is_facet_task
 from pipeline.data.folder import build_folder_corpus, build_folder_task
 from pipeline.data.folder_pretrain import PRETRAIN_DIR, build_pretrain_corpus, pretrain_dir, pretrain_layout
+from pipeline.data.mtil import build_mtil_task, check_mtil_task
 from pipeline.data.types import CaptionCorpus, TaskData, load_task
 from pipeline.errors import InputError
 
@@ -41,12 +43,19 @@ def check_task_names(benchmark: str, root: str, names: list[str], key: str | Non
                 folder = Path(root) / name / split
                 if not folder.is_dir():
                     raise InputError(f"{where}: folder {folder} does not exist (data.root is {root!r})")
+        elif benchmark == "mtil":
+            check_mtil_task(root, name, where)
 
 
 def check_corpus_source(data, needed_by: str | None) -> None:
     """Folder benchmark: fail before any compute if ``<root>/pretrain/`` holds neither or both layouts, or
     if E0's caption corpus has no source (no ``pretrain/``, ``data.pretrain_on_tasks`` off) although
-    ``needed_by`` (the params key and value that reads the corpus; None: nothing does) needs one."""
+    ``needed_by`` (the params key and value that reads the corpus; None: nothing does) needs one. MTIL has
+    no caption corpus at all (ZSCL's reference pairs are Conceptual Captions, not part of it)."""
+    if data.benchmark == "mtil" and needed_by:
+        raise InputError(f"{needed_by} needs E0's caption corpus, but the mtil benchmark has none (nothing is "
+                         f"downloaded): E0 must come from model.pretrained (an open_clip tag such as openai, or a "
+                         f"checkpoint file), with a train.method that reads no corpus")
     if data.benchmark != "folder":
         return
     folder = pretrain_dir(data.root)
@@ -70,22 +79,25 @@ def build_task(data, name: str, train_per_class: int | None = None, test_per_cla
     if benchmark == "facets":
         return build_facet_task(name, image_size=data.image_size, train_per_class=train_per_class,
                                 test_per_class=test_per_class, seed=data.seed, imbalance=imbalance)
+    if benchmark == "mtil":
+        return build_mtil_task(Path(data.root), name, image_size=data.image_size, few_shot=data.few_shot,
+                               seed=data.seed)
     return build_folder_task(Path(data.root) / name, name=name, image_size=data.image_size, templates=list(data.templates))
 
 
 def build_corpus(data, names: list[str]) -> CaptionCorpus:
     """E0's caption corpus. Folder benchmark: ``<root>/pretrain/`` when present, then, with the opt-in
     ``data.pretrain_on_tasks``, the tasks' training images; with neither it is empty (data/corpus still
-    exists for DVC), and Params.load has already refused any params that read it."""
+    exists for DVC), and Params.load has already refused any params that read it. MTIL: always empty."""
     if data.benchmark == "domains":
         return build_domain_corpus(image_size=data.image_size, size=data.corpus_size, seed=data.seed)
     if data.benchmark == "facets":
         return build_facet_corpus(image_size=data.image_size, size=data.corpus_size, seed=data.seed)
     kw = dict(image_size=data.image_size, templates=list(data.templates), per_class=data.corpus_per_class)
     parts = []
-    if pretrain_dir(data.root).exists():
+    if data.benchmark == "folder" and pretrain_dir(data.root).exists():
         parts.append(build_pretrain_corpus(pretrain_dir(data.root), **kw))
-    if data.pretrain_on_tasks:
+    if data.pretrain_on_tasks:  # folder only (DataParams)
         parts.append(build_folder_corpus(Path(data.root), names, **kw))
     empty = torch.empty((0, 3, data.image_size, data.image_size), dtype=torch.uint8)
     return CaptionCorpus(images=torch.cat([empty, *(p.images for p in parts)]),

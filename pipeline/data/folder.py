@@ -77,6 +77,14 @@ def load_image(path: Path, image_size: int) -> np.ndarray:
             im = _to_rgb(im)
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ... for bad files
         raise InputError(f"{path}: cannot read image ({e})") from e
+    return fit_image(im, image_size)
+
+
+def fit_image(im: Image.Image, image_size: int) -> np.ndarray:
+    """uint8 (3, S, S) of a decoded image: RGB by :func:`_to_rgb`, shorter side resized to S (bicubic),
+    centre crop. Every benchmark read from disk (folder, mtil) goes through it, so their images match."""
+    if im.mode != "RGB":  # load_image has converted already
+        im = _to_rgb(im)
     w, h = im.size
     scale = image_size / min(w, h)
     nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))

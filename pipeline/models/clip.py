@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from pipeline import checkpoint
 from pipeline.errors import InputError
+from pipeline.models import weights
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -45,22 +46,23 @@ class Clip:
 
 
 def build(arch: str, image_size: int, pretrained: str | None = None) -> Clip:
-    """A fresh model (`pretrained=None`), an open_clip tag, or a local open_clip checkpoint file."""
+    """A fresh model (`pretrained=None`), or one with the weights of an open_clip tag found in the local cache
+    or of a local file (safetensors, or a torch state dict read weights-only): pipeline/models/weights.py."""
     oc = _open_clip()
-    if pretrained is not None and not (Path(pretrained).is_file() or pretrained in oc.list_pretrained_tags_by_model(arch)):
-        raise InputError(f"model.pretrained: {pretrained!r} is neither a file nor an open_clip tag of {arch!r}")
-    try:
-        model = oc.create_model(arch, pretrained=pretrained, force_image_size=image_size)
-    except Exception as e:  # a tag needs its weights in the local cache (no download here); a file must fit arch
-        if pretrained is None:
-            raise  # a fresh model failing to build is a bug, not an input
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"model.pretrained: could not load {pretrained!r} for {arch!r} ({first})") from None
+    if pretrained is None:
+        model = oc.create_model(arch, pretrained=None, force_image_size=image_size)
+    else:
+        model = weights.create(oc, arch, image_size, pretrained)
     return Clip(model=model, tokenizer=oc.get_tokenizer(arch), arch=arch, image_size=image_size)
 
 
 def save(clip: Clip, directory: str | Path, meta: dict) -> None:
-    checkpoint.save(clip.model, directory, {"arch": clip.arch, "image_size": clip.image_size, **meta})
+    # The input normalisation goes with the weights: a pretrained tag may bring its own (e.g. 0.5 / 0.5), which a
+    # model rebuilt from the architecture's name alone would not have.
+    visual = clip.model.visual
+    checkpoint.save(clip.model, directory, {"arch": clip.arch, "image_size": clip.image_size,
+                                            "image_mean": list(visual.image_mean), "image_std": list(visual.image_std),
+                                            **meta})
 
 
 def load(directory: str | Path) -> Clip:
@@ -69,6 +71,9 @@ def load(directory: str | Path) -> Clip:
         raise InputError(f"{Path(directory) / checkpoint.META}: unknown open_clip architecture {meta['arch']!r}")
     clip = build(meta["arch"], meta["image_size"])
     checkpoint.load_weights(clip.model, directory, f"architecture {meta['arch']!r}")
+    for key in ("image_mean", "image_std"):  # absent from checkpoints saved before they were recorded
+        if key in meta:
+            setattr(clip.model.visual, key, tuple(float(v) for v in meta[key]))
     return clip
 
 

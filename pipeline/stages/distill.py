@@ -18,7 +18,8 @@ def main(argv):
     task = load_task(paths.TARGET)
     device = runtime.setup(params.runtime, runtime.stable_seed(dp.seed, "distill"))
     teacher = load_teacher(params, task, device)
-    teacher_test = D.predict(teacher.logits, task.test_images, params.eval.batch_size, device)
+    with runtime.autocast(device, params.runtime.precision):
+        teacher_test = D.predict(teacher.logits, task.test_images, params.eval.batch_size, device)
     with live(paths.DISTILL_LIVE) as logger:
         summary, per_class, cost = train_and_test(params, task, teacher, device, paths.STUDENT, logger,
                                             desc=f"{dp.method} {dp.student}")

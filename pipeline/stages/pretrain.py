@@ -25,11 +25,11 @@ def main(argv):
         corpus = load_corpus(paths.CORPUS, needed_by="model.pretrained: null")
         clip = clip_lib.build(params.model.arch, params.data.image_size)
         with live(paths.PRETRAIN_LIVE) as logger:
-            pretrain(clip, corpus, params.pretrain, device, logger)
+            pretrain(clip, corpus, params.pretrain, device, logger, precision=params.runtime.precision)
     else:
         clip = clip_lib.build(params.model.arch, params.data.image_size, params.model.pretrained)
         clip.model.to(device)
-    row = accuracy_row(clip, tasks, params.eval.batch_size)
+    row = accuracy_row(clip, tasks, params.eval.batch_size, params.runtime.precision)
     # No wall time in the checkpoint's JSON: it would change the output's hash on every run, and DVC would
     # then re-run every downstream stage although the weights are byte-identical.
     seconds = time.perf_counter() - start

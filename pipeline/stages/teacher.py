@@ -20,10 +20,11 @@ def main(argv):
     device = runtime.setup(params.runtime, runtime.stable_seed(tp.seed, "teacher"))
     model = classifier.build_cnn(tp.arch, len(task.classes), tp.stem_stride).to(device)
     classifier.check_image_size(model, tp.arch, task.train_images.shape[-1])
-    method = get_method(SUPERVISED)(DistillContext(model, task, tp, device))
+    method = get_method(SUPERVISED)(DistillContext(model, task, tp, device, precision=params.runtime.precision))
     with live(paths.TEACHER_LIVE) as logger:
         logged = fit(method, logger, desc=f"teacher {tp.arch}")
-    scores = students.prediction(students.test_scores(model, task.test_images, params.eval.batch_size, device))
+    scores = students.prediction(students.test_scores(model, task.test_images, params.eval.batch_size, device,
+                                                      params.runtime.precision))
     n_params = sum(p.numel() for p in model.parameters())
     with io.atomic_dir(paths.CNN) as folder:
         classifier.save(model, folder, classifier.cnn_meta(tp.arch, tp.stem_stride, task.classes, final_loss=logged["ce"],

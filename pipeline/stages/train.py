@@ -33,7 +33,7 @@ def main(argv):
     with live(paths.train_live(name)) as logger:
         final = train_task(method, logger)
     seconds = round(time.perf_counter() - start, 1)
-    row = accuracy_row(student, tasks, params.eval.batch_size)
+    row = accuracy_row(student, tasks, params.eval.batch_size, params.runtime.precision)
     # No wall time here: the checkpoint's bytes (and so its DVC hash) must depend on the params only.
     meta = {"name": name, "prev": params.tasks[name].prev, "method": method.name, "final_loss": final}
     with io.atomic_dir(paths.model_dir(name)) as folder:  # no method_state left by another method
