@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python` and `dvc`: run them from the venv.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: repro test compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc bench-gpu clean-venv
+.PHONY: repro test compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc bench-gpu bench-memory clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench-dvc: $(STAMP)
 # metrics/bench_gpu.json. Refused without CUDA, in a line that gives the CPU smoke form.
 bench-gpu: $(STAMP)
 	$(RUN) python -m pipeline.bench_gpu
+
+# Peak resident memory of prepare, pretrain, prototypes and train@<task> on generated folder benchmarks of
+# 2,000 and 20,000 images (streaming data, README "Real scale"): metrics/bench_memory.json
+bench-memory: $(STAMP)
+	$(RUN) python -m pipeline.bench_memory
 
 clean-venv:
 	rm -rf $(VENV)

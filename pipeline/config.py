@@ -169,6 +169,9 @@ class EvalParams(Section):
 class RuntimeParams(Section):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     threads: int = Field(2, ge=1)
+    # DataLoader worker processes decoding images (pipeline/data/loader.py); 0: in the stage's own process,
+    # best for the in-memory embedded benchmarks. Batches are the same whatever the count.
+    workers: int = Field(0, ge=0)
     # fp32: no autocast at all (the default; CPU outputs byte-identical to a run without this key) | bf16: bf16
     # autocast of forward passes and losses on CUDA, weights and optimiser state fp32 (pipeline/runtime.py)
     precision: Literal["fp32", "bf16"] = "fp32"

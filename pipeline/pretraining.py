@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from pipeline import optim, runtime
 from pipeline.config import PretrainParams
-from pipeline.data import CaptionCorpus
+from pipeline.data import CaptionCorpus, loader
 from pipeline.losses import clip_contrastive
 from pipeline.models import clip as clip_lib
 
@@ -27,10 +27,11 @@ def pretrain(clip: clip_lib.Clip, corpus: CaptionCorpus, cfg: PretrainParams, de
     row = {caption: i for i, caption in enumerate(distinct)}
     tokens = clip.tokenizer(distinct)[torch.tensor([row[c] for c in corpus.captions])]
     loss = torch.tensor(float("nan"))
-    bar = tqdm(optim.batches(len(corpus.captions), cfg.batch_size, cfg.steps, cfg.seed), total=cfg.steps, desc="pretrain E0")
-    for step, idx in enumerate(bar):
+    order = list(optim.batches(len(corpus.captions), cfg.batch_size, cfg.steps, cfg.seed))
+    bar = tqdm(zip(order, loader.batches(corpus.images, order)), total=cfg.steps, desc="pretrain E0")
+    for step, (idx, images) in enumerate(bar):
         with runtime.autocast(device, precision):
-            image = clip_lib.encode_images(clip, runtime.to_device(corpus.images[idx], device))
+            image = clip_lib.encode_images(clip, runtime.to_device(images, device))
             text = torch.nn.functional.normalize(model.encode_text(runtime.to_device(tokens[idx], device)), dim=-1)
             loss = clip_contrastive(image, text, model.logit_scale)
         optimizer.zero_grad(set_to_none=True)

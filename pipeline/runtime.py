@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from pipeline.config import RuntimeParams
+from pipeline.data import loader
 from pipeline.errors import InputError
 
 # runtime.precision -> the autocast dtype; fp32 has none: no autocast context is entered at all.
@@ -31,6 +32,7 @@ def setup(runtime: RuntimeParams, seed: int) -> torch.device:
     if runtime.precision != "fp32" and not use_cuda:  # device: cpu is refused at params load already
         raise InputError(f"runtime.precision: {runtime.precision} needs a CUDA device, and runtime.device "
                          f"'{runtime.device}' found none here (use fp32 on the CPU)")
+    loader.configure(runtime.workers, pin_memory=use_cuda)
     if use_cuda:
         # CPU kernels are already repeatable for a fixed thread count; deterministic mode there only costs
         # time (20x on embedding backward), so it is switched on for CUDA alone.

@@ -4,14 +4,14 @@ a method needs another update (learning-to-learn), in their step; never in the l
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
 Terms = dict[str, Tensor]
-StepFn = Callable[[int, Tensor], dict[str, float]]  # (step, batch indices) -> logged values
+StepFn = Callable[[int, Any], dict[str, float]]  # (step, batch: its indices, or whatever `order` yields) -> logged values
 # Points per training curve at most. DVCLive's next_step re-reads every curve's whole TSV (dvclive 3.49:
 # sync -> post_data_to_studio -> parse_metrics, even with Studio off), so logging every step costs O(steps^2):
 # 8.6 ms a step averaged over 1,260 steps here, 11 s of a token student's 112 s training.
@@ -34,7 +34,7 @@ def weighted_step(terms: Terms, weights: dict[str, float], optimizer: torch.opti
     return {k: v.item() for k, v in terms.items()} | {"total": total.item()}
 
 
-def run_steps(order: Iterable[Tensor], steps: int, step: StepFn, schedule: torch.optim.lr_scheduler.LRScheduler,
+def run_steps(order: Iterable[Any], steps: int, step: StepFn, schedule: torch.optim.lr_scheduler.LRScheduler,
               live=None, desc: str = "train", log_lr: bool = True) -> dict[str, float]:
     """Call `step(i, indices)` for each batch of `order` (a progress bar of `steps`), advance the schedule after
     each, and log what the step returns as `loss/<name>` (and the rate that step trained with) through

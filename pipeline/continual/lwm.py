@@ -26,6 +26,7 @@ from pipeline.continual.base import Method
 from pipeline.continual.base_head import BaseHead, base_head
 from pipeline.continual.gradcam import class_grad_cam, feature_map_and_features
 from pipeline.continual.registry import register_method
+from pipeline.data import loader
 from pipeline.losses import (
     attention_distillation,
     clip_ce,
@@ -59,8 +60,8 @@ def teacher_attention(
     which stay frozen and receive no .grad); the results are constants.
     """
     logits, tops, maps = [], [], []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(device)
+    for batch in loader.sequential(images, batch_size):
+        batch = batch.to(device)
         a, _, y = base_forward(teacher, batch, head.teacher_text, stage, leaf=True)
         top = y.argmax(dim=1)
         logits.append(y.detach())

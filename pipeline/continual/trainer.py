@@ -7,6 +7,7 @@ import torch
 
 from pipeline import optim, runtime
 from pipeline.continual.base import Method
+from pipeline.data import loader
 from pipeline.runtime import stable_seed
 from pipeline.training import run_steps, weighted_step
 
@@ -32,12 +33,13 @@ class TaskTraining:
     schedule: torch.optim.lr_scheduler.LRScheduler
     weights: dict[str, float]
 
-    def step(self, indices: torch.Tensor) -> dict[str, float]:
-        """One step on the training images at `indices`: the method's terms (forward passes and losses under
+    def step(self, indices: torch.Tensor, images: torch.Tensor | None = None) -> dict[str, float]:
+        """One step on the training images at `indices` (`images`: those images as the loader decoded them;
+        None: sliced here, from an in-memory task): the method's terms (forward passes and losses under
         `runtime.precision`'s autocast, none in fp32), their weighted sum's backward and the optimiser step
         (outside it), then the method's `after_step`."""
         method, ctx = self.method, self.method.ctx
-        images = runtime.to_device(ctx.task.train_images[indices], ctx.device)
+        images = runtime.to_device(ctx.task.train_images[indices] if images is None else images, ctx.device)
         labels = runtime.to_device(ctx.task.train_labels[indices], ctx.device)
         with ctx.autocast():
             terms = method.terms(images, labels, runtime.to_device(indices, ctx.device))
@@ -66,8 +68,10 @@ def train_task(method: Method, live=None) -> dict[str, float]:
     ctx, train = method.ctx, method.ctx.params.train
     run = prepare(method)
     # The batch order depends on the seed and the task only, so methods see the same batches.
-    order = optim.batches(len(ctx.task.train_labels), train.batch_size, train.steps, stable_seed(train.seed, ctx.name))
-    logged = run_steps(order, train.steps, lambda _, indices: run.step(indices), run.schedule, live,
+    order = list(optim.batches(len(ctx.task.train_labels), train.batch_size, train.steps, stable_seed(train.seed, ctx.name)))
+    # The loader decodes batch i+1 in its workers while step i trains (runtime.workers; none: sliced here).
+    batches = zip(order, loader.batches(ctx.task.train_images, order))
+    logged = run_steps(batches, train.steps, lambda _, batch: run.step(*batch), run.schedule, live,
                        desc=f"train {ctx.name} ({method.name})")
     with torch.no_grad():
         method.finish()  # end-of-task weight changes (weight ensembles, interpolation); see Method.finish

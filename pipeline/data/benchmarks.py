@@ -18,6 +18,7 @@ from pipeline.data.facets import build_facet_corpus, build_facet_task, facet_nam
 from pipeline.data.folder import build_folder_corpus, build_folder_task
 from pipeline.data.folder_pretrain import PRETRAIN_DIR, build_pretrain_corpus, pretrain_dir, pretrain_layout
 from pipeline.data.mtil import build_mtil_task, check_mtil_task
+from pipeline.data.sources import concat
 from pipeline.data.types import CaptionCorpus, TaskData, load_task
 from pipeline.errors import InputError
 
@@ -99,9 +100,10 @@ def build_corpus(data, names: list[str]) -> CaptionCorpus:
         parts.append(build_pretrain_corpus(pretrain_dir(data.root), **kw))
     if data.pretrain_on_tasks:  # folder only (DataParams)
         parts.append(build_folder_corpus(Path(data.root), names, **kw))
-    empty = torch.empty((0, 3, data.image_size, data.image_size), dtype=torch.uint8)
-    return CaptionCorpus(images=torch.cat([empty, *(p.images for p in parts)]),
-                         captions=[c for p in parts for c in p.captions])
+    captions = [c for p in parts for c in p.captions]
+    if not parts:
+        return CaptionCorpus(images=torch.empty((0, 3, data.image_size, data.image_size), dtype=torch.uint8), captions=captions)
+    return CaptionCorpus(images=concat([p.images for p in parts]), captions=captions)
 
 
 def load_tasks(names: list[str]) -> dict[str, TaskData]:

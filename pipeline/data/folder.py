@@ -13,7 +13,8 @@ overrides it: one ``folder_name: class text`` line per class to rename (blank li
 with ``#`` are ignored; folders not listed keep the default text; a line naming an unknown folder is an
 error). Image files are those with an extension PIL registers (jpg, png, webp, ...); hidden files and other
 files are skipped. Each image is converted to RGB, its shorter side resized to ``image_size`` and centre
-cropped to a square, and stored as uint8. E0's pretraining set, ``<root>/pretrain/``, is read by
+cropped to a square, as uint8. Images stay in their files: a task holds an image source that decodes them on
+demand (pipeline/data/sources.py), each file decoded once while preparing so a bad one fails there. E0's pretraining set, ``<root>/pretrain/``, is read by
 ``folder_pretrain`` (class folders through :func:`build_class_folder_corpus`).
 """
 
@@ -25,11 +26,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tqdm import tqdm
+
 from pipeline import io
 from pipeline.errors import InputError, MissingInput
+from . import loader
+from .sources import FileImages, concat
 from .types import SPLITS, CaptionCorpus, TaskData
 
 CLASSNAMES_FILE = "classnames.txt"
+VERIFY_BATCH = 64  # images per loader batch when every file is decoded once to check it
 
 
 def _image_extensions() -> set[str]:
@@ -131,17 +137,19 @@ def _scan(task_dir: Path) -> tuple[list[str], dict[str, list[list[Path]]]]:
     return folders, {s: [_image_files(d, extensions) for d in dirs[s]] for s in SPLITS}
 
 
-def load_images(files: list[Path], image_size: int) -> torch.Tensor:
-    """uint8 (N, 3, S, S): ``files`` in order, each read by :func:`load_image`."""
-    images = np.empty((len(files), 3, image_size, image_size), np.uint8)
-    for i, path in enumerate(files):
-        images[i] = load_image(path, image_size)
-    return torch.from_numpy(images)
+def file_images(files: list[Path], image_size: int) -> FileImages:
+    """``files`` in order as a source read by :func:`load_image` on demand (pipeline/data/sources.py). Each
+    is decoded once here, through the loader's workers, so a bad file fails while preparing, not training."""
+    images = FileImages(files, image_size)
+    for _ in tqdm(loader.sequential(images, VERIFY_BATCH), total=-(-len(images) // VERIFY_BATCH),
+                  desc="read images", leave=False, disable=len(images) < 10 * VERIFY_BATCH):
+        pass
+    return images
 
 
-def _stack(files: list[list[Path]], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _stack(files: list[list[Path]], image_size: int) -> tuple[FileImages, torch.Tensor]:
     labels = [label for label, class_files in enumerate(files) for _ in class_files]
-    return load_images([p for class_files in files for p in class_files], image_size), \
+    return file_images([p for class_files in files for p in class_files], image_size), \
         torch.tensor(labels, dtype=torch.int64)
 
 
@@ -163,7 +171,7 @@ def _check_caption_args(templates: list[str], per_class: int | None) -> None:
 
 
 def _captioned(texts: list[str], files: list[list[Path]], image_size: int, templates: list[str],
-               per_class: int | None) -> tuple[torch.Tensor, list[str]]:
+               per_class: int | None) -> tuple[FileImages, list[str]]:
     """The first ``per_class`` files of each class in sorted order (all when None), captioned by filling
     the templates with the class text, round-robin per class."""
     chosen = [class_files[:per_class] for class_files in files]
@@ -200,4 +208,4 @@ def build_folder_corpus(root: Path, task_names: list[str], *, image_size: int, t
         captions += task_captions
     if not chunks:
         raise ValueError("task_names: need at least one task")
-    return CaptionCorpus(images=torch.cat(chunks), captions=captions)
+    return CaptionCorpus(images=concat(chunks), captions=captions)

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pipeline import io
 from pipeline.errors import InputError
-from .folder import build_class_folder_corpus, load_images
+from .folder import build_class_folder_corpus, file_images
 from .types import CaptionCorpus
 
 PRETRAIN_DIR = "pretrain"  # reserved: no task may have this name
@@ -79,5 +79,5 @@ def build_pretrain_corpus(folder: Path, *, image_size: int, templates: list[str]
     if pretrain_layout(folder) == "classes":
         return build_class_folder_corpus(folder, image_size=image_size, templates=templates, per_class=per_class)
     pairs = read_caption_list(folder / CAPTIONS_FILE)
-    images = load_images([folder / rel for rel, _ in pairs], image_size)
+    images = file_images([folder / rel for rel, _ in pairs], image_size)
     return CaptionCorpus(images=images, captions=[caption for _, caption in pairs])

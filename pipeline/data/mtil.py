@@ -15,8 +15,8 @@ The seed is fixed, apart from ``data.seed``: a task's test set is the same in ev
 
 Class names and templates are ZSCL's (``mtil_names``). The interface the streaming loaders build on is
 :func:`mtil_split` (a map-style data set of (PIL image, int label) with its class names and templates),
-:func:`dataset_labels` and :func:`few_shot_indices`; :func:`build_mtil_task` decodes a task into the
-in-memory :class:`TaskData`, its images fitted as the folder benchmark fits them (``folder.fit_image``).
+:func:`dataset_labels` and :func:`few_shot_indices`; :func:`build_mtil_task` makes a task's splits image
+sources (``sources.MtilImages``), decoded on demand and fitted as the folder benchmark fits them.
 """
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ import numpy as np
 import torch
 
 from pipeline.errors import InputError, MissingInput
-from .folder import fit_image
+from . import loader
+from .folder import VERIFY_BATCH
 from .mtil_names import FIXED_CLASSES, ORDER_I, ORDERS, TEMPLATES
+from .sources import MtilImages
 from .streams import stream_rng
 from .types import TaskData
 
@@ -183,27 +185,26 @@ def few_shot_indices(labels: list[int], k: int | None, seed: int, name: str) -> 
     return sorted(int(i) for i in chosen)
 
 
-def _decode(part: MtilSplit, indices: list[int], image_size: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    images = np.empty((len(indices), 3, image_size, image_size), np.uint8)
-    labels = np.empty(len(indices), np.int64)
-    for j, i in enumerate(indices):
-        try:
-            image, labels[j] = part.dataset[i]
-            images[j] = fit_image(image, image_size)
-        except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ... for bad files
-            raise InputError(f"{what}, item {i}: cannot read image ({e})") from e
-    return torch.from_numpy(images), torch.from_numpy(labels)
+def _source(root: Path, name: str, split: str, items: list[int], image_size: int) -> MtilImages:
+    """The split's `items` as a source decoded on demand; each decoded once here, through the loader's
+    workers, so a bad file fails while preparing."""
+    images = MtilImages(str(root), name, split, items, image_size)
+    for _ in loader.sequential(images, VERIFY_BATCH):
+        pass
+    return images
 
 
 def build_mtil_task(root: str | Path, name: str, *, image_size: int, few_shot: int | None, seed: int) -> TaskData:
-    """Task ``name`` decoded into memory: every test image, and every training image or ``few_shot`` per class
-    (drawn with ``seed``). For small data (a few shots, a small image_size): the full sets hold GBs."""
+    """Task ``name``: every test image, and every training image or ``few_shot`` per class (drawn with
+    ``seed``), as sources that decode them on demand (a full set holds GBs of pixels)."""
     train, test = mtil_split(root, name, "train"), mtil_split(root, name, "test")
     if train.classes != test.classes:
         raise InputError(f"tasks.{name}: the train and test splits under {data_folder(root, name)} have different "
                          f"classes ({len(train.classes)} and {len(test.classes)})")
-    shots = few_shot_indices(dataset_labels(train.dataset), few_shot, seed, name)
-    train_x, train_y = _decode(train, shots, image_size, f"tasks.{name} train")
-    test_x, test_y = _decode(test, list(range(len(test.dataset))), image_size, f"tasks.{name} test")
-    return TaskData(name=name, classes=train.classes, templates=train.templates, train_images=train_x,
-                    train_labels=train_y, test_images=test_x, test_labels=test_y)
+    train_labels = dataset_labels(train.dataset)
+    shots = few_shot_indices(train_labels, few_shot, seed, name)
+    return TaskData(name=name, classes=train.classes, templates=train.templates,
+                    train_images=_source(Path(root), name, "train", shots, image_size),
+                    train_labels=torch.tensor([train_labels[i] for i in shots], dtype=torch.int64),
+                    test_images=_source(Path(root), name, "test", list(range(len(test.dataset))), image_size),
+                    test_labels=torch.tensor(dataset_labels(test.dataset), dtype=torch.int64))

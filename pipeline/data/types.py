@@ -2,7 +2,10 @@
 
 On disk a task is a directory holding ``task.json`` (name, class texts, prompt templates) and
 ``train.safetensors`` / ``test.safetensors`` (keys ``images`` uint8 (N, 3, H, W) and ``labels`` int64 (N,)).
-A corpus is ``corpus.safetensors`` (key ``images``) plus ``captions.json`` (a list of strings).
+Images read from disk (folder, mtil) are not copied there: a split's file then holds the labels alone and
+``<split>.images.json`` describes the image source that decodes them on demand (pipeline/data/sources.py).
+A corpus is ``corpus.safetensors`` (key ``images``) plus ``captions.json`` (a list of strings); its images
+may likewise be a source, described by ``corpus.images.json``.
 Tensors go through safetensors so loading never unpickles; every write is atomic (temp file in the same
 directory, then ``os.replace``) so a killed stage never leaves a half-written file behind.
 """
@@ -16,6 +19,9 @@ import torch
 
 from pipeline import io
 from pipeline.errors import InputError
+from .sources import ImageSource, from_description
+
+Images = torch.Tensor | ImageSource  # in memory (embedded benchmarks) or decoded on demand (read from disk)
 
 TASK_JSON = "task.json"
 CORPUS_TENSORS = "corpus.safetensors"
@@ -23,8 +29,8 @@ CAPTIONS_JSON = "captions.json"
 SPLITS = ("train", "test")
 
 
-def _check_images(images: torch.Tensor, what: str) -> None:
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 \
+def _check_images(images: Images, what: str) -> None:
+    if not isinstance(images, (torch.Tensor, ImageSource)) or images.dtype != torch.uint8 or images.ndim != 4 \
             or images.shape[1] != 3:
         raise ValueError(f"{what}: expected a uint8 tensor of shape (N, 3, H, W), got "
                          f"{getattr(images, 'dtype', type(images))} {tuple(getattr(images, 'shape', ()))}")
@@ -42,14 +48,14 @@ def _check_labels(labels: torch.Tensor, n: int, num_classes: int, what: str) -> 
 # eq=False: field-wise == on tensors is ambiguous, so equality (and hashing) stay by identity.
 @dataclass(frozen=True, eq=False)
 class TaskData:
-    """One classification task: class texts, prompt templates and uint8 image splits."""
+    """One classification task: class texts, prompt templates and uint8 image splits (tensors or sources)."""
 
     name: str
     classes: list[str]
     templates: list[str]
-    train_images: torch.Tensor
+    train_images: Images
     train_labels: torch.Tensor
-    test_images: torch.Tensor
+    test_images: Images
     test_labels: torch.Tensor
 
     def __post_init__(self) -> None:
@@ -76,7 +82,7 @@ class TaskData:
 class CaptionCorpus:
     """Image-caption pairs used to pretrain E0 contrastively."""
 
-    images: torch.Tensor
+    images: Images
     captions: list[str]
 
     def __post_init__(self) -> None:
@@ -93,11 +99,34 @@ def _read_tensors(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _source_file(tensors: Path) -> Path:
+    return tensors.with_suffix(".images.json")
+
+
+def _save_images(path: Path, images: Images, **tensors: torch.Tensor) -> None:
+    """`images` into the safetensors file at `path` beside `tensors`, or, for a source, its description
+    into ``<stem>.images.json`` (module docstring)."""
+    if isinstance(images, ImageSource):
+        io.write_json(_source_file(path), images.describe())
+    else:
+        tensors = {"images": images, **tensors}
+    io.save_tensors(path, tensors)
+
+
+def _load_images(path: Path, tensors: dict[str, torch.Tensor]) -> Images:
+    source = _source_file(path)
+    if source.is_file():
+        return from_description(io.read_json(source), str(source))
+    if "images" not in tensors:
+        raise InputError(f"{path}: missing key 'images' (and no {source.name} beside it)")
+    return tensors["images"]
+
+
 def save_task(task: TaskData, directory: Path) -> None:
     """Write ``task.json`` and the two split files; the JSON goes last so it marks a complete task."""
     directory = Path(directory)
-    io.save_tensors(directory / "train.safetensors", {"images": task.train_images, "labels": task.train_labels})
-    io.save_tensors(directory / "test.safetensors", {"images": task.test_images, "labels": task.test_labels})
+    _save_images(directory / "train.safetensors", task.train_images, labels=task.train_labels)
+    _save_images(directory / "test.safetensors", task.test_images, labels=task.test_labels)
     io.write_json(directory / TASK_JSON, {"name": task.name, "classes": list(task.classes),
                                         "templates": list(task.templates),
                                         "num_train": len(task.train_labels), "num_test": len(task.test_labels)})
@@ -113,18 +142,19 @@ def load_task(directory: Path) -> TaskData:
     for key, kind in (("name", str), ("classes", list), ("templates", list)):
         if not isinstance(meta.get(key), kind):
             raise InputError(f"{meta_path}: key '{key}' missing or not a {kind.__name__}")
-    splits = {s: _read_tensors(directory / f"{s}.safetensors", ("images", "labels")) for s in SPLITS}
+    splits = {s: _read_tensors(directory / f"{s}.safetensors", ("labels",)) for s in SPLITS}
+    images = {s: _load_images(directory / f"{s}.safetensors", splits[s]) for s in SPLITS}
     try:
         return TaskData(name=meta["name"], classes=meta["classes"], templates=meta["templates"],
-                        train_images=splits["train"]["images"], train_labels=splits["train"]["labels"],
-                        test_images=splits["test"]["images"], test_labels=splits["test"]["labels"])
+                        train_images=images["train"], train_labels=splits["train"]["labels"],
+                        test_images=images["test"], test_labels=splits["test"]["labels"])
     except ValueError as e:
         raise InputError(f"{directory}: invalid task data: {e}") from e
 
 
 def save_corpus(corpus: CaptionCorpus, directory: Path) -> None:
     directory = Path(directory)
-    io.save_tensors(directory / CORPUS_TENSORS, {"images": corpus.images})
+    _save_images(directory / CORPUS_TENSORS, corpus.images)
     io.write_json(directory / CAPTIONS_JSON, list(corpus.captions))
 
 
@@ -133,7 +163,7 @@ def load_corpus(directory: Path, needed_by: str | None = None) -> CaptionCorpus:
     pretraining set, where nothing reads it); ``needed_by`` (the params key of the reader) makes that an
     error, e.g. when the pretraining set appeared after `prepare` ran."""
     directory = Path(directory)
-    images = _read_tensors(directory / CORPUS_TENSORS, ("images",))["images"]
+    images = _load_images(directory / CORPUS_TENSORS, io.load_tensors(directory / CORPUS_TENSORS))
     captions = io.read_json(directory / CAPTIONS_JSON)
     if not isinstance(captions, list):
         raise InputError(f"{directory / CAPTIONS_JSON}: expected a JSON list of strings")

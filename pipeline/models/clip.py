@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import checkpoint
+from pipeline.data import loader
 from pipeline.errors import InputError
 from pipeline.models import weights
 
@@ -123,14 +124,16 @@ def tasks_class_text_features(clip: Clip, prompts_per_task: list[list[list[str]]
 
 
 @torch.no_grad()
-def encode_images_batched(clip: Clip, images: torch.Tensor, batch_size: int, progress: str | None = None) -> torch.Tensor:
-    """Features of many images in eval mode, without gradient (teachers, prototypes, evaluation)."""
+def encode_images_batched(clip: Clip, images, batch_size: int, progress: str | None = None) -> torch.Tensor:
+    """Features of many images (a uint8 tensor or an image source, read through pipeline/data/loader.py) in
+    eval mode, without gradient (teachers, prototypes, evaluation)."""
     from tqdm import tqdm
 
     was_training = clip.model.training
     clip.model.eval()
     device = clip.logit_scale.device
-    chunks = range(0, len(images), batch_size)
-    out = [encode_images(clip, images[i : i + batch_size].to(device)).cpu() for i in tqdm(chunks, desc=progress, disable=progress is None, leave=False)]
+    total = -(-len(images) // batch_size)
+    out = [encode_images(clip, batch.to(device)).cpu()
+           for batch in tqdm(loader.sequential(images, batch_size), total=total, desc=progress, disable=progress is None, leave=False)]
     clip.model.train(was_training)
     return torch.cat(out)

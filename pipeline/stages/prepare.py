@@ -4,7 +4,7 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from pipeline import io, paths
-from pipeline.data import save_corpus, save_task
+from pipeline.data import loader, save_corpus, save_task
 from pipeline.data.benchmarks import build_corpus, build_task
 from pipeline.stages.common import load_params, stage
 
@@ -13,6 +13,7 @@ from pipeline.stages.common import load_params, stage
 def main(argv):
     params = load_params()
     names = params.task_names
+    loader.configure(params.runtime.workers, pin_memory=False)  # folder, mtil: every image is decoded once
     # Build everything before writing anything, so a bad image in the last task leaves old data intact.
     tasks = {name: build_task(params.data, name) for name in tqdm(names, desc="prepare tasks")}
     corpus = build_corpus(params.data, names)
