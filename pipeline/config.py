@@ -150,6 +150,9 @@ class TrainParams(Section):
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(10, ge=0)
     freeze_bn: bool = True  # keep BatchNorm statistics of a CNN image tower as E0 left them
+    # open_clip's train-time random resized crop (pipeline/data/augment.py); off as in ZSCL. On, the teachers
+    # run on each batch instead of being read from their per-image caches (pipeline/continual/teacher_cache.py).
+    augment: bool = False
     seed: int = 0
 
     @field_validator("method")

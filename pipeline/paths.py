@@ -8,7 +8,9 @@ PARAMS = Path("params.yaml")
 DATA = Path("data")
 TASKS = DATA / "tasks"  # prepare: one folder per task (task.json, train/test safetensors)
 CORPUS = DATA / "corpus"  # prepare: E0's pretraining images and captions
-PROTOTYPES = DATA / "prototypes"  # prototypes: one safetensors per task (E0 prototypes + E0 features)
+PROTOTYPES = DATA / "prototypes"  # prototypes: per task, E0's prototypes and text features, and its image features (.npy)
+# train@<task>: E_{m-1}'s features of the task's images, one .npy per producer (pipeline/continual/teacher_cache.py)
+FEATURE_CACHE = Path(".cache") / "teacher_features"
 
 TARGET = DATA / "target"  # target: the compression branch's classification task (a task folder)
 
@@ -61,6 +63,11 @@ COMPARE_PLOT = METRICS / "compare_curves.png"
 
 def task_dir(task: str) -> Path:
     return TASKS / task
+
+
+def prototypes_features(task: str) -> Path:
+    """E0's image features of a task's training images, (N, d) float32, read memory-mapped."""
+    return PROTOTYPES / f"{task}.features.npy"
 
 
 def prototypes_file(task: str) -> Path:

@@ -229,7 +229,8 @@ def test_second_task_distils_over_the_previous_tasks_classes(workspace, monkeypa
     head = method.head
     assert not head.is_current and head.teacher_text.shape[0] == len(shape.classes)
     # The teacher's logits: from its image features (lwf), or computed with its Grad-CAM maps (lwm).
-    teacher = (head.teacher_text, head.teacher_image if name == "lwf" else method.teacher_logits)
+    every = torch.arange(len(ctx.task.train_labels))
+    teacher = (head.teacher_text, head.teacher_image(None, every) if name == "lwf" else method.teacher_logits)
     assert teacher[1].shape[0] == len(ctx.task.train_labels)
     teacher_state = [t.clone() for t in teacher]
     terms = method.terms(*first_batch(ctx))

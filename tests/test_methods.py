@@ -5,6 +5,7 @@ import copy
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -15,6 +16,7 @@ from pipeline.config import Params
 from pipeline.continual import all_methods, dual_teacher, get_method
 from pipeline.continual.base import TaskContext
 from pipeline.continual.prototypes import update_prototypes
+from pipeline.continual.teacher_cache import load_array
 from pipeline.continual.trainer import train_task
 from pipeline.losses.dual_teacher import similarity_distillation
 from pipeline.data import save_task
@@ -136,8 +138,13 @@ def test_dual_teacher_second_task_teaches_only_the_student(workspace, monkeypatc
     ctx, method = second_task_dual_teacher(workspace, monkeypatch, teacher_weighting=weighting)
     params = ctx.params
     prev, e0 = ctx.prev_features, ctx.e0_features
-    assert prev is not None and not torch.equal(prev.image, e0.image)  # E_{m-1} (trained on shape) differs from E0
-    snapshot = {k: v.clone() for k, v in {"prev_i": prev.image, "prev_t": prev.text, "e0_i": e0.image, "e0_t": e0.text}.items()}
+    every = torch.arange(len(ctx.task.train_labels))
+
+    def teachers():
+        return {"prev_i": prev.image(None, every), "prev_t": prev.text, "e0_i": e0.image(None, every), "e0_t": e0.text}
+
+    assert prev is not None and not torch.equal(teachers()["prev_i"], teachers()["e0_i"])  # E_{m-1} (trained on shape) differs from E0
+    snapshot = {k: v.clone() for k, v in teachers().items()}
     initial = method.prototypes.clone()
 
     images, labels, idx = first_batch(ctx)
@@ -145,7 +152,7 @@ def test_dual_teacher_second_task_teaches_only_the_student(workspace, monkeypatc
     assert terms["dis"].item() > 0  # the student (= E_{m-1}) disagrees with E0
     sum(method.weights()[k] * v for k, v in terms.items()).backward()
     assert not method.prototypes.requires_grad and method.prototypes.grad is None
-    assert all(t.grad is None and not t.requires_grad for t in (prev.image, prev.text, e0.image, e0.text))
+    assert all(t.grad is None and not t.requires_grad for t in teachers().values())
 
     # The sliding update uses the student's detached batch features, per the formula.
     with torch.no_grad():
@@ -156,7 +163,7 @@ def test_dual_teacher_second_task_teaches_only_the_student(workspace, monkeypatc
     absent = sorted(set(range(len(ctx.task.classes))) - set(labels.tolist()))
     for c in absent:
         assert torch.equal(method.prototypes[c], initial[c])
-    for key, value in {"prev_i": prev.image, "prev_t": prev.text, "e0_i": e0.image, "e0_t": e0.text}.items():
+    for key, value in teachers().items():
         assert torch.equal(value, snapshot[key]), key
 
 
@@ -168,7 +175,7 @@ def test_single_teacher_ablation_distils_from_that_teacher_alone(workspace, monk
     dis = method.terms(images, labels, idx)["dis"]
     teacher = ctx.e0_features if teachers == "e0" else ctx.prev_features
     v, u = ctx.student_features(images)
-    expected = similarity_distillation(torch.cat([v, u]), torch.cat([teacher.image[idx], teacher.text]), method.prototypes)
+    expected = similarity_distillation(torch.cat([v, u]), torch.cat([teacher.image(images, idx), teacher.text]), method.prototypes)
     torch.testing.assert_close(dis, expected)
     both = second_task_dual_teacher(workspace, monkeypatch, dis_scope="current")[1].terms(images, labels, idx)["dis"]
     assert not torch.allclose(dis, both)  # the two teachers disagree: dropping one changes the loss
@@ -205,8 +212,48 @@ def test_prototypes_stage_output(workspace, monkeypatch):
     root, params = workspace
     monkeypatch.chdir(root)
     saved = io.load_tensors(paths.prototypes_file("shape"))
-    assert saved["prototypes"].shape == (6, saved["features"].shape[1])
+    features = load_array(paths.prototypes_features("shape"))
+    assert isinstance(features, np.memmap) and features.dtype == np.float32
+    assert set(saved) == {"prototypes", "text_features"} and saved["prototypes"].shape == (6, features.shape[1])
     torch.testing.assert_close(saved["prototypes"].norm(dim=1), torch.ones(6))
+
+
+def test_cached_teacher_features_equal_recomputed_ones(workspace, monkeypatch):
+    """E0's rows (prototypes stage) and E_{m-1}'s (the disk cache, keyed by its producer) are the teachers'
+    features of the batch, bit for bit; a second context reads E_{m-1}'s back instead of recomputing them."""
+    root, params = workspace
+    monkeypatch.chdir(root)
+    ctx = make_context(params, "colour")
+    images, _, idx = first_batch(ctx)
+    for name, rows in (("e0", ctx.e0_features.image), ("shape", ctx.prev_features.image)):
+        assert isinstance(rows.cached, np.memmap)
+        with torch.no_grad():
+            recomputed = clip_lib.encode_images(ctx.load_teacher(name), images)
+        assert torch.equal(rows(images, idx), recomputed), name
+    cache = sorted(paths.FEATURE_CACHE.glob("*.npy"))
+    assert len(cache) == 1
+    stamp = cache[0].stat().st_mtime_ns
+    again = make_context(params, "colour").prev_features.image
+    assert Path(again.cached.filename).resolve() == cache[0].resolve() and cache[0].stat().st_mtime_ns == stamp
+    # Another producer (E0 in E_{m-1}'s place) gets its own file.
+    other = make_context(params, "colour")
+    other.teacher_image_rows(other.load_teacher("e0"), "e0")
+    assert len(list(paths.FEATURE_CACHE.glob("*.npy"))) == 2
+
+
+def test_augmented_training_runs_the_teachers_on_the_batch(workspace, monkeypatch):
+    root, params = workspace
+    monkeypatch.chdir(root)
+    raw = params.model_dump(mode="json")
+    raw["train"]["augment"] = True
+    ctx = make_context(Params.from_dict(raw), "colour")
+    images, _, idx = first_batch(ctx)
+    shifted = images.roll(1, dims=-1)  # what an augmentation would hand the step: not the cached image
+    for name, rows in (("e0", ctx.e0_features.image), ("shape", ctx.prev_features.image)):
+        assert rows.cached is None
+        with torch.no_grad():
+            expected = clip_lib.encode_images(ctx.load_teacher(name), shifted)
+        assert torch.equal(rows(shifted, idx), expected), name
 
 
 @pytest.mark.parametrize("freeze_bn", [True, False])
@@ -318,8 +365,9 @@ def test_seen_scope_rows_and_columns(chain, monkeypatch, weighting):
     torch.testing.assert_close(rows, torch.cat([v, *u]))
     stage = {n: io.load_tensors(paths.prototypes_file(n)) for n in CHAIN}
     e0_text = [stage[n]["text_features"] for n in CHAIN]
-    assert torch.equal(e0_rows, torch.cat([stage["fill"]["features"][idx], *e0_text]))
-    torch.testing.assert_close(prev_rows, torch.cat([ctx.prev_features.image[idx], *prev_u]))
+    e0_image = torch.from_numpy(load_array(paths.prototypes_features("fill"))[idx.numpy()])
+    assert torch.equal(e0_rows, torch.cat([e0_image, *e0_text]))
+    torch.testing.assert_close(prev_rows, torch.cat([ctx.prev_features.image(images, idx), *prev_u]))
     con_u, con_p = seen["con"]
     assert con_u.shape == (4, d) and con_p is method.prototypes  # L_con: this task's classes only
     torch.testing.assert_close(con_u, u[2])
@@ -394,3 +442,18 @@ def test_a_task_folder_holds_exactly_what_its_stage_wrote(chain, monkeypatch):
     train_stage.main(["fill"])
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
     assert sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(".")) == []  # no staging left
+
+
+@pytest.mark.parametrize("name", ["dual_teacher", "lwf", "lwm"])
+def test_augmented_training_is_repeatable(workspace, monkeypatch, name):
+    """With `train.augment` every method that reads teachers per image trains (teachers on the batch), the
+    same in every run for a seed, and not as it trains on the plain images."""
+    root, params = workspace
+    monkeypatch.chdir(root)
+    raw = params.model_dump(mode="json")
+    raw["train"]["method"] = name
+    plain = Params.from_dict(raw)
+    raw["train"]["augment"] = True
+    augmented = Params.from_dict(raw)
+    runs = [train_task(get_method(name)(make_context(p, "colour"))) for p in (augmented, augmented, plain)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]

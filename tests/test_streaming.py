@@ -46,9 +46,7 @@ def training_order(task, batch_size: int = 5, steps: int = 7):
     return list(optim.batches(len(task.train_labels), batch_size, steps, seed=3))
 
 
-@pytest.mark.parametrize("count", [0, 2])
-def test_loader_gives_the_in_memory_batches(embedded, workers, count):
-    workers(count)
+def test_loader_gives_the_in_memory_batches(embedded):
     order = training_order(embedded)
     got = list(loader.batches(embedded.train_images, order))
     assert len(got) == len(order)
@@ -158,3 +156,24 @@ def test_memory_benchmark_smoke(tmp_path):
     for key in ("prepare", "pretrain", "prototypes", "train@shapes"):
         assert run[key]["peak_rss_mb"] > 50 and result["peak_ratio_20_vs_20"][key] == 1.0
     assert len(list((tmp_path / "s" / "images_20" / "shapes" / "train").rglob("*.jpg"))) == 20
+
+
+def test_augmentation_is_seeded_by_step_not_by_worker(embedded, tmp_path, workers):
+    """open_clip's random resized crop: new crops every step, the same ones in every run and with any number
+    of workers (the generator is seeded by (seed, step) where the batch is made)."""
+    from pipeline.data.augment import RandomResizedCropBatch
+
+    folder = build_folder_task(write_folder(embedded, tmp_path / "shape"), name="shape", image_size=32, templates=["{}"])
+    order = training_order(embedded)
+    augment = RandomResizedCropBatch(seed=7)
+    runs = []
+    for count in (0, 2, 2):
+        workers(count)
+        runs.append(list(loader.batches(folder.train_images, order, augment)))
+    plain = list(loader.batches(folder.train_images, order))
+    for step, (a, b, c, p) in enumerate(zip(*runs, plain)):
+        assert a.dtype == torch.uint8 and a.shape == p.shape
+        assert torch.equal(a, b) and torch.equal(a, c), step
+        assert not torch.equal(a, p)  # cropped: 90-100 % of the area, resized back
+    assert not torch.equal(runs[0][0], RandomResizedCropBatch(seed=8)(plain[0], 0))
+    assert torch.equal(runs[0][3], augment(plain[3], 3))  # the same crops as the transform itself, in process

@@ -7,8 +7,9 @@ from typing import ClassVar
 
 import torch
 
-from pipeline import io, paths, runtime
+from pipeline import checkpoint, io, paths, runtime
 from pipeline.config import E0, Params
+from pipeline.continual.teacher_cache import Rows, TeacherRows, cached_array, digest, images_key, load_array
 from pipeline.data import CaptionCorpus, TaskData, load_corpus
 from pipeline.data.benchmarks import load_tasks
 from pipeline.models import clip as clip_lib
@@ -16,13 +17,11 @@ from pipeline.models import clip as clip_lib
 
 @dataclass(frozen=True)
 class TeacherFeatures:
-    """A frozen teacher's features of one task: every training image (N, d) and every class text (C, d).
+    """A frozen teacher's features of one task: `image(images, indices)` of a training batch (cached rows, or
+    the teacher run on the batch where images are augmented: pipeline/continual/teacher_cache.py) and every
+    class text (C, d)."""
 
-    The default data have no random augmentation, so a teacher's view of a training image never changes
-    during a task: computing it once replaces a teacher forward pass at every step (spec, "Cost by
-    construction")."""
-
-    image: torch.Tensor
+    image: TeacherRows
     text: torch.Tensor
 
 
@@ -76,32 +75,62 @@ class TaskContext:
 
     @functools.cached_property
     def _from_prototypes_stage(self) -> dict[str, torch.Tensor]:
-        """The prototypes stage's file of this task: E0's prototypes and features, read once."""
+        """The prototypes stage's file of this task: E0's prototypes and text features, read once."""
         return {k: v.to(self.device) for k, v in io.load_tensors(paths.prototypes_file(self.name)).items()}
 
     def prototypes_stage_tensor(self, task: str, key: str) -> torch.Tensor:
-        """One tensor (`prototypes`, `features` or `text_features`) of any task's file of the prototypes
-        stage, on this device; only that tensor is read."""
+        """One tensor (`prototypes` or `text_features`) of any task's file of the prototypes stage, on this
+        device; only that tensor is read."""
         return io.load_tensors(paths.prototypes_file(task), keys=[key])[key].to(self.device)
+
+    def teacher_image_rows(self, teacher: clip_lib.Clip | None, name: str, cached: Rows | None = None) -> TeacherRows:
+        """Teacher `name`'s image features of this task's training batches: with `train.augment`, the teacher
+        run on each batch; otherwise rows of `cached` where given (E0's, from the prototypes stage), else of
+        the array cached on disk under the digest of the teacher's weights, the images and how they were
+        encoded (computed here the first time: one pass of the teacher over the task)."""
+        if self.params.train.augment:
+            def on_batch(images: torch.Tensor) -> torch.Tensor:
+                with self.autocast():
+                    return clip_lib.encode_images(teacher, images)
+
+            return TeacherRows(self.device, on_batch=on_batch)
+        if cached is None:
+            folder = paths.model_dir(name)
+            key = digest("image_features", folder / checkpoint.WEIGHTS, folder / checkpoint.META,
+                         images_key(self.task.train_images), self.params.runtime.precision, self.params.eval.batch_size)
+
+            def compute() -> torch.Tensor:
+                # Kept in fp32 whatever the precision: a cache the steps index.
+                with torch.no_grad(), self.autocast():
+                    return clip_lib.encode_images_batched(teacher, self.task.train_images, self.params.eval.batch_size,
+                                                          progress=f"E_{name} features").float()
+
+            cached = cached_array(key, compute)
+        return TeacherRows(self.device, cached=cached)
+
+    @functools.cached_property
+    def _e0_image_rows(self) -> TeacherRows:
+        """E0's image features come from the prototypes stage, which computes them anyway for the prototypes;
+        E0 itself is loaded only where images are augmented."""
+        if self.params.train.augment:
+            return self.teacher_image_rows(self.load_teacher(E0), E0)
+        return self.teacher_image_rows(None, E0, cached=load_array(paths.prototypes_features(self.name)))
 
     @property
     def e0_features(self) -> TeacherFeatures:
-        """E0's features come from the prototypes stage, which computes them anyway for the prototypes."""
-        cached = self._from_prototypes_stage
-        return TeacherFeatures(image=cached["features"], text=cached["text_features"])
+        return TeacherFeatures(image=self._e0_image_rows, text=self._from_prototypes_stage["text_features"])
 
     @functools.cached_property
-    def _prev_teacher(self) -> dict[str, torch.Tensor] | None:
-        """E_{m-1}'s features, computed once per task from one read of its checkpoint (E_{m-1} is fixed
-        during the task): `image` of this task's training images, `text` of this task's classes and, with
-        `loss.dis_scope: seen`, `seen_text` of tasks 1..m. None on the first task (E_{m-1} is E0)."""
+    def _prev_teacher(self) -> dict | None:
+        """E_{m-1}'s features, from one read of its checkpoint (E_{m-1} is fixed during the task): `image`
+        rows of this task's training batches, `text` of this task's classes and, with `loss.dis_scope: seen`,
+        `seen_text` of tasks 1..m. None on the first task (E_{m-1} is E0)."""
         if self.prev_name == E0:
             return None
         teacher = self.load_teacher(self.prev_name)
-        # Kept in fp32 whatever the precision: a cache the steps index, like E0's from the prototypes stage.
         with torch.no_grad(), self.autocast():
-            image = clip_lib.encode_images_batched(teacher, self.task.train_images, self.params.eval.batch_size, progress=f"E_{self.prev_name} features")
-            out = {"image": image.float().to(self.device), "text": clip_lib.class_text_features(teacher, self.task.prompts()).float()}
+            out = {"image": self.teacher_image_rows(teacher, self.prev_name),
+                   "text": clip_lib.class_text_features(teacher, self.task.prompts()).float()}
             if self.params.loss.dis_scope == "seen":
                 out["seen_text"] = clip_lib.tasks_class_text_features(teacher, [t.prompts() for t in self.seen_tasks]).float()
         return out

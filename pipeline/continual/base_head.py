@@ -14,26 +14,28 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.config import E0
+from pipeline.continual.teacher_cache import TeacherRows
 from pipeline.data import TaskData
 from pipeline.models import clip as clip_lib
 
 
 @dataclass(frozen=True)
 class BaseHead:
-    """Teacher side of the base-class logits, computed once per task (the data have no augmentation).
+    """Teacher side of the base-class logits.
 
     tasks: the tasks whose classes form the head (C_b classes in all, in task order).
     is_current: the head is the current task's own classes (first task, `kd_first_task: current`), so the
         student's head is the text features it computes for L_ce anyway.
     teacher_text: (C_b, d) teacher text features of the base classes.
-    teacher_image: (N, d) teacher features of every training image of the current task; None where the
-        caller computes the teacher's logits itself (LwM, along with its Grad-CAM maps).
+    teacher_image: the teacher's features of the current task's training batches (cached per image, or run
+        on the batch where images are augmented: pipeline/continual/teacher_cache.py); None where the caller
+        computes the teacher's logits itself (LwM, along with its Grad-CAM maps).
     """
 
     tasks: tuple[TaskData, ...]
     is_current: bool
     teacher_text: torch.Tensor
-    teacher_image: torch.Tensor | None
+    teacher_image: TeacherRows | None
 
     def student_text(self, student: clip_lib.Clip) -> torch.Tensor:
         """The student's base-class text features (C_b, d), with gradient: one prompt ensemble per task,
@@ -58,11 +60,7 @@ def base_head(ctx, teacher: clip_lib.Clip | None = None, teacher_images: bool = 
     else:
         tasks = tuple(ctx.base_tasks)
     teacher = teacher if teacher is not None else ctx.load_teacher(ctx.prev_name)
-    with torch.no_grad(), ctx.autocast():  # fp32 caches whatever the precision (`.float()`: a no-op in fp32)
+    with torch.no_grad(), ctx.autocast():  # fp32 whatever the precision (`.float()`: a no-op in fp32)
         text = torch.cat([clip_lib.class_text_features(teacher, t.prompts()) for t in tasks]).float()
-        if not teacher_images:
-            return BaseHead(tasks, ctx.prev_name == E0, text, None)
-        image = clip_lib.encode_images_batched(
-            teacher, ctx.task.train_images, ctx.params.eval.batch_size, progress=f"E_{ctx.prev_name} features"
-        ).float()
-    return BaseHead(tasks, ctx.prev_name == E0, text, image.to(ctx.device))
+    image = ctx.teacher_image_rows(teacher, ctx.prev_name) if teacher_images else None
+    return BaseHead(tasks, ctx.prev_name == E0, text, image)

@@ -89,8 +89,8 @@ class DualTeacher(Method):
         else:
             prototypes, e0_text, prev_text = self.prototypes, e0.text, None if prev is None else prev.text
         student_rows = torch.cat([v, u_dis])  # H = [V; U]
-        e0_rows = torch.cat([e0.image[indices], e0_text])
-        prev_rows = None if prev is None else torch.cat([prev.image[indices], prev_text])
+        e0_rows = torch.cat([e0.image(images, indices), e0_text])
+        prev_rows = None if prev is None else torch.cat([prev.image(images, indices), prev_text])
         if loss.dis_teachers == "prev" and prev_rows is not None:
             e0_rows, prev_rows = prev_rows, None  # the single-teacher form, with E_{m-1} as the teacher
         return {

@@ -35,6 +35,6 @@ class LwF(Method):
         student_text = u if self.head.is_current else self.head.student_text(ctx.student)
         student_logits = cosine_logits(v, student_text, scale)
         # The logit scale is frozen since pretraining, so E_{m-1}'s scale is the student's.
-        teacher_logits = cosine_logits(self.head.teacher_image[indices], self.head.teacher_text, scale)
+        teacher_logits = cosine_logits(self.head.teacher_image(images, indices), self.head.teacher_text, scale)
         terms["kd"] = knowledge_distillation(student_logits, teacher_logits, loss.kd_temperature)
         return terms

@@ -78,14 +78,17 @@ class LwM(Method):
         super().__init__(ctx)
         self.head: BaseHead | None = None
         if ctx.prev_name != E0 or ctx.params.loss.kd_first_task == "current":
-            teacher = ctx.load_teacher(ctx.prev_name)  # E0 on the first task
-            self.head = base_head(ctx, teacher, teacher_images=False)  # y comes from teacher_attention
-            with ctx.autocast():  # cached in fp32 whatever the precision (`.float()`: a no-op in fp32)
-                logits, self.top_class, maps = teacher_attention(
-                    teacher, self.head, ctx.task.train_images, ctx.params.eval.batch_size, ctx.device, ctx.params.loss.lwm_stage
-                )
-            self.teacher_logits, self.teacher_maps = logits.float(), maps.float()
-            if self.teacher_maps.shape[1] == 1:
+            self.teacher = ctx.load_teacher(ctx.prev_name)  # E0 on the first task
+            self.head = base_head(ctx, self.teacher, teacher_images=False)  # y comes from teacher_attention
+            # Without augmentation the teacher's y, b and Grad-CAM maps of every training image are computed once;
+            # with it, on each batch (`teacher_outputs`).
+            if ctx.params.train.augment:
+                self.teacher_logits = self.top_class = self.teacher_maps = None
+                maps = self.teacher_outputs(ctx.task.train_images[:1])[2]
+            else:
+                self.teacher_logits, self.top_class, self.teacher_maps = self.teacher_outputs(ctx.task.train_images)
+                maps = self.teacher_maps
+            if maps.shape[1] == 1:
                 warnings.warn(
                     "lwm: the Grad-CAM feature map (loss.lwm_stage) has a single cell at this image size, so every "
                     "Grad-CAM map is the same constant and L_AD gives no gradient (LwM reduces to LwF)",
@@ -106,9 +109,21 @@ class LwM(Method):
         student_text = u if self.head.is_current else self.head.student_text(ctx.student)
         # One forward for L_C, L_D and L_AD; y_hat (B, C_b) as the teacher's y (base_forward).
         a, features, y_hat = base_forward(ctx.student, images, student_text, loss.lwm_stage)
-        b = self.top_class[indices]
+        if self.teacher_logits is None:  # augmented images: the teacher on this batch
+            y, b, q = self.teacher_outputs(images)
+        else:
+            y, b, q = self.teacher_logits[indices], self.top_class[indices], self.teacher_maps[indices]
         return {
             "ce": clip_ce(features, u, labels, ctx.student.logit_scale, loss.label_smoothing),  # normalises inside
-            "kd": lwm_distillation(y_hat, self.teacher_logits[indices], loss.lwm_form, loss.kd_temperature),
-            "ad": attention_distillation(top_class_map(a, y_hat, b, create_graph=True), self.teacher_maps[indices]),
+            "kd": lwm_distillation(y_hat, y, loss.lwm_form, loss.kd_temperature),
+            "ad": attention_distillation(top_class_map(a, y_hat, b, create_graph=True), q),
         }
+
+    def teacher_outputs(self, images) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The teacher's base-class logits y, top class b and Grad-CAM map of `images` (fp32 whatever the
+        precision: `.float()` is a no-op in fp32)."""
+        ctx = self.ctx
+        with ctx.autocast():
+            y, b, q = teacher_attention(self.teacher, self.head, images, ctx.params.eval.batch_size, ctx.device,
+                                        ctx.params.loss.lwm_stage)
+        return y.float(), b, q.float()

@@ -8,6 +8,7 @@ import torch
 from pipeline import optim, runtime
 from pipeline.continual.base import Method
 from pipeline.data import loader
+from pipeline.data.augment import RandomResizedCropBatch
 from pipeline.runtime import stable_seed
 from pipeline.training import run_steps, weighted_step
 
@@ -70,7 +71,8 @@ def train_task(method: Method, live=None) -> dict[str, float]:
     # The batch order depends on the seed and the task only, so methods see the same batches.
     order = list(optim.batches(len(ctx.task.train_labels), train.batch_size, train.steps, stable_seed(train.seed, ctx.name)))
     # The loader decodes batch i+1 in its workers while step i trains (runtime.workers; none: sliced here).
-    batches = zip(order, loader.batches(ctx.task.train_images, order))
+    augment = RandomResizedCropBatch(stable_seed(train.seed, ctx.name, "augment")) if train.augment else None
+    batches = zip(order, loader.batches(ctx.task.train_images, order, augment))
     logged = run_steps(batches, train.steps, lambda _, batch: run.step(*batch), run.schedule, live,
                        desc=f"train {ctx.name} ({method.name})")
     with torch.no_grad():

@@ -3,14 +3,15 @@
 Every reader of a task's images goes through `batches`: training (the seeded order of pipeline/optim.py),
 teacher features, prototypes and evaluation (the images in order). The batches are the index batches given,
 item for item, whoever decodes them, so a run's numbers do not depend on `runtime.workers`. An in-memory
-tensor with no workers is sliced directly: the embedded default then runs exactly as it did before loaders.
+tensor (the embedded benchmarks) is sliced in the stage's process: workers would only copy it, and the
+embedded default runs exactly as it did before loaders.
 
 `runtime.workers` is a process-wide setting, like torch's thread count, set once by `runtime.setup`
 (`configure`) and read here; the stages never pass it around.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from .sources import ImageSource
 
 Images = torch.Tensor | ImageSource
+Transform = Callable[[torch.Tensor, int], torch.Tensor]  # (uint8 batch, its position in the order) -> batch
 _settings = {"workers": 0, "pin_memory": False}
 
 
@@ -34,28 +36,34 @@ def workers() -> int:
 
 
 class _IndexedBatches(Dataset):
-    """A map-style data set whose items are whole batches: `batches[indices]` is `images[indices]`. With
-    DataLoader's `batch_size=None` each index batch of the sampler goes to one worker as it is."""
+    """A map-style data set whose items are whole batches: item `(i, indices)` is `images[indices]`, through
+    `transform(batch, i)` where one is given. With DataLoader's `batch_size=None` each item of the sampler
+    goes to one worker as it is."""
 
-    def __init__(self, images: Images):
-        self.images = images
+    def __init__(self, images: Images, transform: Transform | None):
+        self.images, self.transform = images, transform
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.images[indices]
+    def __getitem__(self, item: tuple[int, torch.Tensor]) -> torch.Tensor:
+        i, indices = item
+        batch = self.images[indices]
+        return batch if self.transform is None else self.transform(batch, i)
 
 
-def batches(images: Images, order: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """uint8 batches `images[indices]`, one per index batch of `order`, in order."""
-    if isinstance(images, torch.Tensor) and workers() == 0:
-        for indices in order:
-            yield images[indices]
+def batches(images: Images, order: Iterable[torch.Tensor], transform: Transform | None = None) -> Iterator[torch.Tensor]:
+    """uint8 batches `images[indices]`, one per index batch of `order`, in order; `transform(batch, i)`
+    (augmentation, pipeline/data/augment.py) applied to the i-th where the batch is made. An in-memory tensor
+    is sliced here (workers would only copy it); a source is decoded by the loader's workers."""
+    if isinstance(images, torch.Tensor):
+        for i, indices in enumerate(order):
+            batch = images[indices]
+            yield batch if transform is None else transform(batch, i)
         return
-    order = list(order)  # a sampler is iterated once per pass; generators once only
-    loader = DataLoader(_IndexedBatches(images), batch_size=None, sampler=order, num_workers=workers(),
-                        pin_memory=_settings["pin_memory"])
+    items = list(enumerate(order))  # a sampler is iterated once per pass; generators once only
+    loader = DataLoader(_IndexedBatches(images, transform), batch_size=None, sampler=items,
+                        num_workers=workers(), pin_memory=_settings["pin_memory"])
     yield from loader
 
 

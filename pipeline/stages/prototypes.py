@@ -7,6 +7,7 @@ import torch
 from pipeline import io, paths, runtime
 from pipeline.config import E0
 from pipeline.continual.prototypes import initial_prototypes
+from pipeline.continual.teacher_cache import save_array
 from pipeline.data import TaskData
 from pipeline.data.benchmarks import load_tasks
 from pipeline.models import clip as clip_lib
@@ -35,6 +36,8 @@ def main(argv):
     with io.atomic_dir(paths.PROTOTYPES) as folder:  # no file of a task removed from params.yaml stays
         for name, task in tasks.items():
             outputs = e0_outputs(e0, task, params.eval.batch_size, params.runtime.precision)
+            # The image features as .npy, which the train stages read memory-mapped, one batch's rows at a time.
+            save_array(folder / paths.prototypes_features(name).name, outputs.pop("features"))
             io.save_tensors(folder / paths.prototypes_file(name).name, outputs)
     print(f"prototypes of {len(tasks)} tasks written to {paths.PROTOTYPES}")
 
