@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from pipeline import optim, runtime
+from pipeline import distributed, optim, runtime
 from pipeline.continual.base import Method
 from pipeline.runtime import stable_seed
 from pipeline.training import run_steps, weighted_step
@@ -31,19 +32,24 @@ class TaskTraining:
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
     weights: dict[str, float]
+    # Between backward and the optimiser's step: the mean of the ranks' gradients (pipeline/distributed.py);
+    # None with one process.
+    after_backward: Callable[[], None] | None = None
 
     def step(self, indices: torch.Tensor) -> dict[str, float]:
-        """One step on the training images at `indices`: the method's terms (forward passes and losses under
-        `runtime.precision`'s autocast, none in fp32), their weighted sum's backward and the optimiser step
-        (outside it), then the method's `after_step`."""
+        """One step on the training images at `indices` (this rank's share of the global batch, with several
+        processes): the method's terms (forward passes and losses under `runtime.precision`'s autocast, none
+        in fp32), their weighted sum's backward and the optimiser step (outside it), then the method's
+        `after_step`. The values returned are the global batch's (the mean over ranks)."""
         method, ctx = self.method, self.method.ctx
         images = runtime.to_device(ctx.task.train_images[indices], ctx.device)
         labels = runtime.to_device(ctx.task.train_labels[indices], ctx.device)
         with ctx.autocast():
             terms = method.terms(images, labels, runtime.to_device(indices, ctx.device))
-        logged = weighted_step(terms, self.weights, self.optimizer, owner=f"method {method.name!r}")
+        logged = weighted_step(terms, self.weights, self.optimizer, owner=f"method {method.name!r}",
+                               after_backward=self.after_backward)
         method.after_step()
-        return logged
+        return distributed.mean_of(logged, ctx.device)
 
 
 def prepare(method: Method) -> TaskTraining:
@@ -55,7 +61,9 @@ def prepare(method: Method) -> TaskTraining:
     model.logit_scale.requires_grad_(False)
     optimizer = optim.adamw(model.parameters(), train.lr, train.weight_decay)
     schedule = optim.warmup_cosine(optimizer, train.warmup_steps, train.steps)
-    return TaskTraining(method, optimizer, schedule, method.weights())
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sync = (lambda: distributed.average_gradients(params)) if distributed.world_size() > 1 else None
+    return TaskTraining(method, optimizer, schedule, method.weights(), sync)
 
 
 def train_task(method: Method, live=None) -> dict[str, float]:
@@ -65,10 +73,12 @@ def train_task(method: Method, live=None) -> dict[str, float]:
     The logit scale stays frozen (ZSCL); every term and the weighted total are logged by name."""
     ctx, train = method.ctx, method.ctx.params.train
     run = prepare(method)
-    # The batch order depends on the seed and the task only, so methods see the same batches.
+    # The batch order depends on the seed and the task only, so methods see the same batches; with several
+    # processes, each takes its share of every batch (the global batch is the same for any runtime.nproc).
     order = optim.batches(len(ctx.task.train_labels), train.batch_size, train.steps, stable_seed(train.seed, ctx.name))
+    order = map(distributed.shard, order)
     logged = run_steps(order, train.steps, lambda _, indices: run.step(indices), run.schedule, live,
-                       desc=f"train {ctx.name} ({method.name})")
+                       desc=f"train {ctx.name} ({method.name})", progress=distributed.is_main())
     with torch.no_grad():
         method.finish()  # end-of-task weight changes (weight ensembles, interpolation); see Method.finish
     ctx.student.model.eval()
