@@ -7,6 +7,11 @@ average of the student's batch features; L = ce_weight L_ce + con_weight L_con +
 seen so far: student rows H = [V; U_1..U_m], columns P_all = [P_1; ..; P_{m-1}; P_m], with P_1..P_{m-1} as
 their tasks ended (constants) and P_m the live, sliding one. L_ce and L_con stay on the current task.
 
+Several processes (`runtime.nproc`): L_con, L_dis (a Frobenius norm over the batch's rows) and the prototype
+update are functions of the whole batch, not means of per-sample terms, so every rank gathers the global
+batch's V, labels and indices (pipeline/distributed.py, `gather_rows`) and computes all three terms and the
+update on it: the same loss and the same prototypes as one process, on every rank.
+
 State saved beside the model (models/<task>/method_state.safetensors): `prototypes` is the task's own P_m as
 it ended, `prototypes/<task>` each earlier task's P_k as it was handed on; the next task reads them there.
 """
@@ -16,7 +21,7 @@ import warnings
 
 import torch
 
-from pipeline import paths
+from pipeline import distributed, paths
 from pipeline.continual.base import Method, TaskContext
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.registry import register_method
@@ -79,6 +84,8 @@ class DualTeacher(Method):
         loss, ctx = self.ctx.params.loss, self.ctx
         seen = loss.dis_scope == "seen"
         v, u_dis = ctx.student_features(images, seen=seen)  # U of this task, or of tasks 1..m (this one last)
+        # The global batch (several processes: every rank's rows, in the batch's order; one: these themselves).
+        v, labels, indices = distributed.gather_rows(v), distributed.gather(labels), distributed.gather(indices)
         u = u_dis[len(u_dis) - len(ctx.task.classes) :]
         self._batch = (v.detach(), labels)
         # E_{m-1}'s features only where they enter the loss (the e0-only ablation must not pay for them).
