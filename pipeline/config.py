@@ -172,12 +172,15 @@ class EvalParams(Section):
 class RuntimeParams(Section):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     threads: int = Field(2, ge=1)
-    # DataLoader worker processes decoding images (pipeline/data/loader.py); 0: in the stage's own process,
-    # best for the in-memory embedded benchmarks. Batches are the same whatever the count.
+    # DataLoader worker processes decoding images read from disk (pipeline/data/loader.py); 0: in the stage's
+    # own process. Batches are the same whatever the count, so it is no DVC param of any stage (dvc.yaml).
     workers: int = Field(0, ge=0)
     # fp32: no autocast at all (the default; CPU outputs byte-identical to a run without this key) | bf16: bf16
     # autocast of forward passes and losses on CUDA, weights and optimiser state fp32 (pipeline/runtime.py)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # train@*: processes training each task (one GPU each, or gloo processes on the CPU), started by torchrun;
+    # each takes an equal share of every batch (pipeline/distributed.py). 1: one process, no torchrun
+    nproc: int = Field(1, ge=1)
 
     @field_validator("precision")
     @classmethod
@@ -240,6 +243,9 @@ class Params(Section):
         if self.distill.teacher not in ("cnn", E0, *self.tasks):
             raise ValueError(f"distill.teacher: {self.distill.teacher!r} is neither 'cnn' nor a model of the chain "
                              f"({', '.join([E0, *self.tasks])})")
+        if self.train.batch_size % self.runtime.nproc:
+            raise ValueError(f"runtime.nproc: {self.runtime.nproc} processes cannot share train.batch_size "
+                             f"{self.train.batch_size} equally (make it a multiple of runtime.nproc)")
         patch = self.distill.token.student.patch_size
         if self.distill.student == TOKEN and self.data.image_size % patch:
             raise ValueError(f"distill.token.student.patch_size: {patch} does not divide data.image_size {self.data.image_size}")

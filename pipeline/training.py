@@ -18,9 +18,11 @@ StepFn = Callable[[int, Any], dict[str, float]]  # (step, batch: its indices, or
 MAX_CURVE_POINTS = 200
 
 
-def weighted_step(terms: Terms, weights: dict[str, float], optimizer: torch.optim.Optimizer, owner: str = "method") -> dict[str, float]:
-    """total = sum_k weights[k] * terms[k]; backward; one optimiser step. Returns every term and the total as
-    floats. A term without a weight is a bug of its method, not a zero: it raises."""
+def weighted_step(terms: Terms, weights: dict[str, float], optimizer: torch.optim.Optimizer, owner: str = "method",
+                  after_backward: Callable[[], None] | None = None) -> dict[str, float]:
+    """total = sum_k weights[k] * terms[k]; backward; `after_backward()` if given (several processes: the
+    mean of their gradients, pipeline/distributed.py); one optimiser step. Returns every term and the total
+    as floats. A term without a weight is a bug of its method, not a zero: it raises."""
     unknown = set(terms) - set(weights)
     if unknown:
         raise KeyError(f"{owner} returned terms without a weight: {sorted(unknown)}")
@@ -30,19 +32,22 @@ def weighted_step(terms: Terms, weights: dict[str, float], optimizer: torch.opti
     # as in fp16 (pipeline/runtime.py, `autocast`).
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    if after_backward is not None:
+        after_backward()
     optimizer.step()
     return {k: v.item() for k, v in terms.items()} | {"total": total.item()}
 
 
 def run_steps(order: Iterable[Any], steps: int, step: StepFn, schedule: torch.optim.lr_scheduler.LRScheduler,
-              live=None, desc: str = "train", log_lr: bool = True) -> dict[str, float]:
+              live=None, desc: str = "train", log_lr: bool = True, progress: bool = True) -> dict[str, float]:
     """Call `step(i, indices)` for each batch of `order` (a progress bar of `steps`), advance the schedule after
     each, and log what the step returns as `loss/<name>` (and the rate that step trained with) through
     DVCLive, against the step number: every step, or every k-th and the last where `steps` would give more
-    than MAX_CURVE_POINTS points. Returns the last step's values."""
+    than MAX_CURVE_POINTS points. `progress`: show the bar (with several processes, rank 0 alone does).
+    Returns the last step's values."""
     logged: dict[str, float] = {}
     every = max(1, math.ceil(steps / MAX_CURVE_POINTS))
-    for i, indices in enumerate(tqdm(order, total=steps, desc=desc)):
+    for i, indices in enumerate(tqdm(order, total=steps, desc=desc, disable=not progress)):
         lr = schedule.get_last_lr()[0]  # the rate this step trains with
         logged = step(i, indices)
         schedule.step()

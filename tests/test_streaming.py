@@ -175,5 +175,7 @@ def test_augmentation_is_seeded_by_step_not_by_worker(embedded, tmp_path, worker
         assert a.dtype == torch.uint8 and a.shape == p.shape
         assert torch.equal(a, b) and torch.equal(a, c), step
         assert not torch.equal(a, p)  # cropped: 90-100 % of the area, resized back
-    assert not torch.equal(runs[0][0], RandomResizedCropBatch(seed=8)(plain[0], 0))
-    assert torch.equal(runs[0][3], augment(plain[3], 3))  # the same crops as the transform itself, in process
+    assert not torch.equal(runs[0][0], RandomResizedCropBatch(seed=8)(plain[0], 0, order[0]))
+    assert torch.equal(runs[0][3], augment(plain[3], 3, order[3]))  # the same crops as the transform itself, in process
+    # An image's crop depends on (seed, step, its index) alone: the same in half a batch (a rank's share).
+    assert torch.equal(augment(plain[3][2:], 3, order[3][2:]), runs[0][3][2:])

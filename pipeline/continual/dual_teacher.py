@@ -7,6 +7,11 @@ average of the student's batch features; L = ce_weight L_ce + con_weight L_con +
 seen so far: student rows H = [V; U_1..U_m], columns P_all = [P_1; ..; P_{m-1}; P_m], with P_1..P_{m-1} as
 their tasks ended (constants) and P_m the live, sliding one. L_ce and L_con stay on the current task.
 
+Several processes (`runtime.nproc`): L_con, L_dis (a Frobenius norm over the batch's rows) and the prototype
+update are functions of the whole batch, not means of per-sample terms, so every rank gathers the global
+batch's V, labels and teacher rows (pipeline/distributed.py, `gather_rows`) and computes all three terms and the
+update on it: the same loss and the same prototypes as one process, on every rank.
+
 State saved beside the model (models/<task>/method_state.safetensors): `prototypes` is the task's own P_m as
 it ended, `prototypes/<task>` each earlier task's P_k as it was handed on; the next task reads them there.
 """
@@ -16,7 +21,7 @@ import warnings
 
 import torch
 
-from pipeline import paths
+from pipeline import distributed, paths
 from pipeline.continual.base import Method, TaskContext
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.registry import register_method
@@ -79,18 +84,23 @@ class DualTeacher(Method):
         loss, ctx = self.ctx.params.loss, self.ctx
         seen = loss.dis_scope == "seen"
         v, u_dis = ctx.student_features(images, seen=seen)  # U of this task, or of tasks 1..m (this one last)
+        # E_{m-1}'s features only where they enter the loss (the e0-only ablation must not pay for them). The
+        # teachers' rows of this rank's images: cached, or the teachers run on the (augmented) images.
+        e0, prev = ctx.e0_features, None if loss.dis_teachers == "e0" else ctx.prev_features
+        e0_image, prev_image = e0.image(images, indices), None if prev is None else prev.image(images, indices)
+        # The global batch (several processes: every rank's rows, in the batch's order; one: these themselves).
+        v, labels, e0_image = distributed.gather_rows(v), distributed.gather(labels), distributed.gather(e0_image)
+        prev_image = None if prev_image is None else distributed.gather(prev_image)
         u = u_dis[len(u_dis) - len(ctx.task.classes) :]
         self._batch = (v.detach(), labels)
-        # E_{m-1}'s features only where they enter the loss (the e0-only ablation must not pay for them).
-        e0, prev = ctx.e0_features, None if loss.dis_teachers == "e0" else ctx.prev_features
         if seen:
             prototypes = torch.cat([*self.earlier_prototypes.values(), self.prototypes])
             e0_text, prev_text = ctx.seen_e0_text, None if prev is None else ctx.seen_prev_text
         else:
             prototypes, e0_text, prev_text = self.prototypes, e0.text, None if prev is None else prev.text
         student_rows = torch.cat([v, u_dis])  # H = [V; U]
-        e0_rows = torch.cat([e0.image(images, indices), e0_text])
-        prev_rows = None if prev is None else torch.cat([prev.image(images, indices), prev_text])
+        e0_rows = torch.cat([e0_image, e0_text])
+        prev_rows = None if prev is None else torch.cat([prev_image, prev_text])
         if loss.dis_teachers == "prev" and prev_rows is not None:
             e0_rows, prev_rows = prev_rows, None  # the single-teacher form, with E_{m-1} as the teacher
         return {

@@ -15,6 +15,10 @@ Models", ICCV 2023): L = ce_weight L_ce + zscl_weight L_zscl, plus an optional w
   first, then the weights after steps 1, N + 1, 2N + 1, ..., each folded in by
   theta_hat <- (k theta_hat + theta) / (k + 1) with k the snapshots so far. So theta_hat always holds at least
   one trained snapshot, and N = 1 averages the initial weights and the weights after every step.
+
+Several processes (`runtime.nproc`): every rank draws the same reference batch (the same seeded stream) and
+computes L_zscl on all of it, so its gradient is the same on every rank and their mean is one process's; L_ce
+is a per-sample mean on the rank's share of the task's batch (pipeline/distributed.py).
 """
 from __future__ import annotations
 

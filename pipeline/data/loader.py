@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from .sources import ImageSource
 
 Images = torch.Tensor | ImageSource
-Transform = Callable[[torch.Tensor, int], torch.Tensor]  # (uint8 batch, its position in the order) -> batch
+Transform = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]  # (uint8 batch, its step, its indices) -> batch
 _settings = {"workers": 0, "pin_memory": False}
 
 
@@ -37,8 +37,8 @@ def workers() -> int:
 
 class _IndexedBatches(Dataset):
     """A map-style data set whose items are whole batches: item `(i, indices)` is `images[indices]`, through
-    `transform(batch, i)` where one is given. With DataLoader's `batch_size=None` each item of the sampler
-    goes to one worker as it is."""
+    `transform(batch, i, indices)` where one is given. With DataLoader's `batch_size=None` each item of the
+    sampler goes to one worker as it is."""
 
     def __init__(self, images: Images, transform: Transform | None):
         self.images, self.transform = images, transform
@@ -49,17 +49,17 @@ class _IndexedBatches(Dataset):
     def __getitem__(self, item: tuple[int, torch.Tensor]) -> torch.Tensor:
         i, indices = item
         batch = self.images[indices]
-        return batch if self.transform is None else self.transform(batch, i)
+        return batch if self.transform is None else self.transform(batch, i, indices)
 
 
 def batches(images: Images, order: Iterable[torch.Tensor], transform: Transform | None = None) -> Iterator[torch.Tensor]:
-    """uint8 batches `images[indices]`, one per index batch of `order`, in order; `transform(batch, i)`
+    """uint8 batches `images[indices]`, one per index batch of `order`, in order; `transform(batch, i, indices)`
     (augmentation, pipeline/data/augment.py) applied to the i-th where the batch is made. An in-memory tensor
     is sliced here (workers would only copy it); a source is decoded by the loader's workers."""
     if isinstance(images, torch.Tensor):
         for i, indices in enumerate(order):
             batch = images[indices]
-            yield batch if transform is None else transform(batch, i)
+            yield batch if transform is None else transform(batch, i, indices)
         return
     items = list(enumerate(order))  # a sampler is iterated once per pass; generators once only
     loader = DataLoader(_IndexedBatches(images, transform), batch_size=None, sampler=items,

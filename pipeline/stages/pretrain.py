@@ -12,7 +12,8 @@ from pipeline.models import clip as clip_lib
 from pipeline.pretraining import pretrain
 from pipeline.stages.common import live, load_params, stage
 
-PARAMS = ["model", "pretrain", "eval.batch_size", "runtime", "tasks"]  # read by this stage, as in dvc.yaml
+# read by this stage, as in dvc.yaml (runtime but nproc: train@*'s alone)
+PARAMS = ["model", "pretrain", "eval.batch_size", "runtime.device", "runtime.threads", "runtime.precision", "tasks"]
 
 
 @stage

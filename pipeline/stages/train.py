@@ -1,10 +1,14 @@
 """Stage `train@<task>`: train one task from the previous model with the configured continual method, then
-evaluate the new model on every task (one row of the accuracy matrix)."""
+evaluate the new model on every task (one row of the accuracy matrix).
+
+With `runtime.nproc` > 1 the stage re-executes itself under torchrun (pipeline/distributed.py): every worker
+trains on its share of each batch; rank 0 alone logs, evaluates and writes the outputs."""
 from __future__ import annotations
 
+import contextlib
 import time
 
-from pipeline import io, paths, runtime
+from pipeline import distributed, io, paths, runtime
 from pipeline.continual import get_method
 from pipeline.continual.base import TaskContext
 from pipeline.continual.trainer import train_task
@@ -14,7 +18,9 @@ from pipeline.models import clip as clip_lib
 from pipeline.stages.common import live, load_params, stage
 from pipeline.errors import InputError
 
-PARAMS = ["loss", "train", "eval.batch_size", "runtime", "tasks"]  # read by this stage, as in dvc.yaml
+# Read by this stage, as in dvc.yaml; runtime.workers too, but it never changes an output (the loader's batches
+# are the same for any count), so it is no DVC param: changing it reruns nothing.
+PARAMS = ["loss", "train", "eval.batch_size", "runtime.device", "runtime.threads", "runtime.precision", "runtime.nproc", "tasks"]
 
 
 @stage
@@ -24,14 +30,28 @@ def main(argv):
     params, name = load_params("open_clip"), argv[0]
     if name not in params.tasks:
         raise InputError(f"tasks.{name}: no such task in params.yaml")
+    if params.runtime.nproc > 1 and not distributed.launched():
+        distributed.relaunch(params.runtime.nproc, "pipeline.stages.train", argv)  # params checked: no return
     device = runtime.setup(params.runtime, runtime.stable_seed(params.train.seed, name))
+    device = distributed.init(device, params.runtime.nproc)  # one process: `device` as it was
+    try:
+        train(params, name, device)
+    finally:
+        distributed.finish()
+
+
+def train(params, name: str, device) -> None:
+    """Train task `name` in this process (one of several under torchrun) and, on rank 0, write its outputs."""
     tasks = load_tasks(params.task_names)
     student = clip_lib.load(paths.model_dir(params.tasks[name].prev))
     student.model.to(device)
     method = get_method(params.train.method)(TaskContext(params, name, tasks[name], student, device, all_tasks=tasks))
     start = time.perf_counter()
-    with live(paths.train_live(name)) as logger:
+    main_rank = distributed.is_main()
+    with (live(paths.train_live(name)) if main_rank else contextlib.nullcontext()) as logger:
         final = train_task(method, logger)
+    if not main_rank:  # its weights equal rank 0's: nothing of its own to evaluate or write
+        return
     seconds = round(time.perf_counter() - start, 1)
     row = accuracy_row(student, tasks, params.eval.batch_size, params.runtime.precision)
     # No wall time here: the checkpoint's bytes (and so its DVC hash) must depend on the params only.
