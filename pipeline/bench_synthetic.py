@@ -18,6 +18,7 @@ import torch
 from pipeline.config import E0
 from pipeline.continual.base import TaskContext
 from pipeline.continual.dual_teacher import PROTOTYPES, earlier_key
+from pipeline.continual.teacher_cache import TeacherRows
 from pipeline.data import CaptionCorpus, TaskData
 from pipeline.models import clip as clip_lib
 
@@ -63,6 +64,21 @@ class SyntheticContext(TaskContext):
 
     def prototypes_stage_tensor(self, task: str, key: str) -> torch.Tensor:
         return self.stage_outputs[task][key].to(self.device)
+
+    @functools.cached_property
+    def _e0_image_rows(self) -> TeacherRows:
+        if self.params.train.augment:
+            return self.teacher_image_rows(self.load_teacher(E0), E0)
+        return TeacherRows(self.device, cached=self.stage_outputs[self.name]["features"].to(self.device))
+
+    def teacher_image_rows(self, teacher, name, cached=None) -> TeacherRows:
+        """E_{m-1}'s rows computed here, on the device (the teachers have no checkpoint files to key a disk
+        cache by); the same per-step work as in training: an index into cached features."""
+        if self.params.train.augment or cached is not None:
+            return super().teacher_image_rows(teacher, name, cached)
+        with torch.no_grad(), self.autocast():
+            features = clip_lib.encode_images_batched(teacher, self.task.train_images, self.params.eval.batch_size).float()
+        return TeacherRows(self.device, cached=features.to(self.device))
 
     def prev_method_state(self) -> dict[str, torch.Tensor]:
         if self.prev_name == E0:
