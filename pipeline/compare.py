@@ -170,10 +170,11 @@ def queue_status() -> dict[str, str]:
     return status
 
 
-def experiments() -> dict[str, str]:
-    """Name -> commit of each experiment of HEAD (`dvc exp show --json`)."""
+def experiments(revs: list[str] | None = None) -> dict[str, str]:
+    """Name -> commit of each experiment of HEAD, or of the baseline commits `revs` (`dvc exp show --json
+    --rev ...`; a name in several: the last baseline's)."""
     found = {}
-    for baseline in json.loads(_dvc("exp", "show", "--json")):
+    for baseline in json.loads(_dvc("exp", "show", "--json", *(a for r in revs or [] for a in ("--rev", r)))):
         for exp in baseline.get("experiments") or []:
             for rev in exp.get("revs") or []:
                 if rev.get("name"):
@@ -246,11 +247,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--collect", action="store_true",
                         help="queue nothing: the table from the experiments of these names already run (e.g. the "
                              "ones that succeeded when the queue stopped on a failed one)")
+    parser.add_argument("--rev", action="append", metavar="COMMIT",
+                        help="with --collect: the experiments of these baseline commits (repeatable) instead of "
+                             "HEAD's, e.g. a sweep queued before later commits")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for every variant alike (a sweep; repeatable; needs --tag)")
     parser.add_argument("--tag", help="names a --set sweep: experiments cmp-BRANCH-VARIANT-TAG-sSEED, outputs "
                                       "metrics/compare_BRANCH-TAG.{json,md}; the README is left as it is")
     args = parser.parse_args(argv)
+    if args.rev and not args.collect:
+        raise ParamsError("--rev: only with --collect (experiments are queued on HEAD)")
     branch = BRANCHES[args.branch]
     extra = parse_sets(args.set, args.tag)
     summary_path = outputs(branch, args.tag)[0]
@@ -274,10 +280,12 @@ def main(argv: list[str]) -> None:
                    args.jobs or default_jobs(params))
     seconds = None if args.collect else round(time.perf_counter() - start)  # a collected run's time is unknown here
     reference = branch.collect(io.read_json)  # the committed default run (E0 zero-shot, the teacher, ...)
-    results = experiments()
+    results = experiments(args.rev)
     missing = [n for n in names.values() if n not in results]
     if missing:
-        raise InputError(f"no experiment {missing[0]} of this commit (`dvc exp show`); run it, or leave its variant out")
+        where = f"commits {', '.join(args.rev)}" if args.rev else "this commit"
+        raise InputError(f"no experiment {missing[0]} of {where} (`dvc exp show`); run it, or leave its variant "
+                         f"out (a sweep queued before later commits: --collect --rev <its commit>)")
     runs = {v: [branch.collect(reader(names[v, s], results[names[v, s]])) for s in seeds] for v in variants}
     ran = sorted({s for name in names.values() for s in stages_run(name)})
     upstream = [s for s in ran if not any(fnmatch.fnmatchcase(s, p) for p in branch.allowed_to_run(params))]

@@ -1,6 +1,8 @@
 """The comparison command's pure parts: variant validation, aggregation, the tables, the figure and the README."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipeline import compare, compare_tables, io, paths
@@ -242,3 +244,23 @@ def test_cohort_summary_pairs_each_seed_with_the_cohort_alone(tmp_path):
     assert "| mcl | " in table and "| mcl_icl_positive | 65.00 ± 1.41 (+4.00) |" in table
     compare_tables.plot_cohort(summary | {"task": "count+colour"}, tmp_path / "cohort.png")
     assert (tmp_path / "cohort.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_experiments_of_earlier_baselines_are_collected_by_rev(monkeypatch, capsys):
+    """`--collect --rev C`: a sweep queued at C is tabled after later commits (`dvc exp show --rev C`)."""
+    calls = []
+
+    def fake_dvc(*args):
+        calls.append(args)
+        show = [{"rev": "c1", "experiments": [{"revs": [{"name": "cmp-a-s0", "rev": "e1"}]}]},
+                {"rev": "c2", "experiments": [{"revs": [{"name": "cmp-a-s0", "rev": "e2"}, {"name": "cmp-b-s0", "rev": "e3"}]}]}]
+        return json.dumps(show)
+
+    monkeypatch.setattr(compare, "_dvc", fake_dvc)
+    assert compare.experiments(["c1", "c2"]) == {"cmp-a-s0": "e2", "cmp-b-s0": "e3"}
+    assert calls[-1] == ("exp", "show", "--json", "--rev", "c1", "--rev", "c2")
+    compare.experiments()
+    assert calls[-1] == ("exp", "show", "--json")
+    with pytest.raises(SystemExit) as info:
+        compare.main(["--branch", "distill", "--rev", "c1"])
+    assert info.value.code == 2 and "--rev: only with --collect" in capsys.readouterr().err
