@@ -26,8 +26,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tqdm import tqdm
-
 from pipeline import io
 from pipeline.errors import InputError, MissingInput
 from . import loader
@@ -35,7 +33,6 @@ from .sources import FileImages, concat
 from .types import SPLITS, CaptionCorpus, TaskData
 
 CLASSNAMES_FILE = "classnames.txt"
-VERIFY_BATCH = 64  # images per loader batch when every file is decoded once to check it
 
 
 def _image_extensions() -> set[str]:
@@ -138,13 +135,9 @@ def _scan(task_dir: Path) -> tuple[list[str], dict[str, list[list[Path]]]]:
 
 
 def file_images(files: list[Path], image_size: int) -> FileImages:
-    """``files`` in order as a source read by :func:`load_image` on demand (pipeline/data/sources.py). Each
-    is decoded once here, through the loader's workers, so a bad file fails while preparing, not training."""
-    images = FileImages(files, image_size)
-    for _ in tqdm(loader.sequential(images, VERIFY_BATCH), total=-(-len(images) // VERIFY_BATCH),
-                  desc="read images", leave=False, disable=len(images) < 10 * VERIFY_BATCH):
-        pass
-    return images
+    """``files`` in order as a source read by :func:`load_image` on demand (pipeline/data/sources.py), each
+    decoded once here (``loader.check_decodes``) so a bad file fails while preparing, not training."""
+    return loader.check_decodes(FileImages(files, image_size))
 
 
 def _stack(files: list[list[Path]], image_size: int) -> tuple[FileImages, torch.Tensor]:

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from .sources import ImageSource
 
@@ -75,3 +76,15 @@ def in_order(count: int, batch_size: int) -> list[torch.Tensor]:
 def sequential(images: Images, batch_size: int) -> Iterator[torch.Tensor]:
     """Every image, in order, in batches of `batch_size` (features, evaluation)."""
     return batches(images, in_order(len(images), batch_size))
+
+
+CHECK_BATCH = 64  # images per loader batch when every item is decoded once to check it
+
+
+def check_decodes(images: ImageSource, what: str = "read images") -> ImageSource:
+    """Decode every item of `images` once, through the workers, and return it: a source made while
+    preparing (folder, mtil) names a bad file there, not in the middle of a training."""
+    total = -(-len(images) // CHECK_BATCH)
+    for _ in tqdm(sequential(images, CHECK_BATCH), total=total, desc=what, leave=False, disable=total < 10):
+        pass
+    return images

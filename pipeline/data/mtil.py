@@ -29,7 +29,6 @@ import torch
 
 from pipeline.errors import InputError, MissingInput
 from . import loader
-from .folder import VERIFY_BATCH
 from .mtil_names import FIXED_CLASSES, ORDER_I, ORDERS, TEMPLATES
 from .sources import MtilImages
 from .streams import stream_rng
@@ -185,18 +184,10 @@ def few_shot_indices(labels: list[int], k: int | None, seed: int, name: str) -> 
     return sorted(int(i) for i in chosen)
 
 
-def _source(root: Path, name: str, split: str, items: list[int], image_size: int) -> MtilImages:
-    """The split's `items` as a source decoded on demand; each decoded once here, through the loader's
-    workers, so a bad file fails while preparing."""
-    images = MtilImages(str(root), name, split, items, image_size)
-    for _ in loader.sequential(images, VERIFY_BATCH):
-        pass
-    return images
-
-
 def build_mtil_task(root: str | Path, name: str, *, image_size: int, few_shot: int | None, seed: int) -> TaskData:
     """Task ``name``: every test image, and every training image or ``few_shot`` per class (drawn with
-    ``seed``), as sources that decode them on demand (a full set holds GBs of pixels)."""
+    ``seed``), as sources that decode them on demand (a full set holds GBs of pixels), each item decoded once
+    here so that a bad file fails while preparing."""
     train, test = mtil_split(root, name, "train"), mtil_split(root, name, "test")
     if train.classes != test.classes:
         raise InputError(f"tasks.{name}: the train and test splits under {data_folder(root, name)} have different "
@@ -204,7 +195,8 @@ def build_mtil_task(root: str | Path, name: str, *, image_size: int, few_shot: i
     train_labels = dataset_labels(train.dataset)
     shots = few_shot_indices(train_labels, few_shot, seed, name)
     return TaskData(name=name, classes=train.classes, templates=train.templates,
-                    train_images=_source(Path(root), name, "train", shots, image_size),
+                    train_images=loader.check_decodes(MtilImages(str(root), name, "train", shots, image_size)),
                     train_labels=torch.tensor([train_labels[i] for i in shots], dtype=torch.int64),
-                    test_images=_source(Path(root), name, "test", list(range(len(test.dataset))), image_size),
+                    test_images=loader.check_decodes(MtilImages(str(root), name, "test", list(range(len(test.dataset))),
+                                                                image_size)),
                     test_labels=torch.tensor(dataset_labels(test.dataset), dtype=torch.int64))
