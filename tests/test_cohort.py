@@ -10,6 +10,7 @@ from pipeline.compression import data as D
 from pipeline.compression.base import Batch, DistillContext
 from pipeline.compression.params import CohortParams, DistillParams
 from pipeline.compression.registry import SUPERVISED, get_method
+from pipeline.compression.trainer import prepare
 from pipeline.data import TaskData
 from pipeline.models import classifier, cohort
 from pipeline.models.classifier import image_input
@@ -28,10 +29,10 @@ def _task() -> TaskData:
                     torch.arange(K))
 
 
-def _context(method: str) -> DistillContext:
+def _context(method: str, **recipe) -> DistillContext:
     torch.manual_seed(0)
     cp = CohortParams.model_validate({"method": method, "networks": NETS, "batch_size": 8, "epochs": 1,
-                                      "embed_dim": 16})
+                                      "embed_dim": 16, **recipe})
     return DistillContext(cohort.build(NETS, K, embed_dim=16), _task(), cp, torch.device("cpu"), None, eval_batch_size=8)
 
 
@@ -105,6 +106,18 @@ def test_alone_trains_each_network_on_its_own_cross_entropy():
     F.cross_entropy(ctx.student.networks[0](batch.images), batch.labels).backward()
     for a, b in zip(first, _grads(ctx.student.networks[0])):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name, kind", [("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)])
+def test_the_recipe_names_the_optimiser_over_every_network_and_head(name, kind):
+    ctx = _context("mcl", optimizer=name, lr=0.1, weight_decay=5e-4)
+    run = prepare(get_method("mcl")(ctx))
+    assert type(run.optimizer) is kind and all(g["initial_lr"] == 0.1 for g in run.optimizer.param_groups)
+    held = {id(p) for g in run.optimizer.param_groups for p in g["params"]}
+    assert held == {id(p) for p in ctx.student.parameters()}
+    before = [p.detach().clone() for p in ctx.student.parameters()]
+    get_method("mcl")(ctx).step(0, run.batch(torch.arange(8)), run.optimizer)
+    assert all(not torch.equal(a, p) for a, p in zip(before, ctx.student.networks[0].parameters()) if p.ndim > 1)
 
 
 def test_a_cohort_checkpoint_loads_back_and_predicts_the_ensemble(tmp_path):

@@ -32,8 +32,12 @@ class Recipe(Section):
 
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(64, ge=2)
+    # adamw: AdamW, 1-D parameters not decayed | sgd: SGD with Nesterov momentum, every parameter decayed (the
+    # MCL authors' CIFAR recipe: lr 0.1, weight decay 5e-4, momentum 0.9). Either with the warm-up + cosine schedule.
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
     flip: bool = True  # random horizontal flips
     # Random crops of the image zero-padded by this many pixels a side (torchvision's RandomCrop(size, padding),
     # the CIFAR recipe of the KD and MCL papers: 4 at 32 px); 0: none. With crops a teacher's outputs are no

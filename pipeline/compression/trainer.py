@@ -1,5 +1,5 @@
 """The one loop that trains every network of the compression branch (the CNN teacher, each method's student,
-the student alone): seeded batches and flips, AdamW with warm-up and cosine decay, the method's step."""
+the student alone): seeded batches and flips, AdamW (or SGD) with warm-up and cosine decay, the method's step."""
 from __future__ import annotations
 
 import time
@@ -43,14 +43,17 @@ class Training:
 
 
 def prepare(method: DistillMethod) -> Training:
-    """Put the student (and the method's added modules) in training mode; the optimiser (AdamW over
+    """Put the student (and the method's added modules) in training mode; the optimiser (`recipe.optimizer` over
     `method.parameters()`), the warm-up + cosine schedule, the method's start and the seeded batches."""
     ctx, recipe = method.ctx, method.ctx.params
     labels = ctx.task.train_labels
     steps = D.steps_for(len(labels), recipe.batch_size, recipe.epochs)
     ctx.student.to(ctx.device).train()
     method.added.to(ctx.device).train()
-    optimizer = optim.adamw(method.parameters(), recipe.lr, recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        optimizer = optim.sgd(method.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum)
+    else:
+        optimizer = optim.adamw(method.parameters(), recipe.lr, recipe.weight_decay)
     warmup = recipe.warmup_steps if recipe.warmup_steps is not None else max(1, steps // 20)
     schedule = optim.warmup_cosine(optimizer, warmup, steps)
     method.start(optimizer, steps)
