@@ -14,52 +14,52 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
-# pipeline.check validates all of params.yaml first (DVC would run no stage for a misspelt top-level key).
+# pipeline.tools.check validates all of params.yaml first (DVC would run no stage for a misspelt top-level key).
 repro: $(STAMP)
-	$(RUN) python -m pipeline.check
+	$(RUN) python -m pipeline.tools.check
 	$(RUN) dvc repro
 
 test: $(STAMP)
 	$(RUN) python -m pytest -q
 
 compare: $(STAMP)
-	$(RUN) python -m pipeline.compare
+	$(RUN) python -m pipeline.tools.compare
 
 compare-ablation: $(STAMP)
-	$(RUN) python -m pipeline.compare --branch ablation
+	$(RUN) python -m pipeline.tools.compare --branch ablation
 
 compare-distill: $(STAMP)
-	$(RUN) python -m pipeline.compare --branch distill
+	$(RUN) python -m pipeline.tools.compare --branch distill
 
 compare-token: $(STAMP)
-	$(RUN) python -m pipeline.compare --branch token
+	$(RUN) python -m pipeline.tools.compare --branch token
 
 compare-cohort: $(STAMP)
-	$(RUN) python -m pipeline.compare --branch cohort
+	$(RUN) python -m pipeline.tools.compare --branch cohort
 
 # CPU inference throughput of the teacher and the student (needs `make repro` first): metrics/throughput.json
 bench: $(STAMP)
-	$(RUN) python -m pipeline.bench
+	$(RUN) python -m pipeline.tools.bench
 
 # Training step time of every compression method (each student's, the cohort's), interleaved in one process,
 # periodic work timed apart (needs `make repro` first): metrics/bench_steps.json
 bench-steps: $(STAMP)
-	$(RUN) python -m pipeline.bench_steps
+	$(RUN) python -m pipeline.tools.bench_steps
 
 # A stage's start-up cost and a return to params already run (needs `make repro` first): metrics/bench_dvc.json
 bench-dvc: $(STAMP)
-	$(RUN) python -m pipeline.bench_dvc
+	$(RUN) python -m pipeline.tools.bench_dvc
 
 # On a GPU: training images/s and peak memory of fine-tuning, dual-teacher and ZSCL steps (open_clip ViT-B-16, random
 # weights, bf16, batch 64, 224 px) and the students' inference images/s, on synthetic data (no `make repro` needed):
 # metrics/bench_gpu.json. Refused without CUDA, in a line that gives the CPU smoke form.
 bench-gpu: $(STAMP)
-	$(RUN) python -m pipeline.bench_gpu
+	$(RUN) python -m pipeline.tools.bench_gpu
 
 # Peak resident memory of prepare, pretrain, prototypes and train@<task> on generated folder benchmarks of
 # 2,000 and 20,000 images (streaming data, README "Real scale"): metrics/bench_memory.json
 bench-memory: $(STAMP)
-	$(RUN) python -m pipeline.bench_memory
+	$(RUN) python -m pipeline.tools.bench_memory
 
 clean-venv:
 	rm -rf $(VENV)

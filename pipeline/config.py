@@ -196,7 +196,7 @@ Scalar = bool | int | float | str
 
 class CompareParams(Section):
     """`make compare`: every variant (dotted-key overrides of params.yaml) x every seed (`train.seed`).
-    Read by pipeline/compare.py only, so no stage reruns when it changes."""
+    Read by pipeline/tools/compare.py only, so no stage reruns when it changes."""
 
     seeds: list[int] = [0, 1, 2]
     jobs: int | None = Field(None, ge=1)  # experiments at once; null: cores // runtime.threads

@@ -1,4 +1,4 @@
-"""`python -m pipeline.bench_gpu` (`make bench-gpu`): its CPU smoke form writes every field of
+"""`python -m pipeline.tools.bench_gpu` (`make bench-gpu`): its CPU smoke form writes every field of
 metrics/bench_gpu.json from synthetic data alone, and without CUDA its GPU form is refused in one line that
 says how to run the CPU form. No timing is asserted: the figures of a CPU run mean nothing."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import yaml
 from conftest import REPO
 
-from pipeline import bench_gpu
+from pipeline.tools import bench_gpu
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

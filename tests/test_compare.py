@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from pipeline import compare, compare_tables, io, paths
+from pipeline import io, paths
+from pipeline.tools import compare, compare_tables
 from pipeline.config import Params, ParamsError
 
 CL, DISTILL, TOKEN, COHORT = (compare.BRANCHES[b] for b in ("cl", "distill", "token", "cohort"))

@@ -297,9 +297,9 @@ def test_stage_checks_the_names_of_the_library_it_imports(micro_params, tmp_path
     ("cycle", "tasks: colour.prev: task is not reachable from 'e0' (a cycle?)"),
 ])
 def test_check_names_what_dvc_would_not(micro_params, tmp_path, monkeypatch, capsys, text, message):
-    """`make repro` runs `python -m pipeline.check` first: a top-level key no stage reads, an empty
+    """`make repro` runs `python -m pipeline.tools.check` first: a top-level key no stage reads, an empty
     params.yaml or a task-chain cycle gives one line of ours instead of DVC's own error (or none)."""
-    from pipeline import check
+    from pipeline.tools import check
 
     if text == "cycle":
         text = _yaml(_with(micro_params, "tasks", {"shape": {"prev": "e0"}, "colour": {"prev": "fill"}, "fill": {"prev": "colour"}}))

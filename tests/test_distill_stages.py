@@ -79,7 +79,7 @@ def test_the_teacher_changes_the_student(branch):
 
 def test_bench_writes_throughput(branch, monkeypatch, capsys):
     project, _ = branch
-    run_in(project.root, monkeypatch, "pipeline.bench", "--repeats", "2", "--warmup", "1")
+    run_in(project.root, monkeypatch, "pipeline.tools.bench", "--repeats", "2", "--warmup", "1")
     result = _read(project, "metrics/throughput.json")
     assert result["teacher"]["images_per_s"] > 0 and result["student"]["images_per_s"] > 0
     assert result["speedup"] == pytest.approx(result["student"]["images_per_s"] / result["teacher"]["images_per_s"], rel=0.01)
@@ -91,7 +91,7 @@ def test_bench_steps_times_every_method(branch, monkeypatch, capsys):
     step time; rematching and L-MCL's meta step are timed apart and amortised; ratios against FitNet's step
     and the cohort alone's."""
     project, _ = branch
-    run_in(project.root, monkeypatch, "pipeline.bench_steps", "--students", "mbv3", "--rounds", "3", "--warmup", "1",
+    run_in(project.root, monkeypatch, "pipeline.tools.bench_steps", "--students", "mbv3", "--rounds", "3", "--warmup", "1",
            "--repeats", "1")
     result = _read(project, "metrics/bench_steps.json")
     params = Params.load()
@@ -117,7 +117,7 @@ def test_bench_steps_times_every_method(branch, monkeypatch, capsys):
 def test_bench_steps_names_an_unknown_student(branch, monkeypatch, capsys):
     project, _ = branch
     with pytest.raises(SystemExit) as e:
-        run_in(project.root, monkeypatch, "pipeline.bench_steps", "--students", "vgg")
+        run_in(project.root, monkeypatch, "pipeline.tools.bench_steps", "--students", "vgg")
     assert e.value.code == 2
     assert "--students vgg: no compare.distill_variants named vgg_*" in capsys.readouterr().err
 
@@ -247,7 +247,7 @@ def test_flips_and_accuracy():
 
 
 def test_predict_with_the_student(branch, tmp_path, monkeypatch, capsys):
-    """`python -m pipeline.predict --model student IMAGE`: the student's classes, fused probabilities."""
+    """`python -m pipeline.tools.predict --model student IMAGE`: the student's classes, fused probabilities."""
     import numpy as np
     from PIL import Image
 
@@ -259,7 +259,7 @@ def test_predict_with_the_student(branch, tmp_path, monkeypatch, capsys):
     for i in range(2):
         files.append(str(tmp_path / f"img{i}.png"))
         Image.fromarray(np.ascontiguousarray(task.test_images[i].numpy().transpose(1, 2, 0))).save(files[-1])
-    run_in(project.root, monkeypatch, "pipeline.predict", "--model", "student", "--top", "2", *files)
+    run_in(project.root, monkeypatch, "pipeline.tools.predict", "--model", "student", "--top", "2", *files)
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(files[0] + ": ")

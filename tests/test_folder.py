@@ -268,7 +268,7 @@ def test_float_images_are_refused_naming_the_file(tmp_path):
 
 
 def test_pipeline_check_reads_every_image_header_first(micro_params, root, tmp_path, monkeypatch, capsys):
-    from pipeline import check
+    from pipeline.tools import check
 
     _class_folders(root)
     params_file = tmp_path / "params.yaml"

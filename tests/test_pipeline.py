@@ -315,12 +315,12 @@ def _tree_hashes(project: Project, *folders: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def dvc_compare(dvc_return):
-    """`python -m pipeline.compare` on the queue: the token comparison (two stages downstream of the teacher, the
+    """`python -m pipeline.tools.compare` on the queue: the token comparison (two stages downstream of the teacher, the
     cheapest to run), one variant, a seed no run has used (so its stage must run, not come from the run-cache)."""
     project, _, _ = dvc_return
     before = _tree_hashes(project, "models", "data", "metrics")
     params_before = (project.root / "params.yaml").read_bytes()
-    proc = project.python("-m", "pipeline.compare", "--branch", "token", "--variants", "soft", "--seeds", "5",
+    proc = project.python("-m", "pipeline.tools.compare", "--branch", "token", "--variants", "soft", "--seeds", "5",
                           check=True, timeout=400)
     return project, proc, before, params_before
 

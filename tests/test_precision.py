@@ -13,7 +13,7 @@ import yaml
 from conftest import REPO, rejected_params
 
 from pipeline import runtime
-from pipeline.bench_synthetic import SyntheticContext, synthetic_corpus, synthetic_task
+from pipeline.tools.bench_synthetic import SyntheticContext, synthetic_corpus, synthetic_task
 from pipeline.config import Params, RuntimeParams
 from pipeline.continual import get_method
 from pipeline.continual.trainer import train_task
@@ -132,7 +132,7 @@ def test_bf16_with_cuda_present_is_accepted(cuda_flags, monkeypatch):
 
 # ----------------------------------------------------------- fp32 training: no autocast, the same weights
 def synthetic_context(params: Params) -> SyntheticContext:
-    """Task `digits` after `shapes`, synthetic, on a random synth-rn-tiny (pipeline/bench_synthetic.py)."""
+    """Task `digits` after `shapes`, synthetic, on a random synth-rn-tiny (pipeline/tools/bench_synthetic.py)."""
     from pipeline.models import clip as clip_lib
     from pipeline.stages.prototypes import e0_outputs
 

@@ -1,4 +1,4 @@
-"""`python -m pipeline.predict`: top classes with probabilities, clear errors."""
+"""`python -m pipeline.tools.predict`: top classes with probabilities, clear errors."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import predict
+from pipeline.tools import predict
 from pipeline.data import load_task
 from tests.test_methods import workspace  # noqa: F401  (module fixture: micro tasks, E0 and a 'shape' model)
 

@@ -233,9 +233,9 @@ def test_the_pretrain_stage_takes_e0_from_a_local_file(tmp_path, monkeypatch, we
 
 
 def test_pipeline_check_refuses_a_bad_pretrained_before_dvc_runs(micro_params, tmp_path, monkeypatch, capsys):
-    """`make repro` runs `python -m pipeline.check` first: a pickle that would run code (or a tag not in the
+    """`make repro` runs `python -m pipeline.tools.check` first: a pickle that would run code (or a tag not in the
     cache) is named there, before DVC removes the pretrain stage's outputs."""
-    from pipeline import check
+    from pipeline.tools import check
     from tests.test_config import _with, _yaml, run_main
 
     torch.save({"w": _RunsCode(tmp_path / "ran")}, tmp_path / "evil.pt")

@@ -1,9 +1,9 @@
-"""The MTIL-regime and baseline-ordering checks (pipeline/regime.py) on hand-made matrices."""
+"""The MTIL-regime and baseline-ordering checks (pipeline/tools/regime.py) on hand-made matrices."""
 from __future__ import annotations
 
 import pytest
 
-from pipeline import regime
+from pipeline.tools import regime
 
 # Three tasks (10, 20, 25 % chance). Row 0 = E0 zero-shot, row j = after task j.
 E0 = [40.0, 60.0, 70.0]

@@ -145,7 +145,7 @@ def test_mtil_source_decodes_in_workers(tmp_path, monkeypatch, workers):
 def test_memory_benchmark_smoke(tmp_path):
     """`make bench-memory` on a micro size: every stage runs in its own process and reports its peak."""
     from pipeline import io
-    from pipeline.bench_memory import main
+    from pipeline.tools.bench_memory import main
 
     out = tmp_path / "bench_memory.json"
     main(["--images", "20", "--classes", "2", "--source-size", "40", "--image-size", "32", "--steps", "2",

@@ -31,7 +31,7 @@ from pipeline.errors import InputError
 def resolve(oc, arch: str, pretrained: str) -> tuple[Path, str, dict | None]:
     """The weights file `pretrained` names (an open_clip tag of `arch`, checked first as open_clip does, found
     in the local cache; or a local file), checked to be plain weights (a torch file read weights-only), without
-    building the model: `python -m pipeline.check` calls it before DVC removes the pretrain stage's outputs.
+    building the model: `python -m pipeline.tools.check` calls it before DVC removes the pretrain stage's outputs.
     Returns (file, how errors name it, the tag's preprocessing or None). `oc` is the open_clip module."""
     cfg = oc.get_pretrained_cfg(arch, pretrained)
     if cfg:

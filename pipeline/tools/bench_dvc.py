@@ -92,7 +92,7 @@ def _param(key: str) -> str:
 
 @stage
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_dvc", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.bench_dvc", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="processes per stage for the start-up median")
     parser.add_argument("--key", default="loss.dis_weight", help="the param of the return (default: loss.dis_weight)")
     parser.add_argument("--other", default="0.0", help="the value it leaves for first (default: 0.0)")

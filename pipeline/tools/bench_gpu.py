@@ -4,7 +4,7 @@ vary from run to run).
 
 - Training: one step of `finetune`, `dual_teacher` and `zscl` on open_clip `--arch` (ViT-B-16 by default,
   random weights: never a download) at `--batch` images of `--image-size` px in `--precision` (bf16 autocast
-  by default), on synthetic data (pipeline/bench_synthetic.py): the task after the first of params.yaml's
+  by default), on synthetic data (pipeline/tools/bench_synthetic.py): the task after the first of params.yaml's
   chain (so the dual teacher has both teachers and, with `loss.dis_scope: seen`, two tasks' prototypes),
   `--classes` classes with params.yaml's prompt templates, random uint8 images; ZSCL's reference pairs from
   a random caption corpus. Each method is built through the registry on a TaskContext and stepped by the
@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 
 from pipeline import io, optim, paths, runtime
-from pipeline.bench_synthetic import SyntheticContext, synthetic_corpus, synthetic_task
+from pipeline.tools.bench_synthetic import SyntheticContext, synthetic_corpus, synthetic_task
 from pipeline.compression import students
 from pipeline.compression.params import TOKEN
 from pipeline.config import LIBRARIES, Params
@@ -45,7 +45,7 @@ from pipeline.stages.common import load_params, stage
 from pipeline.stages.prototypes import e0_outputs
 
 METHODS = ("finetune", "dual_teacher", "zscl")
-CPU_FORM = ("python -m pipeline.bench_gpu --device cpu --precision fp32 --arch synth-rn-tiny --image-size 32 "
+CPU_FORM = ("python -m pipeline.tools.bench_gpu --device cpu --precision fp32 --arch synth-rn-tiny --image-size 32 "
             "--batch 4 --classes 5 --train-images 16 --steps 2 --warmup 1 --infer-batch 8 --out /tmp/bench_gpu.json")
 
 
@@ -161,7 +161,7 @@ def bench_inference(params: Params, args, device: torch.device) -> dict:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_gpu", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.bench_gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="ViT-B-16", help="open_clip architecture, random weights (default ViT-B-16)")
     parser.add_argument("--batch", type=int, default=64, help="training images per step (default 64)")
     parser.add_argument("--image-size", type=int, default=224)

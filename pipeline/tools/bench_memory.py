@@ -96,7 +96,7 @@ def measure(count: int, scratch: Path, repo: Path, args) -> dict:
 
 @stage
 def main(argv):
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_memory", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.bench_memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, nargs="+", default=[2000, 20000], help="training images per run")
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--source-size", type=int, default=128, help="px of the generated JPEG files")

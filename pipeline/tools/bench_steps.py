@@ -120,7 +120,7 @@ def print_table(title: str, results: dict) -> None:
 
 @stage
 def main(argv):
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_steps", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.bench_steps", description=__doc__.splitlines()[0])
     parser.add_argument("--branches", nargs="*", choices=BRANCHES, default=list(BRANCHES))
     parser.add_argument("--students", nargs="*", help="prefixes of the compare.distill_variants to time "
                                                       "(default: every one, e.g. mbv3 shuffle)")
@@ -137,7 +137,7 @@ def main(argv):
     for prefix in chosen:
         if prefix not in known:
             raise InputError(f"--students {prefix}: no compare.distill_variants named {prefix}_*; have {', '.join(known)}")
-    # A CPU benchmark: every method built below reads runtime.precision too (pipeline/bench_gpu.py times GPUs).
+    # A CPU benchmark: every method built below reads runtime.precision too (pipeline/tools/bench_gpu.py times GPUs).
     params = params.model_copy(update={"runtime": params.runtime.model_copy(update={"device": "cpu", "precision": "fp32"})})
     device = runtime.setup(params.runtime, 0)
     task = load_task(paths.TARGET)

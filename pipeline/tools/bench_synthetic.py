@@ -1,5 +1,5 @@
 """Synthetic stand-ins for what a continual method reads from earlier stages, so a benchmark
-(pipeline/bench_gpu.py) builds the real methods, through the registry and a TaskContext, with no data, no
+(pipeline/tools/bench_gpu.py) builds the real methods, through the registry and a TaskContext, with no data, no
 stage output and no download: random uint8 tasks with class prompts, a random caption corpus, and E0's
 features and prototypes computed here, by the prototypes stage's own function, from a random-weight model.
 

@@ -1,4 +1,4 @@
-"""`python -m pipeline.check`: validate params.yaml and the data it names before DVC runs anything
+"""`python -m pipeline.tools.check`: validate params.yaml and the data it names before DVC runs anything
 (`make repro` calls it first: DVC deletes a stage's outputs before running it).
 
 Every key of every section (a stage validates only when DVC runs it, and DVC runs no stage for a key no
@@ -67,7 +67,7 @@ def check_pretrain_images(params: Params) -> int:
 @stage
 def main(argv: list[str]) -> None:
     if argv:
-        raise SystemExit("usage: python -m pipeline.check  (reads params.yaml, or $PIPELINE_PARAMS)")
+        raise SystemExit("usage: python -m pipeline.tools.check  (reads params.yaml, or $PIPELINE_PARAMS)")
     params = load_params(*LIBRARIES)
     if params.model.pretrained is not None:  # a tag not in the cache, a file that is no plain weights
         from pipeline.models import clip, weights

@@ -30,7 +30,7 @@ from typing import Callable
 
 import yaml
 
-from pipeline import compare_tables as tables
+from pipeline.tools import compare_tables as tables
 from pipeline import io, paths
 from pipeline.config import LIBRARIES, Params, ParamsError
 from pipeline.errors import InputError
@@ -237,7 +237,7 @@ def run_queued(runs: dict[str, dict[str, object]], jobs: int) -> None:
 
 @stage
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--branch", choices=sorted(BRANCHES), default="cl", help="which comparison (default: cl)")
     parser.add_argument("--variants", nargs="*", help="subset of the branch's variants (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, help="override compare.seeds")
@@ -293,7 +293,7 @@ def main(argv: list[str]) -> None:
         print(f"warning: queued experiments re-ran upstream stages {', '.join(upstream)}")
     command = "make compare" if branch.name == "cl" else f"make compare-{branch.name}"
     if args.tag:
-        command = " ".join(["python -m pipeline.compare --branch", branch.name, "--variants", *variants,
+        command = " ".join(["python -m pipeline.tools.compare --branch", branch.name, "--variants", *variants,
                             *(f"--set {k}={v}" for k, v in extra.items()), "--tag", args.tag])
     summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": seconds, "command": command,
                                                "stages_run": ran, "setting": {**branch.setting(params), **extra}}

@@ -1,4 +1,4 @@
-"""What `pipeline.compare` reads of one run, how it summarises seeds, and the tables and figure it writes.
+"""What `pipeline.tools.compare` reads of one run, how it summarises seeds, and the tables and figure it writes.
 
 Pure functions of JSON-like dicts (plus the reads of one run's metrics files in `collect_*`), so they are tested
 without running a single experiment."""
@@ -15,7 +15,7 @@ from pipeline import io, paths
 
 CL_KEYS = ("transfer", "average", "last")
 # Reads one metrics file of a run: from the workspace (the committed default run) or from an experiment's
-# commit (pipeline.compare.reader).
+# commit (pipeline.tools.compare.reader).
 Reader = Callable[[Path], dict]
 README = Path("README.md")
 
@@ -67,10 +67,10 @@ def summarise_cl(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
 
 def regime_checks(summary: dict) -> dict:
     """The MTIL-regime checks (from the `finetune` variant's own mean matrix, E0's row included) and the
-    baselines' ordering (pipeline/regime.py), read from the variants named after their method (`lwf` is
+    baselines' ordering (pipeline/tools/regime.py), read from the variants named after their method (`lwf` is
     `train.method: lwf`, by the convention of compare.variants). Variants of an older output without a
     matrix (merged with --merge) are skipped rather than lost."""
-    from pipeline import regime
+    from pipeline.tools import regime
 
     ref, variants = summary["reference"], summary["variants"]
     out = {}
@@ -116,7 +116,7 @@ def markdown_cl(summary: dict) -> str:
            f"{', '.join(summary['merged'])} re-run later (`--merge`), so its time is from another run."),
     ]
     if summary.get("checks"):
-        lines += ["", "Is the benchmark in the MTIL regime, and do the baselines rank as published (`pipeline/regime.py`, "
+        lines += ["", "Is the benchmark in the MTIL regime, and do the baselines rank as published (`pipeline/tools/regime.py`, "
                   "from the mean matrices above)?", "", markdown_checks(summary["checks"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 

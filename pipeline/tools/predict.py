@@ -1,4 +1,4 @@
-"""Classify images with a trained model: `python -m pipeline.predict --task flowers IMAGE...`.
+"""Classify images with a trained model: `python -m pipeline.tools.predict --task flowers IMAGE...`.
 
 By default the final model of the task chain is used (models/<last task>); `--model e0` gives E0
 zero-shot, `--model NAME` the model after task NAME. Classes and prompts come from the prepared task.
@@ -23,7 +23,7 @@ from pipeline.stages.common import load_params, stage
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     parser.add_argument("--task", help="task whose classes to choose from (a key of params.yaml tasks); not for student/cnn")
     parser.add_argument("--model", default=None, help="model folder name under models/ (default: the last task's)")
