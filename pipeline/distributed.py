@@ -115,7 +115,7 @@ def shard(indices: Tensor, rank_: int | None = None, world: int | None = None) -
         return indices
     size = len(indices)
     if size % world:
-        # train.batch_size is checked at load (config.py); a task with fewer images than a batch draws smaller ones.
+        # train.batch_size is checked at load (pipeline/params); a task with fewer images than a batch draws smaller ones.
         raise InputError(f"train.batch_size: a batch of {size} images does not split into runtime.nproc {world} "
                          f"equal shares (the task has fewer training images than train.batch_size)")
     share = size // world

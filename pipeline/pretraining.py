@@ -7,7 +7,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline import optim, runtime
-from pipeline.config import PretrainParams
+from pipeline.params import PretrainParams
 from pipeline.data import CaptionCorpus, loader
 from pipeline.losses import clip_contrastive
 from pipeline.models import clip as clip_lib

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 
+from pipeline.names import check_name
+
 
 class MethodRegistry:
     """`modules`: every name `check` accepts -> its module under `package`; `extra`: names that may be
@@ -17,16 +19,14 @@ class MethodRegistry:
 
     def register(self, cls):
         if cls.name not in self.all_modules:
-            raise ValueError(f"method {cls.name!r} is not listed in {self.package.replace('.', '/')}/registry.py MODULES")
+            raise ValueError(f"method {cls.name!r} is not listed in pipeline/names.py (the {self.package} methods)")
         if cls.name in self.methods:
             raise ValueError(f"method {cls.name!r} registered twice")
         self.methods[cls.name] = cls
         return cls
 
     def check(self, name: str) -> str:
-        if name not in self.modules:
-            raise ValueError(f"unknown {self.what} {name!r}; known: {', '.join(sorted(self.modules))}")
-        return name
+        return check_name(name, self.modules, self.what)
 
     def get(self, name: str) -> type:
         if name not in self.all_modules:

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import torch
 
-from pipeline.config import RuntimeParams
+from pipeline.params import RuntimeParams
 from pipeline.data import loader
 from pipeline.errors import InputError
 

@@ -68,7 +68,7 @@ def make_micro_params() -> dict:
 
 def rejected_params(raw: dict) -> str:
     """The ParamsError message of params `raw`, checked to be one line."""
-    from pipeline.config import Params, ParamsError
+    from pipeline.params import Params, ParamsError
 
     with pytest.raises(ParamsError) as info:
         Params.from_dict(raw)

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from pipeline import paths
-from pipeline.config import Params, ParamsError
+from pipeline.params import Params, ParamsError
 from pipeline.continual import all_methods, get_method
 from pipeline.continual.base import TaskContext
 from pipeline.continual.gradcam import class_grad_cam, feature_map_and_features

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from pipeline.compression import data as D
 from pipeline.compression.base import Batch, DistillContext
-from pipeline.compression.params import CohortParams, DistillParams
-from pipeline.compression.registry import SUPERVISED, get_method
+from pipeline.params.compression import CohortParams, DistillParams
+from pipeline.compression.registry import get_method
+from pipeline.names import SUPERVISED
 from pipeline.compression.trainer import prepare
 from pipeline.data import TaskData
 from pipeline.models import classifier, cohort

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import io, paths
 from pipeline.tools import compare, compare_tables
-from pipeline.config import Params, ParamsError
+from pipeline.params import Params, ParamsError
 
 CL, DISTILL, TOKEN, COHORT = (compare.BRANCHES[b] for b in ("cl", "distill", "token", "cohort"))
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from pipeline.compression.base import Batch, DistillContext
-from pipeline.compression.params import CohortParams, DistillParams
-from pipeline.compression.registry import MODULES, ONLINE_METHODS, SUPERVISED, all_methods
+from pipeline.params.compression import CohortParams, DistillParams
+from pipeline.compression.registry import MODULES, all_methods
+from pipeline.names import ONLINE_METHODS, SUPERVISED
 from pipeline.compression.teachers import Teacher
 from pipeline.compression.trainer import fit
 from pipeline.data import TaskData

@@ -1,4 +1,4 @@
-"""Tests of pipeline.config: the committed params validate, and every kind of bad value is rejected before any
+"""Tests of pipeline.params: the committed params validate, and every kind of bad value is rejected before any
 compute with a message that names the key (in-process and through a stage's command line)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from conftest import REPO, rejected_params
-from pipeline.config import Params, ParamsError
+from pipeline.params import Params, ParamsError
 
 COMMITTED_ORDER = ["aircraft", "shapes", "textures", "landuse", "flowers", "digits"]
 

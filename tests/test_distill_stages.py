@@ -12,7 +12,7 @@ from conftest import make_micro_params, make_project, run_in
 from pipeline.data.facets import build_facet_task
 from pipeline.compression import data as D
 from pipeline import metrics
-from pipeline.config import Params
+from pipeline.params import Params
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def test_nproc_must_divide_the_batch(micro_params):
     assert "runtime.nproc: 3" in message and "train.batch_size 8" in message
     micro_params["runtime"]["nproc"] = 0
     assert "runtime.nproc" in rejected_params(micro_params)
-    from pipeline.config import Params
+    from pipeline.params import Params
 
     micro_params["runtime"]["nproc"] = 2
     assert Params.from_dict(micro_params, libraries=()).runtime.nproc == 2

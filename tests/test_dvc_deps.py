@@ -127,7 +127,7 @@ def test_a_checkpoint_records_the_params_its_stage_reads(name, micro_params):
     to another key must not change the checkpoint's hash (and rerun every stage after it)."""
     import importlib
 
-    from pipeline.config import Params
+    from pipeline.params import Params
 
     module = importlib.import_module(f"pipeline.stages.{name}")
     dvc_params = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][name]
@@ -145,7 +145,7 @@ def test_student_alone_reads_every_distill_key_but_the_methods():
     """The student alone is trained like the distilled one: every `distill` key that shapes the student or its
     training is a param of its stage (a new key left out would let DVC restore a stale baseline); only the
     method's own keys are not, so a method sweep trains it once per student and seed."""
-    from pipeline.compression.params import DistillParams
+    from pipeline.params.compression import DistillParams
 
     methods_own = {"method", "teacher", "kd", "feature", "matching"}
     listed = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["student_alone"]["params"]

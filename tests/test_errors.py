@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline import io
-from pipeline.config import ParamsError
+from pipeline.params import ParamsError
 from pipeline.errors import InputError, MissingInput
 from pipeline.stages.common import stage
 
@@ -89,7 +89,7 @@ def test_cuda_without_a_gpu_is_an_input_error():
     import torch
 
     from pipeline import runtime
-    from pipeline.config import RuntimeParams
+    from pipeline.params import RuntimeParams
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from conftest import rejected_params
-from pipeline.config import Params, ParamsError
+from pipeline.params import Params, ParamsError
 from pipeline.data import load_corpus, save_corpus
 from pipeline.data.folder import build_folder_corpus
 from pipeline.data.benchmarks import build_corpus

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.compression.base import Batch, DistillContext
-from pipeline.compression.params import CohortParams
+from pipeline.params.compression import CohortParams
 from pipeline.compression.registry import get_method
 from pipeline.compression.virtual import unrolled_sgd
 from pipeline.data import TaskData

@@ -12,7 +12,7 @@ import yaml
 from conftest import REPO
 
 from pipeline import io, paths
-from pipeline.config import Params
+from pipeline.params import Params
 from pipeline.continual import all_methods, dual_teacher, get_method
 from pipeline.continual.base import TaskContext
 from pipeline.continual.prototypes import update_prototypes
@@ -77,7 +77,8 @@ def first_batch(ctx: TaskContext, n: int = 8):
 
 
 def test_registry_lists_exactly_the_registered_methods():
-    from pipeline.continual.registry import CORPUS_METHODS, MODULES
+    from pipeline.continual.registry import MODULES
+    from pipeline.names import CORPUS_METHODS
 
     methods = all_methods()
     assert set(methods) == set(MODULES) and {"finetune", "dual_teacher"} <= set(methods)

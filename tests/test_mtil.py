@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 from conftest import rejected_params, run_in
-from pipeline.config import Params, TaskLink, task_order
+from pipeline.params import Params, TaskLink, task_order
 from pipeline.data import load_task
 from pipeline.data.benchmarks import build_task, check_task_names
 from pipeline.data.folder import fit_image

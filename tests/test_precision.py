@@ -14,7 +14,7 @@ from conftest import REPO, rejected_params
 
 from pipeline import runtime
 from pipeline.tools.bench_synthetic import SyntheticContext, synthetic_corpus, synthetic_task
-from pipeline.config import Params, RuntimeParams
+from pipeline.params import Params, RuntimeParams
 from pipeline.continual import get_method
 from pipeline.continual.trainer import train_task
 from pipeline.errors import InputError

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline import runtime
-from pipeline.compression.params import Recipe
+from pipeline.params.compression import Recipe
 from pipeline.compression.teachers import Teacher, training_logits
 from pipeline.data import TaskData
 from pipeline.training import Terms, weighted_step

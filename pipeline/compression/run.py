@@ -8,11 +8,12 @@ from pipeline import io, metrics, runtime
 from pipeline.compression import data as D
 from pipeline.compression import students
 from pipeline.compression.base import DistillContext, DistillMethod
-from pipeline.compression.params import ALONE, TOKEN
-from pipeline.compression.registry import SUPERVISED, get_method
+from pipeline.params.compression import ALONE, TOKEN
+from pipeline.compression.registry import get_method
+from pipeline.names import SUPERVISED
 from pipeline.compression.teachers import Teacher
 from pipeline.compression.trainer import fit
-from pipeline.config import Params
+from pipeline.params import Params
 from pipeline.data import TaskData
 from pipeline.models import classifier, cohort
 from pipeline.models.classifier import image_input

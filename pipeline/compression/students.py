@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from pipeline import runtime
 from pipeline.compression import data as D
-from pipeline.compression.params import TOKEN, DistillParams
+from pipeline.params.compression import TOKEN, DistillParams
 from pipeline.models import classifier
 from pipeline.models.classifier import image_input
 from pipeline.models.student import DistillationStudent, StudentConfig

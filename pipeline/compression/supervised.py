@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from pipeline.compression import data as D
 from pipeline.compression.base import Batch, DistillContext, DistillMethod
-from pipeline.compression.registry import SUPERVISED, register_method
+from pipeline.compression.registry import register_method
+from pipeline.names import SUPERVISED
 from pipeline.losses.mutual import cohort_ce
 from pipeline.models.cohort import Cohort
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline import paths
-from pipeline.config import Params
+from pipeline.params import Params
 from pipeline.data import TaskData
 from pipeline.compression import data as D
 from pipeline.models import classifier

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from pipeline import checkpoint, io, paths, runtime
-from pipeline.config import E0, Params
+from pipeline.params import E0, Params
 from pipeline.continual.teacher_cache import Rows, TeacherRows, cached_array, digest, images_key, load_array
 from pipeline.data import CaptionCorpus, TaskData, load_corpus
 from pipeline.data.benchmarks import load_tasks

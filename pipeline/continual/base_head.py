@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.config import E0
+from pipeline.params import E0
 from pipeline.continual.teacher_cache import TeacherRows
 from pipeline.data import TaskData
 from pipeline.models import clip as clip_lib

@@ -21,7 +21,7 @@ import warnings
 
 import torch
 
-from pipeline.config import E0
+from pipeline.params import E0
 from pipeline.continual.base import Method
 from pipeline.continual.base_head import BaseHead, base_head
 from pipeline.continual.gradcam import class_grad_cam, feature_map_and_features

@@ -1,21 +1,9 @@
-"""Name -> continual-learning method class. A leaf module (no torch, no config): params validation checks a
-method's name here without importing any method, and `get_method` imports the method's module on demand."""
+"""Name -> continual-learning method class. A leaf module (no torch, no config): `get_method` imports the module
+that pipeline/names.py gives for a name on demand (params validation checks names there, importing no method)."""
 from __future__ import annotations
 
+from pipeline.names import CONTINUAL_METHODS as MODULES
 from pipeline.registry import MethodRegistry
-
-# Every method params.yaml may name -> its module under pipeline/continual (which registers the class).
-MODULES: dict[str, str] = {
-    "dual_teacher": "dual_teacher",
-    "finetune": "finetune",
-    "lwf": "lwf",
-    "lwm": "lwm",
-    "wise_ft": "wise_ft",
-    "zscl": "zscl",
-}
-# Methods that read E0's caption corpus (data/corpus), ZSCL's reference batches: Params refuses a folder
-# benchmark that gives them none, and the mtil benchmark (which has none).
-CORPUS_METHODS = frozenset({"zscl"})
 
 _REGISTRY = MethodRegistry("pipeline.continual", MODULES)
 METHODS = _REGISTRY.methods

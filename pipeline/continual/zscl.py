@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from pipeline import runtime
-from pipeline.config import E0
+from pipeline.params import E0
 from pipeline.continual.base import Method
 from pipeline.continual.registry import register_method
 from pipeline.continual.weights import assign, floating_state, running_average

@@ -72,7 +72,7 @@ def mtil_task_names() -> list[str]:
 
 def order_tasks(order: str) -> dict[str, dict[str, str]]:
     """The ``tasks:`` section of params.yaml for MTIL order ``I`` or ``II``: each task names its predecessor,
-    the first one E0 (``e0``, pipeline.config.E0). params.yaml's chain is explicit, so an order is this chain."""
+    the first one E0 (``e0``, pipeline.params.E0). params.yaml's chain is explicit, so an order is this chain."""
     if order not in ORDERS:
         raise ValueError(f"order: {order!r} is not an MTIL order ({', '.join(ORDERS)})")
     names = ORDERS[order]

@@ -8,7 +8,7 @@ timm, torchvision and torch are imported inside the functions, never at import t
 module is free (0.05 s). A *name check* cannot be cheap, though: the model registries of timm and
 torchvision are filled by importing them (timm imports torch and torchvision: 4-8 s on 2 CPU cores), and no
 static list of names stays true across versions. ``known`` pays that import; call it where the library is
-imported anyway, as config.py's LIBRARIES mechanism does for timm.
+imported anyway, as pipeline/params' LIBRARIES mechanism does for timm.
 """
 from __future__ import annotations
 

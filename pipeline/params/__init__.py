@@ -1,8 +1,9 @@
 """Typed-config core: one strict, frozen pydantic model mirroring params.yaml.
 
 Every stage calls `Params.load()` first, so a bad value fails before any compute with one line naming the
-key (`ParamsError`). Names of benchmarks, methods and architectures are checked against their registries
-here too; derived values are properties and never written back.
+key (`ParamsError`). Names of benchmarks, methods and architectures are checked here too: methods against the
+leaf name lists of pipeline/names.py (no method is imported), tasks against their benchmark, architectures
+against open_clip and timm (see LIBRARIES); derived values are properties and never written back.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline import paths
-from pipeline.compression.params import TOKEN, CohortParams, DistillParams, TargetParams, TeacherParams
-from pipeline.continual.registry import CORPUS_METHODS, check_method_name
 from pipeline.errors import InputError
+from pipeline.names import CONTINUAL_METHODS, CORPUS_METHODS, check_name
+from pipeline.params.compression import TOKEN, CohortParams, DistillParams, TargetParams, TeacherParams
 from pipeline.sections import Section
 
 E0 = "e0"  # name of the pretrained model in the task chain (`prev` of the first task)
@@ -158,7 +159,7 @@ class TrainParams(Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        return check_method_name(v)
+        return check_name(v, CONTINUAL_METHODS)
 
 
 class TaskLink(Section):

@@ -1,14 +1,14 @@
 """params.yaml sections of the compression branch: target task -> CNN teacher -> student (stage `distill`, the
 method `distill.method`) and the same student on the labels alone (stage `student_alone`).
 
-Part of the typed-config core (pipeline/config.py imports these): no torch, no model library, no method."""
+Part of the typed-config core (pipeline/params imports these): no torch, no model library, no method."""
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.compression.registry import FEATURE_METHODS, ONLINE_METHODS, check_method_name
+from pipeline.names import DISTILL_METHODS, FEATURE_METHODS, ONLINE_METHODS, check_name
 from pipeline.sections import Section
 
 TOKEN = "token"  # distill.student: the distillation-token student (distill.token.student)
@@ -143,7 +143,7 @@ class MatchingParams(Section):
 
 class DistillParams(Recipe):
     teacher: str = "cnn"  # cnn (stage `teacher`) | a model of the continual chain (its zero-shot head)
-    method: str = TOKEN  # token | kd | fitnet | channel_matching (pipeline/compression/registry.py)
+    method: str = TOKEN  # token | kd | fitnet | channel_matching (pipeline/names.py)
     student: str = TOKEN  # token: the distillation-token student | a timm (or torchvision) CNN name
     stem_stride: StemStride = None  # a CNN student's stem downsampling
     warmup_steps: int = Field(20, ge=0)
@@ -155,7 +155,7 @@ class DistillParams(Recipe):
 
     @model_validator(mode="after")
     def _method_fits_student(self) -> "DistillParams":
-        check_method_name(self.method)
+        check_name(self.method, DISTILL_METHODS, "distillation method")
         if (self.method == TOKEN) != (self.student == TOKEN):
             raise ValueError(f"method {self.method!r} cannot train student {self.student!r}: the token method "
                              f"trains the token student and only it (set distill.method and distill.student together)")
@@ -221,7 +221,7 @@ class DMLParams(Section):
 class CohortParams(Recipe):
     """Stage `cohort`: M networks trained together by an online method (no pretrained teacher), or alone."""
 
-    method: str = "mcl"  # mcl | lmcl | dml | alone (pipeline/compression/registry.py ONLINE_METHODS)
+    method: str = "mcl"  # mcl | lmcl | dml | alone (pipeline/names.py ONLINE_METHODS)
     networks: list[str] = Field(default_factory=lambda: ["shufflenet_v2_x0_5", "shufflenet_v2_x0_5"], min_length=2)
     stem_stride: StemStride = None  # every network's stem downsampling
     epochs: int = Field(4, ge=1)  # the default pipeline's budget; `make compare-cohort` sets its own

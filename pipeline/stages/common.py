@@ -7,7 +7,7 @@ import os
 import sys
 
 from pipeline import io
-from pipeline.config import Params
+from pipeline.params import Params
 from pipeline.errors import InputError
 
 

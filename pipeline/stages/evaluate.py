@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline import io, metrics, paths, plots
-from pipeline.config import E0
+from pipeline.params import E0
 from pipeline.stages.common import load_params, stage
 from pipeline.errors import InputError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from pipeline import io, metrics, paths, runtime
-from pipeline.config import E0
+from pipeline.params import E0
 from pipeline.data import load_corpus
 from pipeline.data.benchmarks import load_tasks
 from pipeline.evaluation import accuracy_row

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pipeline import io, paths, runtime
-from pipeline.config import E0
+from pipeline.params import E0
 from pipeline.continual.prototypes import initial_prototypes
 from pipeline.continual.teacher_cache import save_array
 from pipeline.data import TaskData

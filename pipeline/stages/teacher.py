@@ -5,7 +5,8 @@ from __future__ import annotations
 from pipeline import io, metrics, paths, runtime
 from pipeline.compression import students
 from pipeline.compression.base import DistillContext
-from pipeline.compression.registry import SUPERVISED, get_method
+from pipeline.compression.registry import get_method
+from pipeline.names import SUPERVISED
 from pipeline.compression.trainer import fit
 from pipeline.data import load_task
 from pipeline.models import classifier

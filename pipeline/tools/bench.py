@@ -15,7 +15,7 @@ import time
 import torch
 
 from pipeline import io, paths, runtime
-from pipeline.config import LIBRARIES
+from pipeline.params import LIBRARIES
 from pipeline.data import load_task
 from pipeline.compression.teachers import load_teacher
 from pipeline.models import classifier

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from pipeline import io, paths
-from pipeline.config import Params
+from pipeline.params import Params
 from pipeline.stages.common import stage
 
 STAGES = Path("pipeline/stages")

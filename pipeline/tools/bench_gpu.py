@@ -34,8 +34,8 @@ import torch
 from pipeline import io, optim, paths, runtime
 from pipeline.tools.bench_synthetic import SyntheticContext, synthetic_corpus, synthetic_task
 from pipeline.compression import students
-from pipeline.compression.params import TOKEN
-from pipeline.config import LIBRARIES, Params
+from pipeline.params.compression import TOKEN
+from pipeline.params import LIBRARIES, Params
 from pipeline.continual import get_method
 from pipeline.continual.trainer import prepare
 from pipeline.errors import InputError

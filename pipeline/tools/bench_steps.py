@@ -27,11 +27,11 @@ import torch
 
 from pipeline import io, paths, runtime
 from pipeline.compression import data as D
-from pipeline.compression.params import ALONE
+from pipeline.params.compression import ALONE
 from pipeline.compression.run import cohort_method, student_method
 from pipeline.compression.teachers import load_teacher
 from pipeline.compression.trainer import Training, prepare
-from pipeline.config import LIBRARIES
+from pipeline.params import LIBRARIES
 from pipeline.data import load_task
 from pipeline.errors import InputError
 from pipeline.stages.common import load_params, stage

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pipeline.config import E0
+from pipeline.params import E0
 from pipeline.continual.base import TaskContext
 from pipeline.continual.dual_teacher import PROTOTYPES, earlier_key
 from pipeline.continual.teacher_cache import TeacherRows

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import LIBRARIES, Params
+from pipeline.params import LIBRARIES, Params
 from pipeline.errors import InputError
 from pipeline.stages.common import load_params, stage
 

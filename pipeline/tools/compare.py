@@ -32,7 +32,7 @@ import yaml
 
 from pipeline.tools import compare_tables as tables
 from pipeline import io, paths
-from pipeline.config import LIBRARIES, Params, ParamsError
+from pipeline.params import LIBRARIES, Params, ParamsError
 from pipeline.errors import InputError
 from pipeline.stages.common import load_params, stage
 

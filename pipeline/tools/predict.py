@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from pipeline import io, paths
-from pipeline.config import LIBRARIES
+from pipeline.params import LIBRARIES
 from pipeline.data.folder import load_image
 from pipeline.evaluation import probabilities
 from pipeline.models import classifier
