@@ -9,30 +9,29 @@ import zlib
 import numpy as np
 import torch
 
-from pipeline.params import RuntimeParams
-from pipeline.data import loader
 from pipeline.errors import InputError
 
 # runtime.precision -> the autocast dtype; fp32 has none: no autocast context is entered at all.
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def setup(runtime: RuntimeParams, seed: int) -> torch.device:
+def setup(seed: int, *, device: str, threads: int, precision: str = "fp32") -> torch.device:
     """Fix every random stream and the thread count; on CUDA, switch on TF32 and deterministic algorithms;
-    return the device to run on. bf16 where the device resolves to the CPU is refused here (see `autocast`)."""
-    torch.set_num_threads(runtime.threads)
+    return the device to run on. Plain values, params.yaml's `runtime` keys (a stage passes its section through
+    stages/common.py's `setup_runtime`, which also sets the image loaders). bf16 where the device resolves to
+    the CPU is refused here (see `autocast`)."""
+    torch.set_num_threads(threads)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     # open_clip warns on every fresh model that no pretrained weights were loaded: that is our default.
     logging.getLogger().setLevel(logging.ERROR)
-    if runtime.device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         raise InputError("runtime.device: 'cuda' requested but no CUDA device is available (use cpu or auto)")
-    use_cuda = runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available())
-    if runtime.precision != "fp32" and not use_cuda:  # device: cpu is refused at params load already
-        raise InputError(f"runtime.precision: {runtime.precision} needs a CUDA device, and runtime.device "
-                         f"'{runtime.device}' found none here (use fp32 on the CPU)")
-    loader.configure(runtime.workers, pin_memory=use_cuda)
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if precision != "fp32" and not use_cuda:  # device: cpu is refused at params load already
+        raise InputError(f"runtime.precision: {precision} needs a CUDA device, and runtime.device "
+                         f"'{device}' found none here (use fp32 on the CPU)")
     if use_cuda:
         # CPU kernels are already repeatable for a fixed thread count; deterministic mode there only costs
         # time (20x on embedding backward), so it is switched on for CUDA alone.

@@ -89,12 +89,11 @@ def test_cuda_without_a_gpu_is_an_input_error():
     import torch
 
     from pipeline import runtime
-    from pipeline.params import RuntimeParams
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(InputError, match="runtime.device: 'cuda'"):
-        runtime.setup(RuntimeParams(device="cuda", threads=1), 0)
+        runtime.setup(0, device="cuda", threads=1)
 
 
 def test_outputs_get_the_mode_open_would_give_them(tmp_path):

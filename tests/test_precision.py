@@ -13,6 +13,8 @@ import yaml
 from conftest import REPO, rejected_params
 
 from pipeline import runtime
+from pipeline.data import loader
+from pipeline.stages.common import setup_runtime
 from pipeline.tools.bench_synthetic import SyntheticContext, synthetic_corpus, synthetic_task
 from pipeline.params import Params, RuntimeParams
 from pipeline.continual import get_method
@@ -66,7 +68,7 @@ def test_bf16_with_device_auto_is_refused_where_auto_finds_no_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     params = Params.from_dict(raw_params(device="auto", precision="bf16"), libraries=())  # valid on a GPU box
     with pytest.raises(InputError, match=r"^runtime\.precision: bf16 needs a CUDA device, and runtime\.device 'auto'") as info:
-        runtime.setup(params.runtime, 0)
+        setup_runtime(params.runtime, 0)
     assert "\n" not in str(info.value)
 
 
@@ -112,7 +114,7 @@ def flags() -> tuple[bool, bool, bool]:
 @pytest.mark.parametrize("device", ["auto", "cuda"])
 def test_cuda_present_gets_cuda_tf32_and_deterministic_mode(cuda_flags, monkeypatch, device):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert runtime.setup(RuntimeParams(device=device, threads=1), 0) == torch.device("cuda")
+    assert runtime.setup(0, device=device, threads=1) == torch.device("cuda")
     assert flags() == (True, True, False)  # TF32 matmuls and convolutions; cuDNN autotuning off
     assert cuda_flags == [((True,), {"warn_only": True})]
 
@@ -120,14 +122,25 @@ def test_cuda_present_gets_cuda_tf32_and_deterministic_mode(cuda_flags, monkeypa
 @pytest.mark.parametrize("device, available", [("auto", False), ("cpu", True), ("cpu", False)])
 def test_the_cpu_touches_no_cuda_flag(cuda_flags, monkeypatch, device, available):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
-    assert runtime.setup(RuntimeParams(device=device, threads=1), 0) == CPU
+    assert runtime.setup(0, device=device, threads=1) == CPU
     assert flags() == (False, False, True) and cuda_flags == []  # exactly as the fixture left them
 
 
 def test_bf16_with_cuda_present_is_accepted(cuda_flags, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     params = Params.from_dict(raw_params(device="auto", precision="bf16"), libraries=())
-    assert runtime.setup(params.runtime, 0) == torch.device("cuda")
+    assert runtime.setup(0, **params.runtime.model_dump(include={"device", "threads", "precision"})) == torch.device("cuda")
+
+
+@pytest.mark.parametrize("available", [True, False])
+def test_a_stage_sets_the_loaders_from_its_runtime_section(cuda_flags, monkeypatch, available):
+    """The runtime takes plain values; the stage's setup_runtime also sets the image loaders' workers, and pins
+    their batches where the device is CUDA."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(loader, "_settings", dict(loader._settings))  # the process-wide settings put back after
+    device = setup_runtime(RuntimeParams(device="auto", threads=1, workers=3), 0)
+    assert device.type == ("cuda" if available else "cpu")
+    assert loader.workers() == 3 and loader._settings["pin_memory"] is available
 
 
 # ----------------------------------------------------------- fp32 training: no autocast, the same weights

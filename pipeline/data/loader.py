@@ -6,8 +6,8 @@ item for item, whoever decodes them, so a run's numbers do not depend on `runtim
 tensor (the embedded benchmarks) is sliced in the stage's process: workers would only copy it, and the
 embedded default runs exactly as it did before loaders.
 
-`runtime.workers` is a process-wide setting, like torch's thread count, set once by `runtime.setup`
-(`configure`) and read here; the stages never pass it around.
+`runtime.workers` is a process-wide setting, like torch's thread count, set once by the stage (`configure`,
+called by stages/common.py's `setup_runtime`) and read here; the stages never pass it around.
 """
 from __future__ import annotations
 

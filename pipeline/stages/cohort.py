@@ -6,7 +6,7 @@ from __future__ import annotations
 from pipeline import io, paths, runtime
 from pipeline.compression.run import train_cohort
 from pipeline.data import load_task
-from pipeline.stages.common import live, load_params, stage
+from pipeline.stages.common import live, load_params, setup_runtime, stage
 
 
 @stage
@@ -14,7 +14,7 @@ def main(argv):
     params = load_params("timm")
     cp = params.cohort
     task = load_task(paths.TARGET)
-    device = runtime.setup(params.runtime, runtime.stable_seed(cp.seed, "cohort"))
+    device = setup_runtime(params.runtime, runtime.stable_seed(cp.seed, "cohort"))
     with live(paths.COHORT_LIVE) as logger:
         summary, per_class, cost = train_cohort(params, task, device, paths.COHORT, logger)
     io.write_json(paths.COHORT_METRICS, {"task": task.name, **summary})

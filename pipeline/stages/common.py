@@ -7,7 +7,7 @@ import os
 import sys
 
 from pipeline import io
-from pipeline.params import Params
+from pipeline.params import Params, RuntimeParams
 from pipeline.errors import InputError
 
 
@@ -80,6 +80,20 @@ def load_params(*libraries: str) -> Params:
     """params.yaml, validated, with the names of `libraries` (open_clip, timm) the stage imports anyway:
     importing a library only to check a name would cost seconds of every stage's start-up."""
     return Params.load(os.environ.get("PIPELINE_PARAMS", "params.yaml"), libraries=libraries)
+
+
+def setup_runtime(runtime_params: RuntimeParams, seed: int):
+    """A stage's process-wide settings from params.yaml's `runtime` section, as plain values: seeds, threads,
+    device and precision (pipeline/runtime.py), then the image loaders' worker count and whether batches are
+    pinned, which is on CUDA (pipeline/data/loader.py). Returns the device. The imports wait for the call:
+    `python -m pipeline.tools.check` loads params through this module and needs neither."""
+    from pipeline import runtime
+    from pipeline.data import loader
+
+    device = runtime.setup(seed, device=runtime_params.device, threads=runtime_params.threads,
+                           precision=runtime_params.precision)
+    loader.configure(runtime_params.workers, pin_memory=device.type == "cuda")
+    return device
 
 
 @contextlib.contextmanager

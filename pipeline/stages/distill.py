@@ -8,7 +8,7 @@ from pipeline.compression import data as D
 from pipeline.compression.run import train_and_test
 from pipeline.compression.teachers import load_teacher
 from pipeline.data import load_task
-from pipeline.stages.common import live, load_params, stage
+from pipeline.stages.common import live, load_params, setup_runtime, stage
 
 
 @stage
@@ -16,7 +16,7 @@ def main(argv):
     params = load_params("timm")
     dp = params.distill
     task = load_task(paths.TARGET)
-    device = runtime.setup(params.runtime, runtime.stable_seed(dp.seed, "distill"))
+    device = setup_runtime(params.runtime, runtime.stable_seed(dp.seed, "distill"))
     teacher = load_teacher(params, task, device)
     with runtime.autocast(device, params.runtime.precision):
         teacher_test = D.predict(teacher.logits, task.test_images, params.eval.batch_size, device)

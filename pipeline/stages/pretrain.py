@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import time
 
-from pipeline import io, metrics, paths, runtime
+from pipeline import io, metrics, paths
 from pipeline.params import E0
 from pipeline.data import load_corpus
 from pipeline.data.benchmarks import load_tasks
 from pipeline.evaluation import accuracy_row
 from pipeline.models import clip as clip_lib
 from pipeline.pretraining import pretrain
-from pipeline.stages.common import live, load_params, stage
+from pipeline.stages.common import live, load_params, setup_runtime, stage
 
 # read by this stage, as in dvc.yaml (runtime but nproc: train@*'s alone)
 PARAMS = ["model", "pretrain", "eval.batch_size", "runtime.device", "runtime.threads", "runtime.precision", "tasks"]
@@ -19,7 +19,7 @@ PARAMS = ["model", "pretrain", "eval.batch_size", "runtime.device", "runtime.thr
 @stage
 def main(argv):
     params = load_params("open_clip")
-    device = runtime.setup(params.runtime, params.pretrain.seed)
+    device = setup_runtime(params.runtime, params.pretrain.seed)
     tasks = load_tasks(params.task_names)
     start = time.perf_counter()
     if params.model.pretrained is None:

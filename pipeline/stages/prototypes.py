@@ -11,7 +11,7 @@ from pipeline.continual.teacher_cache import save_array
 from pipeline.data import TaskData
 from pipeline.data.benchmarks import load_tasks
 from pipeline.models import clip as clip_lib
-from pipeline.stages.common import load_params, stage
+from pipeline.stages.common import load_params, setup_runtime, stage
 
 
 def e0_outputs(e0: clip_lib.Clip, task: TaskData, batch_size: int, precision: str = "fp32") -> dict[str, torch.Tensor]:
@@ -29,7 +29,7 @@ def e0_outputs(e0: clip_lib.Clip, task: TaskData, batch_size: int, precision: st
 @stage
 def main(argv):
     params = load_params("open_clip")
-    device = runtime.setup(params.runtime, 0)
+    device = setup_runtime(params.runtime, 0)
     tasks = load_tasks(params.task_names)
     e0 = clip_lib.freeze(clip_lib.load(paths.model_dir(E0)))
     e0.model.to(device)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pipeline import io, paths, runtime
 from pipeline.compression.run import train_and_test
 from pipeline.data import load_task
-from pipeline.stages.common import live, load_params, stage
+from pipeline.stages.common import live, load_params, setup_runtime, stage
 
 
 @stage
@@ -14,7 +14,7 @@ def main(argv):
     params = load_params("timm")
     dp = params.distill
     task = load_task(paths.TARGET)
-    device = runtime.setup(params.runtime, runtime.stable_seed(dp.seed, "distill"))
+    device = setup_runtime(params.runtime, runtime.stable_seed(dp.seed, "distill"))
     with live(paths.STUDENT_ALONE_LIVE) as logger:
         summary, per_class, cost = train_and_test(params, task, None, device, paths.STUDENT_ALONE, logger,
                                             desc=f"alone {dp.student}")

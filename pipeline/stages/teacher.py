@@ -10,7 +10,7 @@ from pipeline.names import SUPERVISED
 from pipeline.compression.trainer import fit
 from pipeline.data import load_task
 from pipeline.models import classifier
-from pipeline.stages.common import live, load_params, stage
+from pipeline.stages.common import live, load_params, setup_runtime, stage
 
 
 @stage
@@ -18,7 +18,7 @@ def main(argv):
     params = load_params("timm")
     tp = params.teacher
     task = load_task(paths.TARGET)
-    device = runtime.setup(params.runtime, runtime.stable_seed(tp.seed, "teacher"))
+    device = setup_runtime(params.runtime, runtime.stable_seed(tp.seed, "teacher"))
     model = classifier.build_cnn(tp.arch, len(task.classes), tp.stem_stride).to(device)
     classifier.check_image_size(model, tp.arch, task.train_images.shape[-1])
     method = get_method(SUPERVISED)(DistillContext(model, task, tp, device, precision=params.runtime.precision))

@@ -15,7 +15,7 @@ from pipeline.continual.trainer import train_task
 from pipeline.data.benchmarks import load_tasks
 from pipeline.evaluation import accuracy_row
 from pipeline.models import clip as clip_lib
-from pipeline.stages.common import live, load_params, stage
+from pipeline.stages.common import live, load_params, setup_runtime, stage
 from pipeline.errors import InputError
 
 # Read by this stage, as in dvc.yaml; runtime.workers too, but it never changes an output (the loader's batches
@@ -32,7 +32,7 @@ def main(argv):
         raise InputError(f"tasks.{name}: no such task in params.yaml")
     if params.runtime.nproc > 1 and not distributed.launched():
         distributed.relaunch(params.runtime.nproc, "pipeline.stages.train", argv)  # params checked: no return
-    device = runtime.setup(params.runtime, runtime.stable_seed(params.train.seed, name))
+    device = setup_runtime(params.runtime, runtime.stable_seed(params.train.seed, name))
     device = distributed.init(device, params.runtime.nproc)  # one process: `device` as it was
     try:
         train(params, name, device)

@@ -19,7 +19,7 @@ from pipeline.params import LIBRARIES
 from pipeline.data import load_task
 from pipeline.compression.teachers import load_teacher
 from pipeline.models import classifier
-from pipeline.stages.common import load_params, stage
+from pipeline.stages.common import load_params, setup_runtime, stage
 
 
 def images_per_second(fn, images: torch.Tensor, warmup: int, repeats: int) -> dict:
@@ -44,7 +44,7 @@ def main(argv):
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args(argv)
     params = load_params(*LIBRARIES)
-    device = runtime.setup(params.runtime.model_copy(update={"device": "cpu", "precision": "fp32"}), 0)  # a CPU benchmark
+    device = setup_runtime(params.runtime.model_copy(update={"device": "cpu", "precision": "fp32"}), 0)  # a CPU benchmark
     task = load_task(paths.TARGET)
     images = torch.randint(0, 256, (args.batch_size, 3, *task.test_images.shape[2:]), dtype=torch.uint8)
     teacher = load_teacher(params, task, device)

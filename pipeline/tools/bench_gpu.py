@@ -41,7 +41,7 @@ from pipeline.continual.trainer import prepare
 from pipeline.errors import InputError
 from pipeline.models import classifier
 from pipeline.models import clip as clip_lib
-from pipeline.stages.common import load_params, stage
+from pipeline.stages.common import load_params, setup_runtime, stage
 from pipeline.stages.prototypes import e0_outputs
 
 METHODS = ("finetune", "dual_teacher", "zscl")
@@ -193,7 +193,7 @@ def main(argv):
     params = load_params(*LIBRARIES).with_overrides(
         {"model.arch": args.arch, "train.batch_size": args.batch, "train.steps": args.warmup + args.steps,
          "runtime.device": args.device, "runtime.precision": args.precision}, source="bench_gpu")
-    device = runtime.setup(params.runtime, 0)
+    device = setup_runtime(params.runtime, 0)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     print(f"{gpu or platform.processor() or platform.machine()}, {args.precision}, torch {torch.__version__}")
     print(f"training {args.arch} at {args.image_size} px, batch {args.batch}:")

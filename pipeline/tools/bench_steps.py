@@ -34,7 +34,7 @@ from pipeline.compression.trainer import Training, prepare
 from pipeline.params import LIBRARIES
 from pipeline.data import load_task
 from pipeline.errors import InputError
-from pipeline.stages.common import load_params, stage
+from pipeline.stages.common import load_params, setup_runtime, stage
 
 BRANCHES = ("distill", "cohort")
 
@@ -139,7 +139,7 @@ def main(argv):
             raise InputError(f"--students {prefix}: no compare.distill_variants named {prefix}_*; have {', '.join(known)}")
     # A CPU benchmark: every method built below reads runtime.precision too (pipeline/tools/bench_gpu.py times GPUs).
     params = params.model_copy(update={"runtime": params.runtime.model_copy(update={"device": "cpu", "precision": "fp32"})})
-    device = runtime.setup(params.runtime, 0)
+    device = setup_runtime(params.runtime, 0)
     task = load_task(paths.TARGET)
     # The compare's training set (its `target.train_per_class`), not the workspace's, sets the steps between two
     # rematchings; a step's own cost does not depend on the set's size.
