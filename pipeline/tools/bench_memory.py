@@ -111,7 +111,7 @@ def main(argv):
     parser.add_argument("--scratch", type=Path, default=None, help="where to write the benchmarks (default: a temp folder, removed after)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]  # the repository: this file is pipeline/tools/bench_memory.py
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="bench_memory_"))
     scratch.mkdir(parents=True, exist_ok=True)
     try:
