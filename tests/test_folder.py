@@ -241,7 +241,7 @@ def test_deep_greyscale_images_keep_their_range(tmp_path, bits):
     scales by the type's range instead: a 0..65535 ramp becomes a 0..255 ramp."""
     import numpy as np
 
-    from pipeline.data.folder import load_image
+    from pipeline.data.images import load_image
 
     ramp = np.tile(np.linspace(0, 65535, 64), (64, 1))
     image = Image.fromarray(ramp.astype(np.uint16)) if bits == 16 else Image.fromarray(ramp.astype(np.int32), mode="I")
@@ -257,7 +257,7 @@ def test_deep_greyscale_images_keep_their_range(tmp_path, bits):
 def test_float_images_are_refused_naming_the_file(tmp_path):
     import numpy as np
 
-    from pipeline.data.folder import load_image
+    from pipeline.data.images import load_image
 
     Image.fromarray(np.zeros((8, 8), dtype=np.float32), mode="F").save(tmp_path / "float.tiff")
     with pytest.raises(ValueError, match=re.escape(str(tmp_path / "float.tiff")) + ".*float"):

@@ -25,9 +25,9 @@ from conftest import rejected_params, run_in
 from pipeline.params import Params, TaskLink, task_order
 from pipeline.data import load_task
 from pipeline.data.benchmarks import build_task, check_task_names
-from pipeline.data.folder import fit_image
-from pipeline.data.mtil import (SOURCES, SPLIT_SEED, check_mtil_task, dataset_labels, few_shot_indices, mtil_split,
-                                order_tasks)
+from pipeline.data.images import fit_image
+from pipeline.data.mtil import dataset_labels, few_shot_indices, order_tasks
+from pipeline.data.mtil_sets import SOURCES, SPLIT_SEED, check_mtil_task, mtil_split
 from pipeline.data.mtil_names import FIXED_CLASSES, ORDER_I, ORDER_II, ORDERS, TEMPLATES
 from pipeline.errors import InputError, MissingInput
 

@@ -129,8 +129,9 @@ def test_mtil_source_decodes_in_workers(tmp_path, monkeypatch, workers):
 
     from test_mtil import fake_dtd
 
-    from pipeline.data.folder import fit_image
-    from pipeline.data.mtil import build_mtil_task, mtil_split
+    from pipeline.data.images import fit_image
+    from pipeline.data.mtil import build_mtil_task
+    from pipeline.data.mtil_sets import mtil_split
 
     fake_dtd(tmp_path, monkeypatch)
     task = build_mtil_task(tmp_path, "DTD", image_size=16, few_shot=None, seed=0)

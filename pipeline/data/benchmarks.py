@@ -17,7 +17,8 @@ from pipeline.data.domains import build_domain_corpus, build_domain_task, domain
 from pipeline.data.facets import build_facet_corpus, build_facet_task, facet_names, is_facet_task
 from pipeline.data.folder import build_folder_corpus, build_folder_task
 from pipeline.data.folder_pretrain import PRETRAIN_DIR, build_pretrain_corpus, pretrain_dir, pretrain_layout
-from pipeline.data.mtil import build_mtil_task, check_mtil_task
+from pipeline.data.mtil import build_mtil_task
+from pipeline.data.mtil_sets import check_mtil_task
 from pipeline.data.sources import concat
 from pipeline.data.types import CaptionCorpus, TaskData, load_task
 from pipeline.errors import InputError

@@ -22,22 +22,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from pipeline import io
 from pipeline.errors import InputError, MissingInput
 from . import loader
+from .images import image_extensions
 from .sources import FileImages, concat
 from .types import SPLITS, CaptionCorpus, TaskData
 
 CLASSNAMES_FILE = "classnames.txt"
-
-
-def _image_extensions() -> set[str]:
-    Image.init()  # registers every plugin so the extension table is complete
-    return {ext.lower() for ext in Image.registered_extensions()}
 
 
 def _class_dirs(split_dir: Path) -> list[Path]:
@@ -56,45 +50,6 @@ def _image_files(class_dir: Path, extensions: set[str]) -> list[Path]:
     if not files:
         raise InputError(f"{class_dir}: class folder has no image files")
     return files
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """RGB by the image's own range. PIL's convert("RGB") clips 16- and 32-bit greyscale (modes I;16, I) at
-    255, which turns a 16-bit scan almost white: those are scaled from their type's range (65535 for 16-bit
-    data, which PIL may also open as mode I) instead. Float images (mode F) have no such range: refused."""
-    if im.mode == "F":
-        raise ValueError("32-bit float image: save it with 8 or 16 bits per channel")
-    if im.mode.startswith("I"):
-        values = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or values.max() <= 65535 else float(2**31 - 1)
-        grey = np.round(np.clip(values, 0, top) / top * 255.0).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    return im.convert("RGB")
-
-
-def load_image(path: Path, image_size: int) -> np.ndarray:
-    """uint8 (3, S, S): RGB, shorter side resized to S, centre crop. Unreadable files raise ValueError."""
-    try:
-        with Image.open(path) as im:
-            im.load()  # a full decode, so truncated files fail here
-            im = _to_rgb(im)
-    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ... for bad files
-        raise InputError(f"{path}: cannot read image ({e})") from e
-    return fit_image(im, image_size)
-
-
-def fit_image(im: Image.Image, image_size: int) -> np.ndarray:
-    """uint8 (3, S, S) of a decoded image: RGB by :func:`_to_rgb`, shorter side resized to S (bicubic),
-    centre crop. Every benchmark read from disk (folder, mtil) goes through it, so their images match."""
-    if im.mode != "RGB":  # load_image has converted already
-        im = _to_rgb(im)
-    w, h = im.size
-    scale = image_size / min(w, h)
-    nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
-    im = im.resize((nw, nh), Image.BICUBIC)
-    left, top = (nw - image_size) // 2, (nh - image_size) // 2
-    im = im.crop((left, top, left + image_size, top + image_size))
-    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
 
 def _class_texts(task_dir: Path, folders: list[str]) -> list[str]:
@@ -123,7 +78,7 @@ def _scan(task_dir: Path) -> tuple[list[str], dict[str, list[list[Path]]]]:
     task_dir = Path(task_dir)
     if not task_dir.is_dir():
         raise MissingInput(f"{task_dir}: task directory not found")
-    extensions = _image_extensions()
+    extensions = image_extensions()
     dirs = {s: _class_dirs(task_dir / s) for s in SPLITS}
     folders = [d.name for d in dirs["train"]]
     test_folders = [d.name for d in dirs["test"]]
@@ -135,7 +90,7 @@ def _scan(task_dir: Path) -> tuple[list[str], dict[str, list[list[Path]]]]:
 
 
 def file_images(files: list[Path], image_size: int) -> FileImages:
-    """``files`` in order as a source read by :func:`load_image` on demand (pipeline/data/sources.py), each
+    """``files`` in order as a source read by :func:`images.load_image` on demand (pipeline/data/sources.py), each
     decoded once here (``loader.check_decodes``) so a bad file fails while preparing, not training."""
     return loader.check_decodes(FileImages(files, image_size))
 
@@ -179,7 +134,7 @@ def build_class_folder_corpus(folder: Path, *, image_size: int, templates: list[
     included) captioned as :func:`build_folder_corpus` captions a task's training images."""
     _check_caption_args(templates, per_class)
     folder = Path(folder)
-    extensions = _image_extensions()
+    extensions = image_extensions()
     dirs = _class_dirs(folder)
     files = [_image_files(d, extensions) for d in dirs]
     images, captions = _captioned(_class_texts(folder, [d.name for d in dirs]), files, image_size, templates,

@@ -76,7 +76,7 @@ def file_digest(path: Path) -> tuple[int, str]:
 
 
 class FileImages(ImageSource):
-    """Image files, each read by folder.load_image (RGB, shorter side to S, centre crop)."""
+    """Image files, each read by images.load_image (RGB, shorter side to S, centre crop)."""
 
     def __init__(self, files: Iterable[str | Path], image_size: int, digests: list[list] | None = None):
         self.files = [str(f) for f in files]
@@ -86,7 +86,7 @@ class FileImages(ImageSource):
             raise ValueError(f"digests: need one per file ({self.count}), got {len(self.digests)}")
 
     def read(self, i: int) -> np.ndarray:
-        from .folder import load_image
+        from .images import load_image  # on first decode: a stage reading in-memory images never imports PIL
 
         return load_image(Path(self.files[i]), self.image_size)
 
@@ -95,7 +95,7 @@ class FileImages(ImageSource):
 
 
 class MtilImages(ImageSource):
-    """Items of one split of an MTIL task (pipeline/data/mtil.py), fitted as folder images are. The
+    """Items of one split of an MTIL task (pipeline/data/mtil_sets.py), fitted as folder images are. The
     torchvision data set is opened lazily in each process (it is not sent to DataLoader workers)."""
 
     def __init__(self, root: str, name: str, split: str, items: list[int], image_size: int):
@@ -107,8 +107,8 @@ class MtilImages(ImageSource):
         return {**self.__dict__, "_dataset": None}
 
     def read(self, i: int) -> np.ndarray:
-        from .folder import fit_image
-        from .mtil import mtil_split
+        from .images import fit_image
+        from .mtil_sets import mtil_split
 
         if self._dataset is None:
             self._dataset = mtil_split(self.root, self.name, self.split).dataset

@@ -50,13 +50,13 @@ def check_task_images(task_dir: Path) -> int:
 
 def check_pretrain_images(params: Params) -> int:
     """E0's pretraining set of the folder benchmark (its layout is checked with the params): every image."""
-    from pipeline.data.folder import _image_extensions
+    from pipeline.data.images import image_extensions
     from pipeline.data.folder_pretrain import pretrain_dir
 
     folder = pretrain_dir(params.data.root)
     if params.data.benchmark != "folder" or not folder.is_dir():
         return 0
-    extensions = _image_extensions()
+    extensions = image_extensions()
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     for path in paths:

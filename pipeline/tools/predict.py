@@ -14,7 +14,7 @@ import torch
 
 from pipeline import io, paths
 from pipeline.params import LIBRARIES
-from pipeline.data.folder import load_image
+from pipeline.data.images import load_image
 from pipeline.evaluation import probabilities
 from pipeline.models import classifier
 from pipeline.models import clip as clip_lib
