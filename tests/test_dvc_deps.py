@@ -111,6 +111,24 @@ def test_stage_deps_cover_the_code_it_imports(name, module, deps):
     assert not missing, f"dvc.yaml stage {name!r} runs these modules without listing them as deps: {missing}"
 
 
+@pytest.mark.parametrize("name, module, deps", stages(), ids=[s[0] for s in stages()])
+def test_stage_deps_list_only_code_it_runs(name, module, deps):
+    """The converse: no listed file is code the stage never runs (a change to it would rerun the stage for
+    nothing). A folder is listed for brevity where the stage runs (nearly) all of it, so it must hold some of
+    that code; a folder without Python (model configs) holds data its parent folder's code reads."""
+    runs = closure(module)
+    idle = []
+    for dep in (d for d in deps if d.startswith("pipeline")):
+        path = REPO / dep
+        if path.is_dir():
+            where = path if any(path.rglob("*.py")) else path.parent
+            if not any(where in p.parents for p in runs):
+                idle.append(dep)
+        elif path not in runs:
+            idle.append(dep)
+    assert not idle, f"dvc.yaml stage {name!r} lists code it does not run: {idle}"
+
+
 def test_the_closure_follows_lazy_and_registry_imports():
     """The reader itself: a function-level import and the registry's by-name imports are seen."""
     train = closure("pipeline.stages.train")
@@ -119,6 +137,7 @@ def test_the_closure_follows_lazy_and_registry_imports():
     assert PIPELINE / "stages" / "__init__.py" not in train  # docstring only
     assert PIPELINE / "compression" / "l2l.py" not in train
     assert PIPELINE / "compression" / "channel_matching.py" in closure("pipeline.stages.distill")  # by name
+    assert not any(PIPELINE / "compression" in p.parents for p in train)  # the params schemas import no method
 
 
 @pytest.mark.parametrize("name", ["pretrain", "train"])
