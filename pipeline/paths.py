@@ -59,12 +59,6 @@ COMPARE_TOKEN = METRICS / "compare_token.json"  # `make compare-token`: the toke
 COMPARE_TOKEN_TABLE = METRICS / "compare_token.md"
 COMPARE_CURVES = METRICS / "compare_curves.json"  # average accuracy after each task, per variant
 COMPARE_PLOT = METRICS / "compare_curves.png"
-# Figures of the comparisons (pipeline/tools/compare_plots.py), declared as DVC plots in dvc.yaml
-COMPARE_MATRIX_PLOT = METRICS / "compare_matrices.png"  # the accuracy matrix of every method
-COMPARE_BARS_PLOT = METRICS / "compare_bars.png"  # Transfer / Average / Last with the seeds
-COMPARE_ABLATION_PLOT = METRICS / "compare_ablation.png"
-COMPARE_DISTILL_PLOT = METRICS / "compare_distill_gains.png"
-COMPARE_COHORT_GAINS_PLOT = METRICS / "compare_cohort_gains.png"
 
 
 def task_dir(task: str) -> Path:

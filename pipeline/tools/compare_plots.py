@@ -13,6 +13,14 @@ from pipeline import io, paths
 from pipeline.compare_tables import CL_KEYS
 from pipeline.plots import _pyplot, _save
 
+# The figures, declared as DVC plots in dvc.yaml's top-level `plots:` (here, not in pipeline/paths.py: no stage
+# writes them, and paths.py is a dependency of every stage)
+BARS = paths.METRICS / "compare_bars.png"  # Transfer / Average / Last with the seeds
+MATRICES = paths.METRICS / "compare_matrices.png"  # the accuracy matrix of every method
+ABLATION = paths.METRICS / "compare_ablation.png"
+DISTILL_GAINS = paths.METRICS / "compare_distill_gains.png"
+COHORT_GAINS = paths.METRICS / "compare_cohort_gains.png"
+
 
 def _seed_dots(ax, y: float, values, horizontal: bool = True) -> None:
     values = np.asarray(values, dtype=float)
