@@ -272,3 +272,13 @@ def test_experiments_of_earlier_baselines_are_collected_by_rev(monkeypatch, caps
     with pytest.raises(SystemExit) as info:
         compare.main(["--branch", "distill", "--rev", "c1"])
     assert info.value.code == 2 and "--rev: only with --collect" in capsys.readouterr().err
+
+
+def test_a_comparison_records_its_machine_and_commit():
+    import torch
+
+    info = compare.machine()
+    assert info["torch"] == torch.__version__ and info["cores"] >= 1 and info["cpu"]
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    (commit,) = compare._commits(None)
+    assert len(commit) >= 7 and int(commit, 16) >= 0  # HEAD's short hash
