@@ -1,4 +1,4 @@
-"""Channel-matching feature distillation (pipeline/losses/channel_matching.py, shared/spec/channel_matching.md):
+"""Channel-matching feature distillation (pipeline/losses/channel_matching.py, docs/methods/channel_matching.md):
 distance matrix, sparse and replicated Hungarian matching, the three target rules and the two pair losses.
 Hand-computed small cases, planted matchings the solver must recover, and gradient checks."""
 from __future__ import annotations

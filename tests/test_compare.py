@@ -1,6 +1,7 @@
-"""The comparison command's pure parts: variant validation, aggregation, the tables, the figure and the README."""
+"""The comparison command's pure parts: variant validation, aggregation, the tables, the figures and publishing."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -86,19 +87,31 @@ def test_a_bad_sweep_is_refused_in_one_line(sets, tag, message):
         compare.parse_sets(sets, tag)
 
 
-def test_a_tagged_sweep_writes_its_own_table_and_leaves_the_readme(tmp_path, monkeypatch):
-    readme_updates = []
-    monkeypatch.setattr(compare_tables, "update_readme", lambda *a, **k: readme_updates.append(a))
+def test_publish_writes_the_table_the_blocks_naming_its_file_and_the_untagged_figures(tmp_path, monkeypatch):
+    updates, drawn = [], []
+    monkeypatch.setattr(compare.docs, "update", lambda root, only=None: updates.append(only) or [])
     monkeypatch.setattr(compare, "outputs", lambda branch, tag: (tmp_path / f"s-{tag}.json", tmp_path / f"t-{tag}.md"))
+    branch = dataclasses.replace(DISTILL, plots=((lambda summary, path: drawn.append(path), tmp_path / "g.png"),))
     runs = {"kd": [_distill_run("kd", "mbv2", 70.0, 60.0, 0.010)]}
     summary = compare_tables.summarise_distill(runs, [0]) | {"reference": runs["kd"][0], "seconds": 3,
                                                              "setting": {"distill.feature.weight": 3}}
-    compare.publish(DISTILL, summary, "w3")
+    compare.publish(branch, summary, "w3")
     table = (tmp_path / "t-w3.md").read_text()
     assert "| | kd | 70.00" in table and "`distill.feature.weight: 3`" in table
-    assert readme_updates == []
-    compare.publish(DISTILL, summary)
-    assert len(readme_updates) == 1 and (tmp_path / "t-None.md").is_file()
+    # a tagged sweep rewrites the blocks that name its own file, and draws no figure of the branch
+    assert updates == [(tmp_path / "s-w3.json").as_posix()] and drawn == []
+    compare.publish(branch, summary)
+    assert updates[-1] == (tmp_path / "s-None.json").as_posix() and drawn == [tmp_path / "g.png"]
+
+
+def test_a_merge_keeps_the_overrides_only_where_every_row_has_them():
+    old = {"variants": {"a": {}}, "seconds": 1, "commit": "abc1234"}
+    new = {"variants": {"b": {}}, "seconds": 2, "commit": "def5678", "variant_overrides": {"b": {"x.y": 1}}}
+    merged = compare.merge_summaries(old, new, ["b"])
+    assert "variant_overrides" not in merged and merged["commit"] == "abc1234, def5678"
+    merged = compare.merge_summaries(old | {"variant_overrides": {"a": {}}}, new, ["b"])
+    assert merged["variant_overrides"] == {"a": {}, "b": {"x.y": 1}}
+    assert compare.merge_summaries({"variants": {}, "seconds": None}, new, ["b"])["commit"].startswith("earlier rows")
 
 
 def test_the_distill_setting_is_under_every_variant_and_lets_its_stages_run():
@@ -134,7 +147,7 @@ def test_summarise_cl_mean_std_cost_and_curve():
     assert table["curve"] == [85.0, 75.0, 80.0]
 
 
-def test_markdown_cl_and_readme_update(tmp_path):
+def test_markdown_cl():
     runs = {"ft": [_cl_run(1.0, 2.0, 3.0, 5.0, 800.0, [[1.0], [2.0]])] * 2}
     summary = compare_tables.summarise_cl(runs, [0, 1]) | {"reference": {"zero_shot_transfer": 55.5}, "seconds": 12}
     table = compare_tables.markdown_cl(summary)
@@ -143,11 +156,6 @@ def test_markdown_cl_and_readme_update(tmp_path):
     runs["ft"] = [_cl_run(1.0, 2.0, 3.0, s, 800.0, [[1.0], [2.0]]) for s in (5.0, 50.0, 6.0)]  # one slowed run
     summary = compare_tables.summarise_cl(runs, [0, 1, 2]) | {"reference": {"zero_shot_transfer": 55.5}, "seconds": 12}
     assert "| 6.0 | 800 |" in compare_tables.markdown_cl(summary)  # the median
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{CL.markers[0]}\nold table\n{CL.markers[1]}\noutro\n")
-    compare_tables.update_readme(table, CL.markers, readme)
-    text = readme.read_text()
-    assert "old table" not in text and table in text and text.startswith("intro\n") and text.endswith("outro\n")
 
 
 def _distill_run(method, student, accuracy, alone, step, added=0, rule=None):
@@ -265,3 +273,13 @@ def test_experiments_of_earlier_baselines_are_collected_by_rev(monkeypatch, caps
     with pytest.raises(SystemExit) as info:
         compare.main(["--branch", "distill", "--rev", "c1"])
     assert info.value.code == 2 and "--rev: only with --collect" in capsys.readouterr().err
+
+
+def test_a_comparison_records_its_machine_and_commit():
+    import torch
+
+    info = compare.machine()
+    assert info["torch"] == torch.__version__ and info["cores"] >= 1 and info["cpu"]
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    (commit,) = compare._commits(None)
+    assert len(commit) >= 7 and int(commit, 16) >= 0  # HEAD's short hash

@@ -18,7 +18,7 @@ A = [
     [45.0, 60.0, 40.0],  # after task 2
     [40.0, 55.0, 70.0],  # after task 3
 ]
-# By hand (spec/dual_teacher.md, "Evaluation protocol"):
+# By hand (docs/methods/dual_teacher.md, "Evaluation protocol"):
 #   Transfer = mean over i = 2..3 of mean over j = 1..i-1 of A[j, i]
 #            = mean( A[1,2] , mean(A[1,3], A[2,3]) ) = mean( 25, mean(35, 40) ) = mean(25, 37.5) = 31.25
 #            (row 0 must not count: with it, mean(mean(20, 25), mean(30, 35, 40)) = mean(22.5, 35) = 28.75)

@@ -1,5 +1,5 @@
 """Tests of pipeline.models.student(_blocks): attention mask, FT layers, LeFF, the whole distillation student
-(shared/spec/token_distillation.md, steps 2-5 and 7). Micro sizes: every test runs in well under a second."""
+(docs/methods/token.md). Micro sizes: every test runs in well under a second."""
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,7 @@
 """`make compare` / `make compare-distill` / `make compare-token`: run the pipeline for every variant x seed of params.yaml `compare`
 as queued DVC experiments and tabulate the results (mean and sample std over seeds) in a JSON file, a markdown
-table and the README between its markers.
+table, the figures, and every generated block of README.md and docs/ that names the JSON file
+(pipeline/tools/docs.py).
 
 Four comparisons share the runner:
 - `cl` (default): `compare.variants`, seeds set `train.seed`; Transfer / Average / Last, training wall time
@@ -21,6 +22,7 @@ import argparse
 import fnmatch
 import json
 import os
+import platform
 import re
 import subprocess
 import time
@@ -35,6 +37,7 @@ from pipeline import io, paths
 from pipeline.params import LIBRARIES, Params, ParamsError
 from pipeline.errors import InputError
 from pipeline.stages.common import load_params, stage
+from pipeline.tools import compare_plots, docs
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,9 @@ class Branch:
     summarise: Callable[[dict[str, list[dict]], list[int]], dict]
     markdown: Callable[[dict], str]
     outputs: tuple  # (json, markdown) paths
-    markers: tuple[str, str]  # README markers around the table
     may_run: tuple[str, ...]  # stage-name patterns a variant may re-run: everything upstream comes from the cache
     setting_key: str | None = None  # attribute of params.compare: overrides every variant starts from
-    plot: tuple[Callable[[dict, Path], None], Path] | None = None  # a figure drawn from the summary, and its path
+    plots: tuple[tuple[Callable[[dict, Path], None], Path], ...] = ()  # figures drawn from the summary, and their paths
 
     def variants(self, params: Params) -> dict[str, dict]:
         return getattr(params.compare, self.variants_key)
@@ -65,23 +67,23 @@ class Branch:
 
 BRANCHES = {
     "cl": Branch("cl", "variants", "train.seed", tables.collect_cl, tables.summarise_cl, tables.markdown_cl,
-                 (paths.COMPARE, paths.COMPARE_TABLE), ("<!-- compare:start -->", "<!-- compare:end -->"),
-                 ("train@*", "evaluate"), plot=(tables.plot_curves, paths.COMPARE_PLOT)),
+                 (paths.COMPARE, paths.COMPARE_TABLE), ("train@*", "evaluate"),
+                 plots=((tables.plot_curves, paths.COMPARE_PLOT), (compare_plots.cl_bars, compare_plots.BARS),
+                        (compare_plots.matrix_heatmaps, compare_plots.MATRICES))),
     # The headline method's ablation: variants of dual_teacher, the same runs and table as `cl`.
     "ablation": Branch("ablation", "ablation_variants", "train.seed", tables.collect_cl, tables.summarise_cl,
-                       tables.markdown_cl, (paths.COMPARE_ABLATION, paths.COMPARE_ABLATION_TABLE),
-                       ("<!-- compare-ablation:start -->", "<!-- compare-ablation:end -->"), ("train@*", "evaluate")),
+                       tables.markdown_cl, (paths.COMPARE_ABLATION, paths.COMPARE_ABLATION_TABLE), ("train@*", "evaluate"),
+                       plots=((compare_plots.ablation_dots, compare_plots.ABLATION),)),
     "distill": Branch("distill", "distill_variants", "distill.seed", tables.collect_distill, tables.summarise_distill,
                       tables.markdown_distill, (paths.COMPARE_DISTILL, paths.COMPARE_DISTILL_TABLE),
-                      ("<!-- compare-distill:start -->", "<!-- compare-distill:end -->"), ("distill", "student_alone"),
-                      setting_key="distill_setting"),
+                      ("distill", "student_alone"), setting_key="distill_setting",
+                      plots=((compare_plots.gains, compare_plots.DISTILL_GAINS),)),
     "cohort": Branch("cohort", "cohort_variants", "cohort.seed", tables.collect_cohort, tables.summarise_cohort,
-                     tables.markdown_cohort, (paths.COMPARE_COHORT, paths.COMPARE_COHORT_TABLE),
-                     ("<!-- compare-cohort:start -->", "<!-- compare-cohort:end -->"), ("cohort",),
-                     setting_key="cohort_setting", plot=(tables.plot_cohort, paths.COMPARE_COHORT_PLOT)),
+                     tables.markdown_cohort, (paths.COMPARE_COHORT, paths.COMPARE_COHORT_TABLE), ("cohort",),
+                     setting_key="cohort_setting", plots=((tables.plot_cohort, paths.COMPARE_COHORT_PLOT),
+                                                          (compare_plots.gains, compare_plots.COHORT_GAINS))),
     "token": Branch("token", "token_variants", "distill.seed", tables.collect_distill, tables.summarise_token,
-                    tables.markdown_token, (paths.COMPARE_TOKEN, paths.COMPARE_TOKEN_TABLE),
-                    ("<!-- compare-token:start -->", "<!-- compare-token:end -->"), ("distill", "student_alone")),
+                    tables.markdown_token, (paths.COMPARE_TOKEN, paths.COMPARE_TOKEN_TABLE), ("distill", "student_alone")),
 }
 
 
@@ -242,7 +244,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--variants", nargs="*", help="subset of the branch's variants (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, help="override compare.seeds")
     parser.add_argument("--jobs", type=int, help="experiments at once (default: compare.jobs)")
-    parser.add_argument("--redraw", action="store_true", help="only rewrite the table, figure and README from the last output")
+    parser.add_argument("--redraw", action="store_true", help="only rewrite the table, figures and docs' blocks from the last output")
     parser.add_argument("--merge", action="store_true", help="keep the other variants of the last output (re-run a subset)")
     parser.add_argument("--collect", action="store_true",
                         help="queue nothing: the table from the experiments of these names already run (e.g. the "
@@ -253,7 +255,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for every variant alike (a sweep; repeatable; needs --tag)")
     parser.add_argument("--tag", help="names a --set sweep: experiments cmp-BRANCH-VARIANT-TAG-sSEED, outputs "
-                                      "metrics/compare_BRANCH-TAG.{json,md}; the README is left as it is")
+                                      "metrics/compare_BRANCH-TAG.{json,md} (the docs' blocks that name that file are rewritten)")
     args = parser.parse_args(argv)
     if args.rev and not args.collect:
         raise ParamsError("--rev: only with --collect (experiments are queued on HEAD)")
@@ -296,7 +298,9 @@ def main(argv: list[str]) -> None:
         command = " ".join(["python -m pipeline.tools.compare --branch", branch.name, "--variants", *variants,
                             *(f"--set {k}={v}" for k, v in extra.items()), "--tag", args.tag])
     summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": seconds, "command": command,
-                                               "stages_run": ran, "setting": {**branch.setting(params), **extra}}
+                                               "stages_run": ran, "setting": {**branch.setting(params), **extra},
+                                               "variant_overrides": {v: branch.variants(params)[v] for v in variants},
+                                               "commit": ", ".join(_commits(args.rev)), "machine": machine()}
     if args.tag:
         summary["tag"] = args.tag
     if args.merge and summary_path.is_file():
@@ -314,25 +318,49 @@ def merge_summaries(previous: dict, summary: dict, variants: list[str]) -> dict:
     """`--merge`: the last output's rows (variants, and the students alone of the distill table) with this run's
     replacing those of the same name; the time is the sum (unknown if either is)."""
     merged = dict(summary)
-    for key in ("variants", "alone"):
+    for key in ("variants", "alone", "variant_overrides"):
         if key in previous:
             merged[key] = {**previous[key], **summary.get(key, {})}
+    if "variant_overrides" not in previous:  # the earlier rows' overrides are unknown: record none rather than some
+        merged.pop("variant_overrides", None)
+    commits = [previous.get("commit") or "earlier rows' not recorded", summary.get("commit")]
+    merged["commit"] = ", ".join(dict.fromkeys(c for c in commits if c))
     merged["seconds"] = None if None in (summary["seconds"], previous["seconds"]) else summary["seconds"] + previous["seconds"]
     merged["merged"] = sorted(set(previous.get("merged", [])) | set(variants))  # rows of a later run
     return merged
 
 
+def _commits(revs: list[str] | None) -> list[str]:
+    """The commits the experiments were queued on: the --rev baselines, else HEAD (short hashes)."""
+    return [subprocess.run(["git", "rev-parse", "--short", rev], check=True, capture_output=True, text=True).stdout.strip()
+            for rev in revs or ["HEAD"]]
+
+
+def machine() -> dict[str, object]:
+    """What the figures were measured on (the CPU's model and kernels decide E0's rounding, hence its draw)."""
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+    info = {"cpu": model or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
 def publish(branch: Branch, summary: dict, tag: str | None = None) -> None:
-    """The markdown table, the README section and (cl) the figure, all from the summary alone; a tagged sweep
-    writes its table only (the README keeps the branch's own)."""
+    """The markdown table, the figures (untagged outputs) and every block of README.md / docs/ that names the
+    summary's file, all from the summary alone."""
     table = branch.markdown(summary)
     io.write_text(outputs(branch, tag)[1], table)
     print(table)
+    for doc in docs.update(Path("."), only=Path(outputs(branch, tag)[0]).as_posix()):
+        print(f"rewrote the blocks of {doc}")
     if tag:
         return
-    tables.update_readme(table, branch.markers)
-    if branch.plot:
-        draw, path = branch.plot
+    for draw, path in branch.plots:
         draw(summary, path)
 
 

@@ -4,8 +4,6 @@ Pure functions of JSON-like dicts (plus the reads of one run's metrics files in 
 without running a single experiment."""
 from __future__ import annotations
 
-import re
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +15,6 @@ CL_KEYS = ("transfer", "average", "last")
 # Reads one metrics file of a run: from the workspace (the committed default run) or from an experiment's
 # commit (pipeline.tools.compare.reader).
 Reader = Callable[[Path], dict]
-README = Path("README.md")
 
 
 def mean_std(values) -> dict:
@@ -333,18 +330,3 @@ def plot_cohort(summary: dict, path: Path) -> None:
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
-
-
-# --- README ------------------------------------------------------------------------------------------------
-
-def update_readme(table: str, markers: tuple[str, str], readme: Path = README) -> None:
-    """Replace the text between the two markers with `table` (a missing marker only prints a note)."""
-    if not readme.is_file():
-        return
-    text = readme.read_text()
-    start, end = markers
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        print(f"note: {readme} has no {start} ... {end} markers; table not inserted", file=sys.stderr)
-        return
-    io.write_text(readme, pattern.sub(lambda _: f"{start}\n{table}{end}", text))
