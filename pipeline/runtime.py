@@ -26,12 +26,7 @@ def setup(runtime: RuntimeParams, seed: int) -> torch.device:
     torch.manual_seed(seed)
     # open_clip warns on every fresh model that no pretrained weights were loaded: that is our default.
     logging.getLogger().setLevel(logging.ERROR)
-    if runtime.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("runtime.device: 'cuda' requested but no CUDA device is available (use cpu or auto)")
-    use_cuda = runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available())
-    if runtime.precision != "fp32" and not use_cuda:  # device: cpu is refused at params load already
-        raise InputError(f"runtime.precision: {runtime.precision} needs a CUDA device, and runtime.device "
-                         f"'{runtime.device}' found none here (use fp32 on the CPU)")
+    use_cuda = check_device(runtime)
     loader.configure(runtime.workers, pin_memory=use_cuda)
     if use_cuda:
         # CPU kernels are already repeatable for a fixed thread count; deterministic mode there only costs
@@ -39,6 +34,18 @@ def setup(runtime: RuntimeParams, seed: int) -> torch.device:
         torch.use_deterministic_algorithms(True, warn_only=True)
         cuda_math()
     return torch.device("cuda" if use_cuda else "cpu")
+
+
+def check_device(runtime: RuntimeParams) -> bool:
+    """Whether the run uses CUDA; a device or precision this machine lacks is an InputError naming the key
+    (also called by pipeline.check, before DVC removes any output)."""
+    if runtime.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("runtime.device: 'cuda' requested but no CUDA device is available (use cpu or auto)")
+    use_cuda = runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available())
+    if runtime.precision != "fp32" and not use_cuda:  # device: cpu is refused at params load already
+        raise InputError(f"runtime.precision: {runtime.precision} needs a CUDA device, and runtime.device "
+                         f"'{runtime.device}' found none here (use fp32 on the CPU)")
+    return use_cuda
 
 
 def cuda_math() -> None:
