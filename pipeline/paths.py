@@ -96,3 +96,23 @@ def task_cost(task: str) -> Path:
 
 def train_live(task: str) -> Path:
     return TRAIN_LIVE / task
+
+
+def stale_task_outputs(chain: list[str]) -> dict[str, list[Path]]:
+    """What train@<task> left of the tasks not in `chain` (after the chain shrank or the benchmark changed):
+    DVC no longer knows these outputs, so it never removes them. A model folder counts when its model.json
+    names a `prev` (a task's model: not e0 nor the compression branch's)."""
+    stale: dict[str, list[Path]] = {}
+    for folder, pattern in ((TASK_ROWS, "*.json"), (TASK_COST, "*.json"), (TRAIN_LIVE, "*"), (MODELS, "*")):
+        for path in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+            name = path.stem if path.suffix == ".json" else path.name
+            if name in chain or name.startswith("."):
+                continue
+            if folder == MODELS and '"prev"' not in _text(path / "model.json"):
+                continue
+            stale.setdefault(name, []).append(path)
+    return stale
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""

@@ -201,3 +201,19 @@ def test_a_checkpoint_follows_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.safetensors").stat().st_mode & 0o777 == 0o664
+
+
+def test_predict_names_a_model_that_was_never_trained(micro_params, tmp_path, monkeypatch, capsys):
+    """(7) `--model student` with no student trained asked for `--task` instead."""
+    from pipeline import predict
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(micro_params))
+    (tmp_path / "images").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIPELINE_PARAMS", raising=False)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    with pytest.raises(SystemExit) as info:
+        predict.main(["--model", "student", "img.png"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1
+    assert "--model: no model 'student' in models/" in err and "--task" not in err

@@ -110,6 +110,20 @@ def test_stages_write_their_outputs(micro_run):
     assert not leftovers, f"temporary files left behind: {leftovers}"
 
 
+def test_outputs_follow_the_umask(micro_run):
+    """Issue 36 (3): checkpoints were 0600 (safetensors' own rename), the same files from `dvc checkout` 0644."""
+    import os
+
+    project, _ = micro_run
+    mask = os.umask(0)
+    os.umask(mask)
+    files = [p for d in ("models", "data", "metrics") for p in (project.root / d).rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    wrong = {p.relative_to(project.root).as_posix(): oct(p.stat().st_mode & 0o777) for p in files
+             if p.stat().st_mode & 0o777 != 0o666 & ~mask}
+    assert not wrong, wrong
+
+
 def test_cl_json(micro_run):
     project, _ = micro_run
     cl = _read(project, "metrics/cl.json")
@@ -403,6 +417,77 @@ def test_the_images_folder_is_a_dependency(dvc_compare):
         shutil.rmtree(project.root / "images" / "mine")
     assert sorted(status) == ["prepare", "target"]
     assert json.loads(project.dvc("status", "--json", check=True).stdout) == {}
+
+
+@pytest.fixture(scope="module")
+def dvc_bad_exp(dvc_compare):
+    """`dvc exp run -S` with a value pipeline.config refuses, after the runs above: the outputs before and after."""
+    project, _, _, _ = dvc_compare
+    project.git("checkout", "--", "params.yaml", check=True)
+    before = _tree_hashes(project, "models", "data", "metrics")
+    runs = {}
+    for setting in ("train.method=nonsense", "loss.dis_weight=abc"):
+        runs[setting] = project.dvc("exp", "run", "-S", setting, timeout=300)
+        runs[setting].params = (project.root / "params.yaml").read_text()
+        runs[setting].after = _tree_hashes(project, "models", "data", "metrics")
+        project.git("checkout", "--", "params.yaml", check=True)
+    return project, before, runs
+
+
+@pytest.mark.dvc
+@pytest.mark.parametrize("setting", ["train.method=nonsense", "loss.dis_weight=abc"])
+def test_a_bad_exp_run_value_stops_at_check_and_loses_no_output(dvc_bad_exp, setting):
+    """Issue 36 (2): DVC removed train@<task>'s outputs before the stage refused the value. The stage check,
+    first in the DAG, now refuses it before DVC touches any other stage; its own stamp persists."""
+    project, before, runs = dvc_bad_exp
+    proc = runs[setting]
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert RUNNING.findall(output) == ["check"]
+    key = setting.split("=")[0]
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and key in errors[0] and "DVC removed" not in errors[0], proc.stderr
+    assert proc.after == before  # every output under models/, data/ and metrics/, byte for byte
+    committed = yaml.safe_load(project.git("show", "HEAD:params.yaml", check=True).stdout)
+    *section, leaf = key.split(".")
+    assert yaml.safe_load(project.git("show", "HEAD:params.yaml", check=True).stdout)[section[0]][leaf] == committed[section[0]][leaf]
+
+
+@pytest.fixture(scope="module")
+def dvc_one_task(dvc_bad_exp):
+    """The chain shrunk to its first task, by `dvc repro` after editing params.yaml."""
+    project, before, _ = dvc_bad_exp
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["tasks"] = {"shape": {"prev": "e0"}}
+    zero_shot = _read(project, "metrics/zero_shot.json")
+    project.write_params(params)
+    proc = project.dvc("repro", check=True)
+    return project, proc, before, zero_shot
+
+
+@pytest.mark.dvc
+def test_a_new_task_chain_reuses_e0_and_removes_the_stale_tasks(dvc_one_task):
+    """Issue 36 (8): E0's pretraining read the tasks, so a new chain pretrained it again; (5) the outputs of
+    the tasks that left the chain stayed; (6) a one-task chain wrote NaN into metrics JSON."""
+    project, proc, before, zero_shot = dvc_one_task
+    output = proc.stdout + proc.stderr
+    ran = RUNNING.findall(output)
+    assert "pretrain" not in ran and "zero_shot" in ran and "train@shape" in ran
+    assert _sha(project.root / "models/e0/model.safetensors") == before["models/e0/model.safetensors"]
+    assert {k: v for k, v in _tree_hashes(project, "models/e0").items()} == \
+        {k: v for k, v in before.items() if k.startswith("models/e0/")}
+    new_zero_shot = _read(project, "metrics/zero_shot.json")
+    assert new_zero_shot["tasks"] == {"shape": zero_shot["tasks"]["shape"]}  # the same E0, evaluated again
+    for task in ("colour", "fill"):
+        for rel in (f"models/{task}", f"metrics/tasks/{task}.json", f"metrics/cost/{task}.json", f"metrics/train/{task}"):
+            assert not (project.root / rel).exists(), rel
+    [line] = [l for l in output.splitlines() if l.startswith("removed the outputs of tasks no longer in the chain")]
+    assert "colour (" in line and "fill (" in line and "models/fill" in line
+    for rel in ("metrics/cl.json", "metrics/zero_shot.json"):  # Transfer is undefined with one task: null
+        text = (project.root / rel).read_text()
+        data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{rel}: {c} is not JSON"))
+        assert data["transfer"] is None
+    assert project.dvc("status", "--quiet").returncode == 0  # evaluate's record holds the pruned rows
 
 
 # --- (3) stage command-line errors --------------------------------------------------------------------------

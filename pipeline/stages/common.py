@@ -51,7 +51,7 @@ def _restore_hint() -> str:
     """Under `dvc repro` / `dvc exp run` (DVC sets DVC_STAGE): DVC removed this stage's outputs before running
     it, and the cache holds the last ones recorded in dvc.lock (metrics and plots are kept in git)."""
     name = os.environ.get("DVC_STAGE")
-    if not name:
+    if not name or name == "check":  # check's one output persists (dvc.yaml): DVC removed nothing
         return ""
     return f" [DVC removed {name}'s outputs before it ran: `git checkout -- metrics && dvc checkout` restores the last committed ones]"
 
