@@ -217,3 +217,65 @@ def test_predict_names_a_model_that_was_never_trained(micro_params, tmp_path, mo
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1
     assert "--model: no model 'student' in models/" in err and "--task" not in err
+
+
+def test_check_reads_the_pretrained_file_against_the_architecture(micro_params, tmp_path, monkeypatch):
+    """(4) pipeline.check passed a text file named .safetensors and another architecture's weights; the
+    pretrain stage refused them after DVC had removed its outputs."""
+    from safetensors.torch import save_file
+
+    from pipeline.models import clip as clip_lib
+    from pipeline.validation import check_all
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "text.safetensors").write_text("not weights at all\n")
+    torch.save(clip_lib.build("synth-vit-tiny", 32).model.state_dict(), tmp_path / "other.pt")
+    save_file({k: v.contiguous() for k, v in clip_lib.build("synth-rn-tiny", 32).model.state_dict().items()},
+              str(tmp_path / "good.safetensors"))
+    for name, message in (("text.safetensors", "not a safetensors file"), ("other.pt", "do not fit 'synth-rn-tiny'")):
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with(micro_params, "model.pretrained", name)))
+        with pytest.raises(InputError, match=message) as info:
+            check_all(tmp_path / "params.yaml")
+        assert "\n" not in str(info.value) and f"model.pretrained: could not load {name!r}" in str(info.value)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with(micro_params, "model.pretrained", "good.safetensors")))
+    assert check_all(tmp_path / "params.yaml").startswith("params.yaml: ok")
+
+
+def test_check_refuses_cuda_without_a_gpu(micro_params, tmp_path, monkeypatch):
+    """(4) `runtime.device: cuda` without CUDA passed the check and failed in the first stage that ran."""
+    from pipeline.validation import check_all
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with(micro_params, "runtime.device", "cuda")))
+    with pytest.raises(InputError, match="runtime.device: 'cuda' requested but no CUDA device"):
+        check_all(tmp_path / "params.yaml")
+
+
+def test_check_follows_every_path_of_the_caption_list(micro_params, tmp_path, monkeypatch):
+    """(4) a captions.tsv line naming a missing image passed the check; prepare refused it."""
+    from PIL import Image
+
+    from pipeline.validation import check_all
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "images"
+    for task in ("fruit",):
+        for split, n in (("train", 2), ("test", 1)):
+            for cls in ("apple", "pear"):
+                folder = root / task / split / cls
+                folder.mkdir(parents=True)
+                for i in range(n):
+                    Image.new("RGB", (8, 8)).save(folder / f"{i}.png")
+    (root / "pretrain" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "pretrain" / "a" / "0.png")
+    (root / "pretrain" / "captions.tsv").write_text("a/0.png\ta photo\na/1.png\tanother photo\n")
+    raw = _with(_with(micro_params, "data.benchmark", "folder"), "tasks", {"fruit": {"prev": "e0"}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError, match=r"captions.tsv: lists 'a/1.png', which is no file under"):
+        check_all(tmp_path / "params.yaml")
+    Image.new("RGB", (8, 8)).save(root / "pretrain" / "a" / "1.png")
+    assert "8 images under" in check_all(tmp_path / "params.yaml")  # the task's 6 and the 2 listed
