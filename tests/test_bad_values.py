@@ -279,3 +279,20 @@ def test_check_follows_every_path_of_the_caption_list(micro_params, tmp_path, mo
         check_all(tmp_path / "params.yaml")
     Image.new("RGB", (8, 8)).save(root / "pretrain" / "a" / "1.png")
     assert "8 images under" in check_all(tmp_path / "params.yaml")  # the task's 6 and the 2 listed
+
+
+def test_a_huge_image_is_one_line(tmp_path, monkeypatch, capsys, recwarn):
+    """(7) a 12000 x 12000 image printed PIL's decompression-bomb warning twice (check, then prepare), two lines
+    each. PIL's limit is lowered here, so a 12 x 12 image stands for it."""
+    from PIL import Image
+
+    from pipeline.data.folder import load_image
+    from pipeline.validation import verify_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # warns over 100 pixels, refuses over 200
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (12, 12)).save(path)
+    verify_image(path)  # pipeline.check: says nothing; the stage decoding it says it once
+    assert load_image(path, 8).shape == (3, 8, 8)
+    assert capsys.readouterr().err == f"warning: {path}: 144 pixels decoded (over PIL's decompression-bomb limit of 100 pixels)\n"
+    assert [str(w.message) for w in recwarn] == []
