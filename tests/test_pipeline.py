@@ -124,6 +124,27 @@ def test_outputs_follow_the_umask(micro_run):
     assert not wrong, wrong
 
 
+def test_a_diverging_task_stops_with_one_line_and_writes_nothing(micro_run, tmp_path, monkeypatch, capsys):
+    """Issue 36 (1): a learning rate that diverges (finite, so validation passes) trained to NaN weights and
+    exited 0. Now the first non-finite loss term stops train@<task>: one line naming the task, the step and
+    the term, exit 2, and the previous outputs left as they were."""
+    project, _ = micro_run
+    copy = tmp_path / "copy"
+    shutil.copytree(project.root, copy, ignore=shutil.ignore_patterns(".git", ".dvc"))
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["train"]["lr"] = 1e30
+    (copy / "params.yaml").write_text(yaml.safe_dump(params))
+    before = _tree_hashes(Project(copy), "models", "metrics")
+    with pytest.raises(SystemExit) as info:
+        run_in(copy, monkeypatch, "pipeline.stages.train", "shape")
+    stderr = capsys.readouterr().err
+    err = [line for line in stderr.splitlines() if line.startswith("error:")]  # the rest: the progress bar
+    assert info.value.code == 2 and len(err) == 1 and "Traceback" not in stderr, stderr
+    assert re.match(r"error: train shape \(dual_teacher\): loss term '\w+' is (nan|inf|-inf) at step [12]; nothing was written", err[0])
+    assert _tree_hashes(Project(copy), "models", "metrics") == before
+    assert not list(copy.rglob("*.tmp"))
+
+
 def test_cl_json(micro_run):
     project, _ = micro_run
     cl = _read(project, "metrics/cl.json")
