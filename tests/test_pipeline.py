@@ -427,7 +427,7 @@ def test_a_bad_param_given_to_make_repro_changes_no_file(dvc_compare):
 
 @pytest.mark.dvc
 def test_the_images_folder_is_a_dependency(dvc_compare):
-    """data.root (default images/) feeds prepare and target: a new image there makes both stale for DVC."""
+    """data.root (default images/) feeds check, prepare and target: a new image there makes them stale for DVC."""
     project, _, _, _ = dvc_compare
     new = project.root / "images" / "mine" / "train" / "cat" / "0.png"
     new.parent.mkdir(parents=True)
@@ -436,7 +436,7 @@ def test_the_images_folder_is_a_dependency(dvc_compare):
         status = json.loads(project.dvc("status", "--json", check=True).stdout)
     finally:
         shutil.rmtree(project.root / "images" / "mine")
-    assert sorted(status) == ["prepare", "target"]
+    assert sorted(status) == ["check", "prepare", "target"]
     assert json.loads(project.dvc("status", "--json", check=True).stdout) == {}
 
 
