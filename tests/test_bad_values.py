@@ -84,6 +84,7 @@ def test_run_steps_stops_at_a_non_finite_term():
 
     def step(i, _):
         calls.append(i)
+        optimizer.step()
         return {"ce": 1.0, "dis": math.nan if i == 2 else 0.5, "total": math.nan if i == 2 else 1.5}
 
     with pytest.raises(Diverged) as info:
