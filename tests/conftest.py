@@ -226,7 +226,7 @@ class Background:
     proc: subprocess.Popen
     log: Path
 
-    def wait(self, timeout: float = 540) -> tuple[int, str]:
+    def wait(self, timeout: float = 900) -> tuple[int, str]:
         rc = self.proc.wait(timeout=timeout)
         return rc, self.log.read_text()
 
