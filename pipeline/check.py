@@ -5,9 +5,8 @@ calls it too: DVC's own error for a params.yaml it cannot parse is not one line)
 is written."""
 from __future__ import annotations
 
-import os
-
-from pipeline.stages.common import stage
+from pipeline.config import LIBRARIES
+from pipeline.stages.common import load_params, stage
 from pipeline.validation import check_all
 
 
@@ -15,7 +14,7 @@ from pipeline.validation import check_all
 def main(argv: list[str]) -> None:
     if argv:
         raise SystemExit("usage: python -m pipeline.check  (reads params.yaml, or $PIPELINE_PARAMS)")
-    print(check_all(os.environ.get("PIPELINE_PARAMS", "params.yaml")))
+    print(check_all(load_params(*LIBRARIES)))
 
 
 if __name__ == "__main__":

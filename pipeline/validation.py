@@ -4,21 +4,21 @@ of plain weights whose keys and shapes fit `model.arch`), and the user's images 
 layout, class names and every image file's header; E0's pretraining set, the caption list's every path).
 
 Run by the DVC stage `check` (pipeline/stages/check.py), the first of the pipeline, and by
-`python -m pipeline.check`. An error is one InputError line naming the key, folder or file."""
+`python -m pipeline.check`, on params loaded with every library's names checked (`load_params(*LIBRARIES)`). An error is one InputError line naming the key, folder or file."""
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
 
-from pipeline.config import LIBRARIES, Params
+from pipeline.config import Params
 from pipeline.errors import InputError
 
 
-def check_all(params_path: str | Path) -> str:
-    """Validate params.yaml at `params_path` and what it names; returns the one-line summary."""
+def check_all(params: Params) -> str:
+    """Validate what `params` (loaded with every library's names checked, `LIBRARIES`) name: the device, the
+    pretrained weights, the images; returns the one-line summary."""
     from pipeline import runtime
 
-    params = Params.load(params_path, libraries=LIBRARIES)
     runtime.check_device(params.runtime)
     if params.model.pretrained is not None:  # a tag not in the cache, a file that is no weights of model.arch
         from pipeline.models import clip, weights

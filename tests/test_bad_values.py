@@ -237,10 +237,10 @@ def test_check_reads_the_pretrained_file_against_the_architecture(micro_params, 
     for name, message in (("text.safetensors", "not a safetensors file"), ("other.pt", "do not fit 'synth-rn-tiny'")):
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with(micro_params, "model.pretrained", name)))
         with pytest.raises(InputError, match=message) as info:
-            check_all(tmp_path / "params.yaml")
+            check_all(Params.load(tmp_path / "params.yaml"))
         assert "\n" not in str(info.value) and f"model.pretrained: could not load {name!r}" in str(info.value)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with(micro_params, "model.pretrained", "good.safetensors")))
-    assert check_all(tmp_path / "params.yaml").startswith("params.yaml: ok")
+    assert check_all(Params.load(tmp_path / "params.yaml")).startswith("params.yaml: ok")
 
 
 def test_check_refuses_cuda_without_a_gpu(micro_params, tmp_path, monkeypatch):
@@ -253,7 +253,7 @@ def test_check_refuses_cuda_without_a_gpu(micro_params, tmp_path, monkeypatch):
     (tmp_path / "images").mkdir()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with(micro_params, "runtime.device", "cuda")))
     with pytest.raises(InputError, match="runtime.device: 'cuda' requested but no CUDA device"):
-        check_all(tmp_path / "params.yaml")
+        check_all(Params.load(tmp_path / "params.yaml"))
 
 
 def test_check_follows_every_path_of_the_caption_list(micro_params, tmp_path, monkeypatch):
@@ -277,9 +277,9 @@ def test_check_follows_every_path_of_the_caption_list(micro_params, tmp_path, mo
     raw = _with(_with(micro_params, "data.benchmark", "folder"), "tasks", {"fruit": {"prev": "e0"}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(InputError, match=r"captions.tsv: lists 'a/1.png', which is no file under"):
-        check_all(tmp_path / "params.yaml")
+        check_all(Params.load(tmp_path / "params.yaml"))
     Image.new("RGB", (8, 8)).save(root / "pretrain" / "a" / "1.png")
-    assert "8 images under" in check_all(tmp_path / "params.yaml")  # the task's 6 and the 2 listed
+    assert "8 images under" in check_all(Params.load(tmp_path / "params.yaml"))  # the task's 6 and the 2 listed
 
 
 def test_a_huge_image_is_one_line(tmp_path, monkeypatch, capsys, recwarn):

@@ -7,10 +7,9 @@ Its one output is a stamp with constant content that prepare and target depend o
 this stage (a few seconds), and then exactly the stages that read what changed, as before."""
 from __future__ import annotations
 
-import os
-
 from pipeline import io, paths
-from pipeline.stages.common import stage
+from pipeline.config import LIBRARIES
+from pipeline.stages.common import load_params, stage
 from pipeline.validation import check_all
 
 STAMP = "params.yaml and the data it names passed pipeline.check\n"  # constant: its hash never changes
@@ -20,7 +19,7 @@ STAMP = "params.yaml and the data it names passed pipeline.check\n"  # constant:
 def main(argv):
     if argv:
         raise SystemExit("usage: python -m pipeline.stages.check  (reads params.yaml, or $PIPELINE_PARAMS)")
-    print(check_all(os.environ.get("PIPELINE_PARAMS", "params.yaml")))
+    print(check_all(load_params(*LIBRARIES)))
     io.write_text(paths.CHECKED, STAMP)
 
 
