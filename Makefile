@@ -14,7 +14,8 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
-# pipeline.tools.check validates all of params.yaml first (DVC would run no stage for a misspelt top-level key).
+# The DVC stage `check` validates params.yaml and its data first in every repro; pipeline.tools.check runs the same
+# checks before DVC reads params.yaml at all, so a file DVC cannot parse (a duplicate key) gets our one line too.
 repro: $(STAMP)
 	$(RUN) python -m pipeline.tools.check
 	$(RUN) dvc repro

@@ -12,3 +12,8 @@ class InputError(ValueError):
 
 class MissingInput(InputError, FileNotFoundError):
     """A file or folder that the user or an earlier stage should have provided."""
+
+
+class Diverged(InputError):
+    """A loss term became NaN or infinite: training stops before anything is written. Usually a value of
+    params.yaml (a learning rate, weight or temperature too large), so an input error: one line, exit 2."""

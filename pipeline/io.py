@@ -6,6 +6,7 @@ stage never leaves a half-written file and the previous result survives a failur
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -26,9 +27,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an output gets the mode open() would give it
     try:
         yield Path(tmp)
+        # mkstemp makes 0600, and a writer that replaces the file by its own (safetensors' save_file) makes
+        # its own mode: the output gets the mode open() would give it, as `dvc checkout` does, whatever wrote it.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -68,8 +71,19 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj) -> None:
-    """Sorted keys and a trailing newline: the same object always gives the same bytes."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Sorted keys and a trailing newline: the same object always gives the same bytes. Strict JSON: an
+    undefined number (NaN, such as Transfer of a one-task chain, or an infinity) is written `null`."""
+    write_text(path, json.dumps(_finite_or_null(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _finite_or_null(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 
 
 def read_utf8(path: str | Path) -> str:

@@ -6,6 +6,9 @@ from pathlib import Path
 PARAMS = Path("params.yaml")
 
 DATA = Path("data")
+# check: a constant stamp every stage depends on (through prepare and target), written once params.yaml and the
+# data it names are valid; constant, so a params change reruns check alone and then only the stages that read it
+CHECKED = DATA / "checked"
 TASKS = DATA / "tasks"  # prepare: one folder per task (task.json, train/test safetensors)
 CORPUS = DATA / "corpus"  # prepare: E0's pretraining images and captions
 PROTOTYPES = DATA / "prototypes"  # prototypes: per task, E0's prototypes and text features, and its image features (.npy)
@@ -21,7 +24,7 @@ STUDENT_ALONE = MODELS / "student_alone"  # student_alone: the same student trai
 COHORT = MODELS / "cohort"  # cohort: the networks trained together (cohort.method), or alone
 
 METRICS = Path("metrics")
-ZERO_SHOT = METRICS / "zero_shot.json"  # pretrain: row 0 of the accuracy matrix
+ZERO_SHOT = METRICS / "zero_shot.json"  # zero_shot: E0's accuracy on the tasks, row 0 of the accuracy matrix
 PRETRAIN_LIVE = METRICS / "pretrain"  # DVCLive curves of pretraining
 TASK_ROWS = METRICS / "tasks"  # train@<task>: the row of the accuracy matrix after <task>
 TRAIN_LIVE = METRICS / "train"  # DVCLive curves, one folder per task
@@ -93,3 +96,23 @@ def task_cost(task: str) -> Path:
 
 def train_live(task: str) -> Path:
     return TRAIN_LIVE / task
+
+
+def stale_task_outputs(chain: list[str]) -> dict[str, list[Path]]:
+    """What train@<task> left of the tasks not in `chain` (after the chain shrank or the benchmark changed):
+    DVC no longer knows these outputs, so it never removes them. A model folder counts when its model.json
+    names a `prev` (a task's model: not e0 nor the compression branch's)."""
+    stale: dict[str, list[Path]] = {}
+    for folder, pattern in ((TASK_ROWS, "*.json"), (TASK_COST, "*.json"), (TRAIN_LIVE, "*"), (MODELS, "*")):
+        for path in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+            name = path.stem if path.suffix == ".json" else path.name
+            if name in chain or name.startswith("."):
+                continue
+            if folder == MODELS and '"prev"' not in _text(path / "model.json"):
+                continue
+            stale.setdefault(name, []).append(path)
+    return stale
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""

@@ -11,6 +11,7 @@ from pipeline.params import PretrainParams
 from pipeline.data import CaptionCorpus, loader
 from pipeline.losses import clip_contrastive
 from pipeline.models import clip as clip_lib
+from pipeline.training import check_finite
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned temperature at 100
 
@@ -34,6 +35,7 @@ def pretrain(clip: clip_lib.Clip, corpus: CaptionCorpus, cfg: PretrainParams, de
             image = clip_lib.encode_images(clip, runtime.to_device(images, device))
             text = torch.nn.functional.normalize(model.encode_text(runtime.to_device(tokens[idx], device)), dim=-1)
             loss = clip_contrastive(image, text, model.logit_scale)
+        check_finite({"contrastive": loss.item()}, step, "pretrain E0")  # before the step: nothing written
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -26,18 +26,26 @@ def setup(seed: int, *, device: str, threads: int, precision: str = "fp32") -> t
     torch.manual_seed(seed)
     # open_clip warns on every fresh model that no pretrained weights were loaded: that is our default.
     logging.getLogger().setLevel(logging.ERROR)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("runtime.device: 'cuda' requested but no CUDA device is available (use cpu or auto)")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if precision != "fp32" and not use_cuda:  # device: cpu is refused at params load already
-        raise InputError(f"runtime.precision: {precision} needs a CUDA device, and runtime.device "
-                         f"'{device}' found none here (use fp32 on the CPU)")
+    use_cuda = check_device(device, precision)
     if use_cuda:
         # CPU kernels are already repeatable for a fixed thread count; deterministic mode there only costs
         # time (20x on embedding backward), so it is switched on for CUDA alone.
         torch.use_deterministic_algorithms(True, warn_only=True)
         cuda_math()
     return torch.device("cuda" if use_cuda else "cpu")
+
+
+def check_device(device: str, precision: str = "fp32") -> bool:
+    """Whether the run uses CUDA (params.yaml's `runtime.device` and `runtime.precision`); a device or precision
+    this machine lacks is an InputError naming the key (also called by the params check, before DVC removes
+    any output)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("runtime.device: 'cuda' requested but no CUDA device is available (use cpu or auto)")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if precision != "fp32" and not use_cuda:  # device: cpu is refused at params load already
+        raise InputError(f"runtime.precision: {precision} needs a CUDA device, and runtime.device "
+                         f"'{device}' found none here (use fp32 on the CPU)")
+    return use_cuda
 
 
 def cuda_math() -> None:

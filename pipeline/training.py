@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from pipeline.errors import Diverged
+
 Terms = dict[str, Tensor]
 StepFn = Callable[[int, Any], dict[str, float]]  # (step, batch: its indices, or whatever `order` yields) -> logged values
 # Points per training curve at most. DVCLive's next_step re-reads every curve's whole TSV (dvclive 3.49:
@@ -44,12 +46,14 @@ def run_steps(order: Iterable[Any], steps: int, step: StepFn, schedule: torch.op
     each, and log what the step returns as `loss/<name>` (and the rate that step trained with) through
     DVCLive, against the step number: every step, or every k-th and the last where `steps` would give more
     than MAX_CURVE_POINTS points. `progress`: show the bar (with several processes, rank 0 alone does).
-    Returns the last step's values."""
+    A non-finite value among them stops the run (`Diverged`, naming `desc`, the step and the term) before
+    anything is logged or written. Returns the last step's values."""
     logged: dict[str, float] = {}
     every = max(1, math.ceil(steps / MAX_CURVE_POINTS))
     for i, indices in enumerate(tqdm(order, total=steps, desc=desc, disable=not progress)):
         lr = schedule.get_last_lr()[0]  # the rate this step trains with
         logged = step(i, indices)
+        check_finite(logged, i, desc)
         schedule.step()
         if live is not None and (i % every == 0 or i == steps - 1):
             live.step = i
@@ -59,3 +63,13 @@ def run_steps(order: Iterable[Any], steps: int, step: StepFn, schedule: torch.op
                 live.log_metric("lr", lr)
             live.next_step()
     return logged
+
+
+def check_finite(values: dict[str, float], step: int, desc: str) -> None:
+    """Raise `Diverged` naming the first non-finite term (the weighted total last: a term explains it better).
+    The values are the floats a step already returns, so the check costs no device synchronisation."""
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        term = next((k for k in bad if k != "total"), bad[0])
+        raise Diverged(f"{desc}: loss term {term!r} is {values[term]} at step {step}; nothing was written "
+                       f"(a learning rate, loss weight or temperature too large for this run?)")

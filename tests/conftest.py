@@ -26,7 +26,7 @@ VENV_BIN = Path(sys.executable).parent  # the venv's bin/ (python, dvc); not res
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "pytest.ini",
                  "images/README.md", "Makefile", "requirements.txt")
 MICRO_TASKS = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}, "fill": {"prev": "colour"}}
-STAGE_COMMANDS = [("prepare",), ("pretrain",), ("prototypes",), *(("train", t) for t in MICRO_TASKS), ("evaluate",),
+STAGE_COMMANDS = [("check",), ("prepare",), ("pretrain",), ("zero_shot",), ("prototypes",), *(("train", t) for t in MICRO_TASKS), ("evaluate",),
                   ("target",), ("teacher",), ("student_alone",), ("distill",), ("cohort",)]
 
 GIT_IDENTITY = {
@@ -51,8 +51,10 @@ def make_micro_params() -> dict:
     p = copy.deepcopy(committed_params())
     p["data"]["benchmark"] = "facets"
     p["data"].update(train_per_class=6, test_per_class=4, corpus_size=256)
-    p["pretrain"].update(steps=4, batch_size=32)
-    p["train"].update(steps=3, batch_size=8)
+    # Warm-ups as long as the runs (a longer one is refused), at the rates the committed warm-ups reach at
+    # these steps: the same learning rate at every step as the committed rates and warm-ups would give.
+    p["pretrain"].update(steps=4, batch_size=32, warmup_steps=4, lr=p["pretrain"]["lr"] * 4 / p["pretrain"]["warmup_steps"])
+    p["train"].update(steps=3, batch_size=8, warmup_steps=3, lr=p["train"]["lr"] * 3 / p["train"]["warmup_steps"])
     p["eval"].update(batch_size=64)
     p["tasks"] = copy.deepcopy(MICRO_TASKS)
     # Compression branch: 28 joint classes x 2 images, one epoch each, a 1-block student.
@@ -224,7 +226,7 @@ class Background:
     proc: subprocess.Popen
     log: Path
 
-    def wait(self, timeout: float = 540) -> tuple[int, str]:
+    def wait(self, timeout: float = 900) -> tuple[int, str]:
         rc = self.proc.wait(timeout=timeout)
         return rc, self.log.read_text()
 

@@ -38,7 +38,7 @@ def make_workspace(root, arch: str, image_size: int):
     raw["data"]["root"] = str(Path("images").resolve())  # must exist (a DVC dependency); read by the folder benchmark only
     raw["data"]["image_size"] = image_size
     raw["model"]["arch"] = arch
-    raw["train"].update(steps=1, batch_size=8)  # one step: this machine is slow; the ensemble test sets 2
+    raw["train"].update(steps=1, batch_size=8, warmup_steps=1)  # one step: this machine is slow; the ensemble test sets 2
     raw["loss"]["zscl_ref_batch"] = 8
     raw["eval"]["batch_size"] = 32
     with pytest.MonkeyPatch.context() as mp:
@@ -284,7 +284,7 @@ def test_zscl_weight_ensemble_is_the_mean_of_the_snapshots(workspace, monkeypatc
     """ensemble_every=1, 2 steps: theta_hat = mean(theta_0 (start), theta_1, theta_2) (ZSCL's merge_we)."""
     root, params = workspace
     monkeypatch.chdir(root)
-    ctx = make_context(with_loss(params, train={"steps": 2}, zscl_ensemble_every=1), "colour")
+    ctx = make_context(with_loss(params, train={"steps": 2, "warmup_steps": 2}, zscl_ensemble_every=1), "colour")
     method = get_method("zscl")(ctx)
     snapshots = [floating_state(ctx.student.model)]
     step = method.after_step

@@ -213,7 +213,7 @@ def test_load_names_the_file(tmp_path):
 
 def test_floats_are_read_as_dvc_reads_them(tmp_path, micro_params):
     """YAML 1.2 (DVC, `dvc exp run -S train.lr=5e-4`): 5e-4 is a float; PyYAML's YAML 1.1 made it a string."""
-    text = yaml.safe_dump(micro_params).replace("lr: 0.0001", "lr: 5e-4", 1)
+    text = yaml.safe_dump(_with(micro_params, "train.lr", 0.0001)).replace("lr: 0.0001\n", "lr: 5e-4\n", 1)
     assert "lr: 5e-4" in text
     path = tmp_path / "params.yaml"
     path.write_text(text)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import compare_tables
+from pipeline.tools import compare_tables
 from pipeline.tools import compare_plots, docs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -52,12 +52,6 @@ def test_under_dvc_a_bug_shows_its_traceback_then_the_restore_line(monkeypatch, 
     assert err.splitlines()[-1].startswith("error: stage failed [DVC removed evaluate's outputs")
 
 
-def test_input_error_shows_its_traceback_with_pipeline_debug(monkeypatch):
-    monkeypatch.setenv("PIPELINE_DEBUG", "1")
-    with pytest.raises(InputError, match="cannot read"):
-        _main(InputError("cannot read"))([])
-
-
 @pytest.mark.parametrize("exc", [ValueError("shapes (3, 4) and (5,) do not broadcast"), KeyError("features"),
                                  RuntimeError("mat1 and mat2 shapes cannot be multiplied")])
 def test_a_bug_keeps_its_traceback(exc):

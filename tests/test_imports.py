@@ -28,7 +28,7 @@ TOOLS = "pipeline.tools"
 FLOORS = {
     "stages": 4, "tools": 4,
     "continual": 3, "compression": 3, "pretraining": 3, "training": 3,
-    "params": 2, "evaluation": 2,
+    "params": 2, "evaluation": 2, "validation": 2,
     "models": 1, "data": 1, "losses": 1,
     "errors": 0, "paths": 0, "io": 0, "sections": 0, "names": 0, "registry": 0, "runtime": 0, "metrics": 0,
     "optim": 0, "checkpoint": 0, "plots": 0, "distributed": 0,

@@ -34,7 +34,7 @@ def make_workspace(root, tasks: dict) -> Params:
     raw["tasks"] = tasks
     raw["data"]["benchmark"] = "facets"
     raw["data"]["root"] = str(REPO / "images")  # must exist (a DVC dependency); read by the folder benchmark only
-    raw["train"].update(steps=2, batch_size=8)
+    raw["train"].update(steps=2, batch_size=8, warmup_steps=2)
     raw["eval"]["batch_size"] = 32
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     for name in tasks:

@@ -28,9 +28,10 @@ TASKS = ["shape", "colour", "fill"]
 CLIP_MODELS = ["e0", *TASKS]
 BRANCH_MODELS = ["cnn", "student", "student_alone", "cohort"]  # the compression branch's classifiers
 MODELS = [*CLIP_MODELS, *BRANCH_MODELS]
+# zero_shot (E0's row 0) runs after pretrain and before evaluate, beside prototypes in either order
 CL_STAGES = ["prepare", "pretrain", "prototypes", *(f"train@{t}" for t in TASKS), "evaluate"]
 DISTILL_STAGES = ["target", "teacher", "student_alone", "distill", "cohort"]
-ALL_STAGES = [*CL_STAGES, *DISTILL_STAGES]
+ALL_STAGES = ["check", *CL_STAGES, "zero_shot", *DISTILL_STAGES]
 METRIC_FILES = ("metrics/cl.json", "metrics/accuracy_matrix.json", "metrics/zero_shot.json", "metrics/teacher.json",
                 "metrics/distill.json", "metrics/distill_per_class.json", "metrics/student_alone.json",
                 "metrics/cohort.json")
@@ -107,6 +108,41 @@ def test_stages_write_their_outputs(micro_run):
         assert isinstance(cost["seconds"], float) and cost["peak_memory_mb"] > 100  # torch alone is > 100 MB resident
     leftovers = [p for p in root.rglob("*.tmp")]
     assert not leftovers, f"temporary files left behind: {leftovers}"
+
+
+def test_outputs_follow_the_umask(micro_run):
+    """Issue 36 (3): checkpoints were 0600 (safetensors' own rename), the same files from `dvc checkout` 0644."""
+    import os
+
+    project, _ = micro_run
+    mask = os.umask(0)
+    os.umask(mask)
+    files = [p for d in ("models", "data", "metrics") for p in (project.root / d).rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    wrong = {p.relative_to(project.root).as_posix(): oct(p.stat().st_mode & 0o777) for p in files
+             if p.stat().st_mode & 0o777 != 0o666 & ~mask}
+    assert not wrong, wrong
+
+
+def test_a_diverging_task_stops_with_one_line_and_writes_nothing(micro_run, tmp_path, monkeypatch, capsys):
+    """Issue 36 (1): a learning rate that diverges (finite, so validation passes) trained to NaN weights and
+    exited 0. Now the first non-finite loss term stops train@<task>: one line naming the task, the step and
+    the term, exit 2, and the previous outputs left as they were."""
+    project, _ = micro_run
+    copy = tmp_path / "copy"
+    shutil.copytree(project.root, copy, ignore=shutil.ignore_patterns(".git", ".dvc"))
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["train"]["lr"] = 1e30
+    (copy / "params.yaml").write_text(yaml.safe_dump(params))
+    before = _tree_hashes(Project(copy), "models", "metrics")
+    with pytest.raises(SystemExit) as info:
+        run_in(copy, monkeypatch, "pipeline.stages.train", "shape")
+    stderr = capsys.readouterr().err
+    err = [line for line in stderr.splitlines() if line.startswith("error:")]  # the rest: the progress bar
+    assert info.value.code == 2 and len(err) == 1 and "Traceback" not in stderr, stderr
+    assert re.match(r"error: train shape \(dual_teacher\): loss term '\w+' is (nan|inf|-inf) at step [12]; nothing was written", err[0])
+    assert _tree_hashes(Project(copy), "models", "metrics") == before
+    assert not list(copy.rglob("*.tmp"))
 
 
 def test_cl_json(micro_run):
@@ -211,12 +247,13 @@ def test_checkpoints_load_without_pickle(micro_run, name):
     assert meta["arch"] == make_micro_params()["model"]["arch"] and meta["image_size"] == 32 and meta["name"] == name
     # the params that made it: the keys its stage reads (dvc.yaml), no more
     micro = make_micro_params()
-    assert meta["params"]["tasks"] == micro["tasks"] and meta["params"]["eval"] == {"batch_size": micro["eval"]["batch_size"]}
-    if name == "e0":
+    if name == "e0":  # E0 reads no task (its zero-shot row is the stage zero_shot's): a new chain keeps its hash
         assert meta["params"]["pretrain"] == micro["pretrain"] and "train" not in meta["params"]
+        assert "tasks" not in meta["params"] and "eval" not in meta["params"]
     else:
         assert meta["params"]["train"]["steps"] == 3 and "pretrain" not in meta["params"]
     if name != "e0":
+        assert meta["params"]["tasks"] == micro["tasks"] and meta["params"]["eval"] == {"batch_size": micro["eval"]["batch_size"]}
         assert meta["prev"] == make_micro_params()["tasks"][name]["prev"]
         assert meta["method"] == "dual_teacher"
 
@@ -241,7 +278,9 @@ def test_dvc_repro_runs_every_stage_in_order(dvc_repro):
     ran = RUNNING.findall(output)
     # DVC may interleave the two branches; within each, the DAG order holds.
     assert sorted(ran) == sorted(ALL_STAGES)
+    assert ran[0] == "check"  # every stage depends on its stamp: DVC runs it first
     assert [s for s in ran if s in CL_STAGES] == CL_STAGES
+    assert ran.index("pretrain") < ran.index("zero_shot") < ran.index("evaluate")
     branch = [s for s in ran if s in DISTILL_STAGES]
     assert branch[0] == "target" and branch.index("teacher") < branch.index("distill")
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
@@ -262,8 +301,9 @@ def test_second_dvc_repro_runs_nothing(dvc_repro, dvc_noop):
 def test_exp_run_reruns_only_train_and_evaluate(dvc_exp):
     project, proc, before, after = dvc_exp
     output = proc.stdout + proc.stderr
-    assert RUNNING.findall(output) == [*(f"train@{t}" for t in TASKS), "evaluate"]
-    for stage in ("prepare", "pretrain", "prototypes", *DISTILL_STAGES):  # the CNN-teacher branch is untouched
+    # check runs on any change of params.yaml; its stamp is constant, so only the stages reading loss run after it
+    assert RUNNING.findall(output) == ["check", *(f"train@{t}" for t in TASKS), "evaluate"]
+    for stage in ("prepare", "pretrain", "zero_shot", "prototypes", *DISTILL_STAGES):  # the CNN-teacher branch is untouched
         assert f"Stage '{stage}' didn't change" in output
     assert yaml.safe_load((project.root / "params.yaml").read_text())["loss"]["dis_weight"] == 0.0
     assert after["e0"] == before["e0"]
@@ -300,7 +340,8 @@ def test_return_to_seen_params_restores_from_the_run_cache(dvc_return, dvc_repro
     project, proc, before = dvc_return
     _, _, snapshot, _ = dvc_repro
     output = proc.stdout + proc.stderr
-    assert RUNNING.findall(output) == []  # nothing trains again
+    # nothing trains again (check, cheap, may run: DVC's rewrite of params.yaml need not give the committed bytes)
+    assert [s for s in RUNNING.findall(output) if s != "check"] == []
     for stage in (*(f"train@{t}" for t in TASKS), "evaluate"):
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in output
     assert {m: _sha(project.root / "models" / m / "model.safetensors") for m in MODELS} == before
@@ -331,7 +372,7 @@ def test_compare_runs_on_the_queue_and_leaves_the_workspace_alone(dvc_compare):
     assert "dvc exp run --queue --name cmp-token-soft-s5" in proc.stdout and "dvc queue start --jobs" in proc.stdout
     summary = _read(project, "metrics/compare_token.json")
     # Only the stages the seed changes ran in the experiment: target and the teacher came from DVC's cache.
-    assert sorted(summary["stages_run"]) == ["distill", "student_alone"]
+    assert sorted(summary["stages_run"]) == ["check", "distill", "student_alone"]
     assert summary["variants"]["soft"]["seeds"] == [5]
     # the committed run, from the workspace
     assert summary["reference"] == {"distill": _read(project, "metrics/distill.json"),
@@ -386,7 +427,7 @@ def test_a_bad_param_given_to_make_repro_changes_no_file(dvc_compare):
 
 @pytest.mark.dvc
 def test_the_images_folder_is_a_dependency(dvc_compare):
-    """data.root (default images/) feeds prepare and target: a new image there makes both stale for DVC."""
+    """data.root (default images/) feeds check, prepare and target: a new image there makes them stale for DVC."""
     project, _, _, _ = dvc_compare
     new = project.root / "images" / "mine" / "train" / "cat" / "0.png"
     new.parent.mkdir(parents=True)
@@ -395,8 +436,81 @@ def test_the_images_folder_is_a_dependency(dvc_compare):
         status = json.loads(project.dvc("status", "--json", check=True).stdout)
     finally:
         shutil.rmtree(project.root / "images" / "mine")
-    assert sorted(status) == ["prepare", "target"]
+    assert sorted(status) == ["check", "prepare", "target"]
     assert json.loads(project.dvc("status", "--json", check=True).stdout) == {}
+
+
+@pytest.fixture(scope="module")
+def dvc_bad_exp(dvc_compare):
+    """`dvc exp run -S` with a value pipeline.params refuses, after the runs above: the outputs before and after."""
+    project, _, _, _ = dvc_compare
+    project.git("checkout", "--", "params.yaml", check=True)
+    before = _tree_hashes(project, "models", "data", "metrics")
+    before["HEAD:params.yaml"] = project.git("show", "HEAD:params.yaml", check=True).stdout
+    runs = {}
+    for setting in ("train.method=nonsense", "loss.dis_weight=abc"):
+        runs[setting] = project.dvc("exp", "run", "-S", setting, timeout=300)
+        runs[setting].params = yaml.safe_load((project.root / "params.yaml").read_text())
+        runs[setting].after = _tree_hashes(project, "models", "data", "metrics")
+        runs[setting].after["HEAD:params.yaml"] = project.git("show", "HEAD:params.yaml", check=True).stdout
+        project.git("checkout", "--", "params.yaml", check=True)  # the workspace keeps the value tried (as DVC does)
+    return project, before, runs
+
+
+@pytest.mark.dvc
+@pytest.mark.parametrize("setting", ["train.method=nonsense", "loss.dis_weight=abc"])
+def test_a_bad_exp_run_value_stops_at_check_and_loses_no_output(dvc_bad_exp, setting):
+    """Issue 36 (2): DVC removed train@<task>'s outputs before the stage refused the value. The stage check,
+    first in the DAG, now refuses it before DVC touches any other stage; its own stamp persists."""
+    project, before, runs = dvc_bad_exp
+    proc = runs[setting]
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert RUNNING.findall(output) == ["check"]
+    key = setting.split("=")[0]
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and key in errors[0] and "DVC removed" not in errors[0], proc.stderr
+    # every output under models/, data/ and metrics/, byte for byte, and the committed params.yaml
+    assert proc.after == before
+    section, leaf = key.split(".")
+    assert str(proc.params[section][leaf]) == setting.split("=")[1]  # the workspace's: the value tried, as DVC leaves it
+
+
+@pytest.fixture(scope="module")
+def dvc_one_task(dvc_bad_exp):
+    """The chain shrunk to its first task, by `dvc repro` after editing params.yaml."""
+    project, before, _ = dvc_bad_exp
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["tasks"] = {"shape": {"prev": "e0"}}
+    zero_shot = _read(project, "metrics/zero_shot.json")
+    project.write_params(params)
+    proc = project.dvc("repro", check=True)
+    return project, proc, before, zero_shot
+
+
+@pytest.mark.dvc
+def test_a_new_task_chain_reuses_e0_and_removes_the_stale_tasks(dvc_one_task):
+    """Issue 36 (8): E0's pretraining read the tasks, so a new chain pretrained it again; (5) the outputs of
+    the tasks that left the chain stayed; (6) a one-task chain wrote NaN into metrics JSON."""
+    project, proc, before, zero_shot = dvc_one_task
+    output = proc.stdout + proc.stderr
+    ran = RUNNING.findall(output)
+    assert "pretrain" not in ran and "zero_shot" in ran and "train@shape" in ran
+    assert _sha(project.root / "models/e0/model.safetensors") == before["models/e0/model.safetensors"]
+    assert {k: v for k, v in _tree_hashes(project, "models/e0").items()} == \
+        {k: v for k, v in before.items() if k.startswith("models/e0/")}
+    new_zero_shot = _read(project, "metrics/zero_shot.json")
+    assert new_zero_shot["tasks"] == {"shape": zero_shot["tasks"]["shape"]}  # the same E0, evaluated again
+    for task in ("colour", "fill"):
+        for rel in (f"models/{task}", f"metrics/tasks/{task}.json", f"metrics/cost/{task}.json", f"metrics/train/{task}"):
+            assert not (project.root / rel).exists(), rel
+    [line] = [l for l in output.splitlines() if l.startswith("removed the outputs of tasks no longer in the chain")]
+    assert "colour (" in line and "fill (" in line and "models/fill" in line
+    for rel in ("metrics/cl.json", "metrics/zero_shot.json"):  # Transfer is undefined with one task: null
+        text = (project.root / rel).read_text()
+        data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{rel}: {c} is not JSON"))
+        assert data["transfer"] is None
+    assert project.dvc("status", "--quiet").returncode == 0  # evaluate's record holds the pruned rows
 
 
 # --- (3) stage command-line errors --------------------------------------------------------------------------
@@ -436,7 +550,7 @@ def test_default_benchmark_through_every_continual_stage(tmp_path, monkeypatch):
     params["tasks"] = {"digits": {"prev": "e0"}, "shapes": {"prev": "digits"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "images").mkdir()
-    for stage, *argv in (("prepare",), ("pretrain",), ("prototypes",), ("train", "digits"), ("train", "shapes"),
+    for stage, *argv in (("prepare",), ("pretrain",), ("zero_shot",), ("prototypes",), ("train", "digits"), ("train", "shapes"),
                          ("evaluate",)):
         run_in(tmp_path, monkeypatch, f"pipeline.stages.{stage}", *argv)
     matrix = json.loads(Path("metrics/accuracy_matrix.json").read_text())

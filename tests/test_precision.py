@@ -31,8 +31,8 @@ def raw_params(**runtime_keys) -> dict:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["data"]["root"] = str(REPO / "images")  # must exist; read by the folder benchmark only
     raw["tasks"] = {"shapes": {"prev": "e0"}, "digits": {"prev": "shapes"}}
-    raw["train"].update(steps=2, batch_size=4)
-    raw["pretrain"].update(steps=2, batch_size=8)
+    raw["train"].update(steps=2, batch_size=4, warmup_steps=2)
+    raw["pretrain"].update(steps=2, batch_size=8, warmup_steps=2)
     raw["loss"]["zscl_ref_batch"] = 4
     raw["runtime"] = {"device": "cpu", "threads": 1, **runtime_keys}
     return raw

@@ -223,7 +223,7 @@ def test_the_pretrain_stage_takes_e0_from_a_local_file(tmp_path, monkeypatch, we
     params["model"]["pretrained"] = "e0.safetensors"  # relative to the project, as in params.yaml
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "images").mkdir()  # the default data.root, checked when pipeline.params is first imported
-    for stage in ("prepare", "pretrain"):
+    for stage in ("prepare", "pretrain", "zero_shot"):
         run_in(tmp_path, monkeypatch, f"pipeline.stages.{stage}")
     e0 = clip_lib.load(tmp_path / "models" / "e0")
     _assert_loaded(e0.model, weights)

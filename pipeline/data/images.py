@@ -4,6 +4,9 @@ sources decode their items here in DataLoader workers (pipeline/data/sources.py)
 benchmarks while preparing, `predict` the images it classifies."""
 from __future__ import annotations
 
+import re
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +36,30 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def load_image(path: Path, image_size: int) -> np.ndarray:
-    """uint8 (3, S, S): RGB, shorter side resized to S, centre crop. Unreadable files raise ValueError."""
+    """uint8 (3, S, S): RGB, shorter side resized to S, centre crop. Unreadable files raise ValueError. An
+    image over PIL's decompression-bomb limit (~89 Mpx; twice that is PIL's error) is decoded, with one line
+    naming it instead of PIL's two-line warning."""
     try:
-        with Image.open(path) as im:
-            im.load()  # a full decode, so truncated files fail here
-            im = _to_rgb(im)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(path) as im:
+                im.load()  # a full decode, so truncated files fail here
+                im = _to_rgb(im)
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ... for bad files
         raise InputError(f"{path}: cannot read image ({e})") from e
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            print(f"warning: {path}: {im_pixels(w)} decoded (over PIL's decompression-bomb limit of "
+                  f"{Image.MAX_IMAGE_PIXELS} pixels)", file=sys.stderr)
+        else:  # any other warning as it would have shown
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return fit_image(im, image_size)
+
+
+def im_pixels(w: warnings.WarningMessage) -> str:
+    """'144000000 pixels' from PIL's warning text ('Image size (144000000 pixels) exceeds limit ...')."""
+    found = re.search(r"\((\d+) pixels\)", str(w.message))
+    return f"{found.group(1)} pixels" if found else "a large image"
 
 
 def fit_image(im: Image.Image, image_size: int) -> np.ndarray:

@@ -69,17 +69,55 @@ def tag_preprocess(oc, arch: str, tag: str, cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if k != "size"}  # open_clip keeps only its preprocessing keys
 
 
-def check_plain_weights(path: Path, where: str) -> None:
+def check_plain_weights(path: Path, where: str) -> dict:
     """Refuse a torch file that is not a plain state dict: read with `torch.load(weights_only=True)`, which
     builds tensors and containers only and refuses any other global (a pickle calling `os.system` stops at
     that global, before anything runs). Memory-mapped where the format allows (the zip format of
     `torch.save` since torch 1.6), so this read costs little before open_clip's own."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        with warnings.catch_warnings():  # torch warns twice about the pickle it is about to refuse: the refusal says it
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as e:  # UnpicklingError, a TorchScript archive (code), a truncated or foreign file
         raise InputError(f"{where}: not a plain weights file (torch.load with weights_only=True: {_first_sentence(e)})") from None
     if not isinstance(obj, dict) or not obj:
         raise InputError(f"{where}: not a plain weights file (holds {type(obj).__name__}, not a state dict)")
+    return obj
+
+
+def check_fits(oc, arch: str, image_size: int, pretrained: str) -> None:
+    """The weights `pretrained` names have every tensor of `arch` at its shape, read from the file's header
+    (safetensors) or its weights-only load, against `arch` built on the meta device (no memory, no weights):
+    what the pretrain stage's strict load would refuse, refused before DVC removes its outputs. Positional
+    embeddings may differ in size (open_clip resizes them to `image_size`)."""
+    path, where, _ = resolve(oc, arch, pretrained)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as e:  # a text file named .safetensors: safetensors' own header errors
+            raise InputError(f"{where}: not a safetensors file ({_first_sentence(e)})") from None
+    else:
+        obj = check_plain_weights(path, where)
+        obj = obj.get("state_dict", obj) if isinstance(obj.get("state_dict"), dict) else obj
+        shapes = {k.removeprefix("module."): tuple(v.shape) for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    model = oc.create_model(arch, pretrained=None, force_image_size=image_size, device="meta")
+    if hasattr(model, "text") and not any(k.startswith("text.") for k in shapes):  # open_clip converts these
+        from open_clip.model import convert_to_custom_text_state_dict
+
+        shapes = convert_to_custom_text_state_dict(shapes)
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in wanted if k not in shapes]
+    if missing:
+        raise InputError(f"{where}: its weights do not fit {arch!r} (missing {len(missing)} of {len(wanted)} "
+                         f"key(s), e.g. {missing[0]!r})")
+    wrong = [k for k in wanted if shapes[k] != wanted[k] and "positional_embedding" not in k]
+    if wrong:
+        raise InputError(f"{where}: its weights do not fit {arch!r} (size mismatch for {wrong[0]!r}: "
+                         f"{list(shapes[wrong[0]])} in the file, {list(wanted[wrong[0]])} in the model"
+                         + (f"; and {len(wrong) - 1} more)" if len(wrong) > 1 else ")"))
 
 
 def cached_tag_file(arch: str, tag: str, cfg: dict) -> Path:

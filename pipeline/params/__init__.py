@@ -33,6 +33,20 @@ class _Yaml12Loader(yaml.SafeLoader):
     `5e-4` is a float, not the string PyYAML's YAML 1.1 makes of it."""
 
 
+def _unique_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    """A mapping whose keys are unique: PyYAML keeps the last of a duplicated key silently, while DVC (ruamel)
+    refuses the whole file as corrupted, after a check here would have passed it."""
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise ParamsError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                              f"(first at line {seen[key] + 1})")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
+
+
+_Yaml12Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys)
 _Yaml12Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
@@ -78,6 +92,8 @@ class DataParams(Section):
 
     @model_validator(mode="after")
     def _root_for_folder(self) -> "DataParams":
+        if Path(self.root).exists() and not Path(self.root).is_dir():
+            raise ValueError(f"data.root: {self.root!r} is a file, not a folder")
         if not Path(self.root).is_dir():
             raise ValueError(f"data.root: folder {self.root!r} does not exist")
         if self.benchmark != "folder" and self.pretrain_on_tasks:  # an embedded corpus is generated apart from the tasks, by design
@@ -101,6 +117,18 @@ class PretrainParams(Section):
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(50, ge=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "PretrainParams":
+        return _warmup_within(self, "pretrain")
+
+
+def _warmup_within(section, name: str):
+    """A warm-up longer than the run never reaches the learning rate it names: refused, not trained."""
+    if section.warmup_steps > section.steps:
+        raise ValueError(f"{name}.warmup_steps: {section.warmup_steps} is more than {name}.steps {section.steps} "
+                         f"(the run would end before its learning rate is reached)")
+    return section
 
 
 class LossParams(Section):
@@ -160,6 +188,10 @@ class TrainParams(Section):
     @classmethod
     def _known_method(cls, v: str) -> str:
         return check_name(v, CONTINUAL_METHODS)
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "TrainParams":
+        return _warmup_within(self, "train")
 
 
 class TaskLink(Section):
@@ -303,8 +335,10 @@ class Params(Section):
             raw = yaml.load(path.read_text(), Loader=_Yaml12Loader)
         except FileNotFoundError:
             raise ParamsError(f"{path}: file not found") from None
+        except ParamsError as e:
+            raise ParamsError(f"{path}: {e}") from None
         except yaml.YAMLError as e:
-            raise ParamsError(f"{path}: not valid YAML ({e})") from None
+            raise ParamsError(f"{path}: not valid YAML ({_one_line(e)})") from None
         return cls.from_dict(raw if raw is not None else {}, source=str(path), libraries=libraries)
 
     @classmethod
@@ -362,6 +396,14 @@ def task_order(tasks: dict[str, TaskLink]) -> list[str]:
     if missing:
         raise ValueError(f"{missing[0]}.prev: task is not reachable from '{E0}' (a cycle?)")
     return order
+
+
+def _one_line(e: yaml.YAMLError) -> str:
+    """PyYAML's error, which spans several lines (the problem, a quoted excerpt, a caret), in one line."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {e.problem}" + (f" {e.context}" if e.context else "")
+    return " ".join(str(e).split())
 
 
 def _first_error(e: ValidationError) -> str:

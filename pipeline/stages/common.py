@@ -13,7 +13,7 @@ from pipeline.errors import InputError
 
 def stage(fn):
     """Wrap a stage's main(argv): an input error (params, files, images, checkpoints: `InputError`) prints
-    one line naming the key, file or value and exits 2 (PIPELINE_DEBUG=1 shows the traceback); Ctrl-C prints
+    one line naming the key, file or value and exits 2 (PIPELINE_DEBUG=1 shows the traceback first); Ctrl-C prints
     one line and exits 130; anything else is a bug and shows its traceback. Outputs are written atomically,
     so none is half-written; under DVC, which deleted the stage's outputs before running it, the line also
     says how to get the last committed ones back."""
@@ -25,8 +25,10 @@ def stage(fn):
         try:
             return fn(argv)
         except InputError as e:
-            if os.environ.get("PIPELINE_DEBUG"):
-                raise
+            if os.environ.get("PIPELINE_DEBUG"):  # the traceback too, and still an input error's exit code
+                import traceback
+
+                traceback.print_exc()
             print(f"\nerror: {e}{_restore_hint()}" if _inside_progress_bar() else f"error: {e}{_restore_hint()}",
                   file=sys.stderr)
             raise SystemExit(2) from None
@@ -49,7 +51,7 @@ def _restore_hint() -> str:
     """Under `dvc repro` / `dvc exp run` (DVC sets DVC_STAGE): DVC removed this stage's outputs before running
     it, and the cache holds the last ones recorded in dvc.lock (metrics and plots are kept in git)."""
     name = os.environ.get("DVC_STAGE")
-    if not name:
+    if not name or name == "check":  # check's one output persists (dvc.yaml): DVC removed nothing
         return ""
     return f" [DVC removed {name}'s outputs before it ran: `git checkout -- metrics && dvc checkout` restores the last committed ones]"
 

@@ -192,6 +192,7 @@ def main(argv):
                          f"use --precision fp32")
     params = load_params(*LIBRARIES).with_overrides(
         {"model.arch": args.arch, "train.batch_size": args.batch, "train.steps": args.warmup + args.steps,
+         "train.warmup_steps": 0,  # no lr warm-up (it may not outlast the run): the timing is the same
          "runtime.device": args.device, "runtime.precision": args.precision}, source="bench_gpu")
     device = setup_runtime(params.runtime, 0)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None

@@ -1,5 +1,5 @@
 """The comparison figures (PNG; `dvc plots show` / `dvc plots diff` render them, dvc.yaml's top-level `plots:`):
-drawn from a comparison's summary alone (metrics/compare*.json), so `python -m pipeline.compare --redraw` and the
+drawn from a comparison's summary alone (metrics/compare*.json), so `python -m pipeline.tools.compare --redraw` and the
 comparison itself draw the same figure.
 
 Intervals are the sample std over seeds (the tables' ±); the dots are the seeds themselves."""
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import io, paths
-from pipeline.compare_tables import CL_KEYS
+from pipeline.tools.compare_tables import CL_KEYS
 from pipeline.plots import _pyplot, _save
 
 # The figures, declared as DVC plots in dvc.yaml's top-level `plots:` (here, not in pipeline/paths.py: no stage

@@ -10,7 +10,7 @@ A block is
 
 Its text is a function of the source file alone (and of the document's folder, for relative links), so a table in
 the docs cannot drift from the numbers it claims: the comparison commands rewrite the blocks that name their file,
-and a hand edit inside a block fails the test. Views: `full` (default: the table `pipeline.compare` writes, with its
+and a hand edit inside a block fails the test. Views: `full` (default: the table `pipeline.tools.compare` writes, with its
 notes), `short` (the headline columns, for the README). Each table ends with its provenance: the command that ran
 it, the commit, the params it changed and the machine, each as the file records it ("not recorded" where an older
 file lacks it: never guessed)."""
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from pipeline import compare_tables as tables
+from pipeline.tools import compare_tables as tables
 
 BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 DAG = "dvc-dag"
@@ -41,7 +41,7 @@ def documents(root: Path) -> list[Path]:
 
 def branch_of(source: str) -> str:
     """metrics/compare.json -> cl, metrics/compare_distill-w3.json -> distill, ...: the file names
-    `pipeline.compare` gives its outputs (compare_<branch>[-<tag>].json)."""
+    `pipeline.tools.compare` gives its outputs (compare_<branch>[-<tag>].json)."""
     stem = Path(source).stem.split("-")[0]
     return "cl" if stem == "compare" else stem.removeprefix("compare_")
 

@@ -18,7 +18,7 @@ from pipeline.data.images import load_image
 from pipeline.evaluation import probabilities
 from pipeline.models import classifier
 from pipeline.models import clip as clip_lib
-from pipeline.errors import InputError
+from pipeline.errors import InputError, MissingInput
 from pipeline.stages.common import load_params, stage
 
 
@@ -73,6 +73,8 @@ def main(argv: list[str]) -> None:
     params = load_params(*LIBRARIES)
     # open_clip warns on every model it builds that no pretrained weights were loaded: ours load right after.
     logging.getLogger().setLevel(logging.ERROR)
+    if args.model is not None and not paths.model_dir(args.model).is_dir():  # named before asking for --task
+        raise MissingInput(f"--model: no model {args.model!r} in {paths.MODELS}/ (has its stage run? `dvc repro`)")
     if classifier_kind(args.model) in CLASSIFIER_KINDS:
         if args.task is not None:
             raise InputError(f"--task: models/{args.model} classifies its own classes; leave --task out")
