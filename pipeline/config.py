@@ -63,6 +63,10 @@ class DataParams(Section):
     pretrain_on_tasks: bool = False
     # mtil: k training images per class, drawn with data.seed (the test sets stay whole); null: all of them
     few_shot: int | None = Field(None, ge=1)
+    # ZSCL's reference set (pipeline/data/reference.py), every benchmark: generated images of a domain no task
+    # comes from (ImageNet's stand-in) and an unpaired caption pool (Conceptual Captions' stand-in)
+    reference_images: int = Field(2048, ge=2)
+    reference_captions: int = Field(1000, ge=2)
     seed: int = 0
 
     @field_validator("templates")
@@ -133,12 +137,19 @@ class LossParams(Section):
     # map" is layer4, but at 32 px the default E0's layer4 is 1x1, where every map is the same constant.
     lwm_stage: int = Field(3, ge=1, le=4)
     zscl_weight: float = Field(1.0, ge=0)
-    zscl_ref_batch: int = Field(64, ge=2)  # reference image-caption pairs per step (a softmax over 1 is 0)
+    # zscl: where the reference batches come from. "reference" (ZSCL as published): images of a generated domain
+    # no task comes from, scored against an unpaired caption pool (data/reference). "corpus_oracle": image-caption
+    # pairs of E0's own corpus, which covers every task's domain and names the tasks' classes: an oracle that
+    # replays the tasks' domains (the form of the tables before the faithful one).
+    zscl_reference: Literal["reference", "corpus_oracle"] = "reference"
+    zscl_ref_batch: int = Field(64, ge=2)  # reference images (pairs, corpus_oracle) per step (a softmax over 1 is 0)
     # zscl: whose text features of the reference captions the student's reference logits use. "e0": E0's frozen
     # ones, as ZSCL's code (mtil/src/models/finetune.py), so L_zscl trains the image tower only; "student": the
     # student's own, so L_zscl also trains the text tower.
     zscl_text: Literal["e0", "student"] = "e0"
-    zscl_ensemble_every: int = Field(0, ge=0)  # weight ensemble every N steps; 0: off
+    # weight ensemble every N steps; 0: off. ZSCL's scripts: `--we --avg_freq 100` of `--iterations 1000`, i.e.
+    # every tenth of a task's steps: 10 of train.steps 100
+    zscl_ensemble_every: int = Field(10, ge=0)
     wise_alpha: float = Field(0.5, ge=0, le=1)  # WiSE-FT: weight of the fine-tuned model
 
 
@@ -256,8 +267,8 @@ class Params(Section):
         """The params key and value that reads E0's caption corpus (data/corpus), or None if none does."""
         if self.model.pretrained is None:
             return "model.pretrained: null (E0 pretrained here)"
-        if self.train.method in CORPUS_METHODS:
-            return f"train.method: {self.train.method}"
+        if self.train.method in CORPUS_METHODS and self.loss.zscl_reference == "corpus_oracle":  # zscl's oracle form
+            return f"train.method: {self.train.method} with loss.zscl_reference: corpus_oracle"
         return None
 
     def select(self, keys: list[str]) -> dict:
