@@ -3,7 +3,8 @@ as queued DVC experiments and tabulate the results (mean and sample std over see
 table and the README between its markers.
 
 Four comparisons share the runner:
-- `cl` (default): `compare.variants`, seeds set `train.seed`; Transfer / Average / Last, training wall time
+- `cl` (default): `compare.variants`, each seed sets every key of `compare.seed_keys` (by default the data's,
+  E0's pretraining's and the batch order's: a seed redraws the tasks' images, E0 and the batches); Transfer / Average / Last, training wall time
   per task and peak memory (metrics/cost/), and the average accuracy after each task (a figure, compare_tables).
 - `ablation`: `compare.ablation_variants` (variants of the headline method, dual_teacher), as `cl`.
 - `distill`: `compare.distill_variants` (the methods of the compression branch), seeds set `distill.seed`;
@@ -41,7 +42,7 @@ from pipeline.stages.common import load_params, stage
 class Branch:
     name: str
     variants_key: str  # attribute of params.compare holding the variants
-    seed_key: str  # the dotted key each seed sets
+    seed_key: str | None  # the dotted key each seed sets; None: every key of compare.seed_keys
     collect: Callable[[tables.Reader], dict]  # one run's results, from a reader of its metrics files
     summarise: Callable[[dict[str, list[dict]], list[int]], dict]
     markdown: Callable[[dict], str]
@@ -50,6 +51,7 @@ class Branch:
     may_run: tuple[str, ...]  # stage-name patterns a variant may re-run: everything upstream comes from the cache
     setting_key: str | None = None  # attribute of params.compare: overrides every variant starts from
     plot: tuple[Callable[[dict, Path], None], Path] | None = None  # a figure drawn from the summary, and its path
+    targets: tuple[str, ...] = ()  # the stages each experiment reproduces (with their upstream); (): the whole DAG
 
     def variants(self, params: Params) -> dict[str, dict]:
         return getattr(params.compare, self.variants_key)
@@ -57,20 +59,30 @@ class Branch:
     def setting(self, params: Params) -> dict:
         return getattr(params.compare, self.setting_key) if self.setting_key else {}
 
+    def seed_keys(self, params: Params) -> tuple[str, ...]:
+        return (self.seed_key,) if self.seed_key else tuple(params.compare.seed_keys)
+
     def allowed_to_run(self, params: Params) -> tuple[str, ...]:
-        """`may_run`, and the stages of the sections the setting changes (run once, then restored by DVC)."""
+        """`may_run`, the stages of the sections the setting changes (run once, then restored by DVC), and the
+        stages a seed redraws (data.seed: the tasks and E0's corpus; pretrain.seed: E0)."""
         sections = {key.split(".")[0] for key in self.setting(params)}
-        return self.may_run + tuple(sorted(sections & {"target", "teacher"}))
+        redrawn = {key.split(".")[0] for key in self.seed_keys(params)}
+        upstream = {"data": ("prepare", "pretrain", "prototypes"), "pretrain": ("pretrain", "prototypes")}
+        return self.may_run + tuple(sorted(sections & {"target", "teacher"})) + \
+            tuple(sorted({stage for section in redrawn for stage in upstream.get(section, ())}))
 
 
 BRANCHES = {
-    "cl": Branch("cl", "variants", "train.seed", tables.collect_cl, tables.summarise_cl, tables.markdown_cl,
+    # Experiments reproduce `evaluate` and what it needs only: data.seed also feeds the compression branch's
+    # target (and so its teacher and students), which the continual tables never read.
+    "cl": Branch("cl", "variants", None, tables.collect_cl, tables.summarise_cl, tables.markdown_cl,
                  (paths.COMPARE, paths.COMPARE_TABLE), ("<!-- compare:start -->", "<!-- compare:end -->"),
-                 ("train@*", "evaluate"), plot=(tables.plot_curves, paths.COMPARE_PLOT)),
+                 ("train@*", "evaluate"), plot=(tables.plot_curves, paths.COMPARE_PLOT), targets=("evaluate",)),
     # The headline method's ablation: variants of dual_teacher, the same runs and table as `cl`.
-    "ablation": Branch("ablation", "ablation_variants", "train.seed", tables.collect_cl, tables.summarise_cl,
+    "ablation": Branch("ablation", "ablation_variants", None, tables.collect_cl, tables.summarise_cl,
                        tables.markdown_cl, (paths.COMPARE_ABLATION, paths.COMPARE_ABLATION_TABLE),
-                       ("<!-- compare-ablation:start -->", "<!-- compare-ablation:end -->"), ("train@*", "evaluate")),
+                       ("<!-- compare-ablation:start -->", "<!-- compare-ablation:end -->"), ("train@*", "evaluate"),
+                       targets=("evaluate",)),
     "distill": Branch("distill", "distill_variants", "distill.seed", tables.collect_distill, tables.summarise_distill,
                       tables.markdown_distill, (paths.COMPARE_DISTILL, paths.COMPARE_DISTILL_TABLE),
                       ("<!-- compare-distill:start -->", "<!-- compare-distill:end -->"), ("distill", "student_alone"),
@@ -93,8 +105,9 @@ def experiment_name(branch: Branch, variant: str, seed: int, tag: str | None = N
 def overrides(params: Params, variant: str, seed: int, branch: Branch = BRANCHES["cl"],
               extra: dict[str, object] | None = None) -> dict[str, object]:
     """A run's dotted-key overrides: the branch's setting, the variant's own, `--set`'s (on every variant alike),
-    the seed."""
-    return {**branch.setting(params), **branch.variants(params)[variant], **(extra or {}), branch.seed_key: seed}
+    the seed (on every one of the branch's seed keys)."""
+    return {**branch.setting(params), **branch.variants(params)[variant], **(extra or {}),
+            **{key: seed for key in branch.seed_keys(params)}}
 
 
 TAG = re.compile(r"[A-Za-z0-9_.]+")
@@ -204,17 +217,18 @@ def stages_run(name: str) -> list[str]:
 POLL_SECONDS = 30
 
 
-def run_queued(runs: dict[str, dict[str, object]], jobs: int) -> None:
-    """Queue one experiment per name (replacing an earlier one of that name), run them `jobs` at a time,
-    and wait for them all; a failed one names its log."""
+def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str, ...] = ()) -> None:
+    """Queue one experiment per name (replacing an earlier one of that name) reproducing `targets` (default:
+    every stage), run them `jobs` at a time, and wait for them all; a failed one names its log."""
     from tqdm import tqdm
 
     earlier = sorted(set(runs) & (set(experiments()) | set(queue_status())))
     if earlier:
         _dvc("exp", "remove", *earlier)
     for name, sets in runs.items():
-        print("$ " + " ".join(["dvc", "exp", "run", "--queue", "--name", name, *set_params(sets)]), flush=True)
-        _dvc("exp", "run", "--queue", "--name", name, *set_params(sets))
+        args = ["exp", "run", "--queue", "--name", name, *set_params(sets), *targets]
+        print("$ " + " ".join(["dvc", *args]), flush=True)
+        _dvc(*args)
     print(f"$ dvc queue start --jobs {jobs}   (follow one with `dvc queue logs NAME --follow`)", flush=True)
     # Not through _dvc: the detached queue worker inherits the command's stdout, and a captured pipe stays open
     # until the worker exits, i.e. until the whole queue is empty, so the wait below would begin only then.
@@ -277,7 +291,7 @@ def main(argv: list[str]) -> None:
     if not args.collect:
         check_up_to_date()
         run_queued({names[v, s]: overrides(params, v, s, branch, extra) for v, s in names},
-                   args.jobs or default_jobs(params))
+                   args.jobs or default_jobs(params), branch.targets)
     seconds = None if args.collect else round(time.perf_counter() - start)  # a collected run's time is unknown here
     reference = branch.collect(io.read_json)  # the committed default run (E0 zero-shot, the teacher, ...)
     results = experiments(args.rev)
@@ -296,7 +310,8 @@ def main(argv: list[str]) -> None:
         command = " ".join(["python -m pipeline.compare --branch", branch.name, "--variants", *variants,
                             *(f"--set {k}={v}" for k, v in extra.items()), "--tag", args.tag])
     summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": seconds, "command": command,
-                                               "stages_run": ran, "setting": {**branch.setting(params), **extra}}
+                                               "stages_run": ran, "setting": {**branch.setting(params), **extra},
+                                               "seed_keys": list(branch.seed_keys(params))}
     if args.tag:
         summary["tag"] = args.tag
     if args.merge and summary_path.is_file():

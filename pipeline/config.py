@@ -210,6 +210,19 @@ class CompareParams(Section):
     Read by pipeline/compare.py only, so no stage reruns when it changes."""
 
     seeds: list[int] = [0, 1, 2]
+    # `make compare` / `make compare-ablation`: the keys each seed sets. The default redraws the tasks' images
+    # and E0's corpus (data.seed), E0 (pretrain.seed) and the batch order (train.seed); seed 0 is the default
+    # pipeline's run. [train.seed] alone keeps one data draw and one E0 (the tables before they were redrawn).
+    seed_keys: list[str] = ["data.seed", "pretrain.seed", "train.seed"]
+
+    @field_validator("seed_keys")
+    @classmethod
+    def _seed_keys(cls, v: list[str]) -> list[str]:
+        known = ("data.seed", "pretrain.seed", "train.seed")
+        if not v or "train.seed" not in v or any(k not in known for k in v) or len(set(v)) != len(v):
+            raise ValueError(f"must be distinct keys of {list(known)} with train.seed among them, got {v}")
+        return v
+
     jobs: int | None = Field(None, ge=1)  # experiments at once; null: cores // runtime.threads
     variants: dict[str, dict[str, Scalar]] = {"finetune": {"train.method": "finetune"}, "dual_teacher": {}}
     ablation_variants: dict[str, dict[str, Scalar]] = {}  # `make compare-ablation`: variants of dual_teacher
