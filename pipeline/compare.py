@@ -35,6 +35,7 @@ from pipeline import compare_tables as tables
 from pipeline import io, paths
 from pipeline.config import LIBRARIES, Params, ParamsError
 from pipeline.errors import InputError
+from pipeline.selection import order_overrides
 from pipeline.stages.common import load_params, stage
 
 
@@ -195,14 +196,19 @@ def experiments(revs: list[str] | None = None) -> dict[str, str]:
     return found
 
 
+def git_text(rev: str, path: Path, name: str) -> str:
+    """A file of experiment `name`'s commit `rev`."""
+    proc = subprocess.run(["git", "show", f"{rev}:{Path(path).as_posix()}"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise InputError(f"experiment {name}: no {Path(path).as_posix()} in its commit {rev[:7]}")
+    return proc.stdout
+
+
 def reader(name: str, rev: str) -> tables.Reader:
     """Reads a metrics file from an experiment's commit, whole: `dvc exp show` keeps only the numbers of a
     metrics file, not the accuracy matrix's lists."""
     def read(path: Path) -> dict:
-        proc = subprocess.run(["git", "show", f"{rev}:{Path(path).as_posix()}"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise InputError(f"experiment {name}: no {Path(path).as_posix()} in its commit {rev[:7]}")
-        return json.loads(proc.stdout)
+        return json.loads(git_text(rev, path, name))
 
     return read
 
@@ -266,13 +272,20 @@ def main(argv: list[str]) -> None:
                              "HEAD's, e.g. a sweep queued before later commits")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for every variant alike (a sweep; repeatable; needs --tag)")
+    parser.add_argument("--order", help="cl, ablation: train in this order of compare.orders (e.g. the held-out "
+                                        "compare.held_out_order); tags the run with its name unless --tag does")
     parser.add_argument("--tag", help="names a --set sweep: experiments cmp-BRANCH-VARIANT-TAG-sSEED, outputs "
                                       "metrics/compare_BRANCH-TAG.{json,md}; the README is left as it is")
     args = parser.parse_args(argv)
     if args.rev and not args.collect:
         raise ParamsError("--rev: only with --collect (experiments are queued on HEAD)")
     branch = BRANCHES[args.branch]
+    if args.order and branch.seed_key:  # the continual branches only (their seed keys are compare.seed_keys)
+        raise ParamsError(f"--order: the {branch.name} comparison has no task order")
+    args.tag = args.tag or args.order
     extra = parse_sets(args.set, args.tag)
+    if args.order:
+        extra |= order_overrides(load_params(*LIBRARIES), args.order)
     summary_path = outputs(branch, args.tag)[0]
     if args.redraw:
         return publish(branch, io.read_json(summary_path), args.tag)
@@ -308,8 +321,10 @@ def main(argv: list[str]) -> None:
     command = "make compare" if branch.name == "cl" else f"make compare-{branch.name}"
     if args.tag:
         command = " ".join(["python -m pipeline.compare --branch", branch.name, "--variants", *variants,
-                            *(f"--set {k}={v}" for k, v in extra.items()), "--tag", args.tag])
+                            *(f"--set {k}={v}" for k, v in extra.items() if not k.startswith("tasks.")),
+                            *(["--order", args.order] if args.order else []), "--tag", args.tag])
     summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": seconds, "command": command,
+                                               "order": args.order,
                                                "stages_run": ran, "setting": {**branch.setting(params), **extra},
                                                "seed_keys": list(branch.seed_keys(params))}
     if args.tag:

@@ -67,6 +67,9 @@ class DataParams(Section):
     # comes from (ImageNet's stand-in) and an unpaired caption pool (Conceptual Captions' stand-in)
     reference_images: int = Field(2048, ge=2)
     reference_captions: int = Field(1000, ge=2)
+    # training images of each class carved out as the evaluation split, the test split left unwritten: the
+    # selection runs' validation data (pipeline/data/validation.py); 0: none, the tasks as built (the default)
+    val_per_class: int = Field(0, ge=0)
     seed: int = 0
 
     @field_validator("templates")
@@ -224,6 +227,16 @@ class CompareParams(Section):
         return v
 
     jobs: int | None = Field(None, ge=1)  # experiments at once; null: cores // runtime.threads
+    # The selection protocol (pipeline/search.py, pipeline/selection.py): task orders by name (each a list of
+    # every task of `tasks`, checked when a command uses it), the one hyperparameters are chosen on (with the
+    # validation split `search_setting` carves) and the held-out one the reported tables run on.
+    orders: dict[str, list[str]] = {}
+    selection_order: str | None = None
+    held_out_order: str | None = None
+    search_setting: dict[str, Scalar] = {"data.val_per_class": 20}  # under every search run
+    search_metric: Literal["transfer", "average", "last"] = "average"  # mean over seeds of this validation metric
+    # per compare.variants entry: dotted key -> the values tried (their grid: every combination)
+    search: dict[str, dict[str, list[Scalar]]] = {}
     variants: dict[str, dict[str, Scalar]] = {"finetune": {"train.method": "finetune"}, "dual_teacher": {}}
     ablation_variants: dict[str, dict[str, Scalar]] = {}  # `make compare-ablation`: variants of dual_teacher
     distill_variants: dict[str, dict[str, Scalar | None]] = {}  # `make compare-distill`; seeds set distill.seed

@@ -7,6 +7,7 @@ from pipeline import io, paths
 from pipeline.data import loader, save_corpus, save_task
 from pipeline.data.benchmarks import build_corpus, build_task
 from pipeline.data.reference import build_reference, save_reference
+from pipeline.data.validation import carve_validation
 from pipeline.stages.common import load_params, stage
 
 
@@ -16,7 +17,9 @@ def main(argv):
     names = params.task_names
     loader.configure(params.runtime.workers, pin_memory=False)  # folder, mtil: every image is decoded once
     # Build everything before writing anything, so a bad image in the last task leaves old data intact.
-    tasks = {name: build_task(params.data, name) for name in tqdm(names, desc="prepare tasks")}
+    # data.val_per_class > 0 (selection runs): each task's evaluation split is carved from its training images
+    tasks = {name: carve_validation(build_task(params.data, name), params.data.val_per_class, params.data.seed)
+             for name in tqdm(names, desc="prepare tasks")}
     corpus = build_corpus(params.data, names)
     d = params.data
     reference = build_reference(image_size=d.image_size, images=d.reference_images, captions=d.reference_captions, seed=d.seed)
