@@ -124,6 +124,9 @@ class LossParams(Section):
     # text heads of earlier tasks are held too, at one text-tower forward over every seen prompt per step.
     # "seen" is the default: it beat the patent's form on Transfer, Average and Last (README, ablation)
     dis_scope: Literal["current", "seen"] = "seen"
+    # seen: L_dis's rows hold this many of the earlier tasks' classes, drawn anew each step (all of this task's),
+    # bounding the text tower's cost as classes accumulate; null: every seen class (the default)
+    dis_seen_sample: int | None = Field(None, ge=1)
     adaptive_k: float = Field(6.0, gt=0)  # Select-and-Distill rule, arXiv 2403.09296
     adaptive_b: float = Field(0.2, ge=0)
     label_smoothing: float = Field(0.2, ge=0, lt=1)  # ZSCL trains every method of MTIL with 0.2
