@@ -156,6 +156,8 @@ class LossParams(Section):
     # weight ensemble every N steps; 0: off. ZSCL's scripts: `--we --avg_freq 100` of `--iterations 1000`, i.e.
     # every tenth of a task's steps: 10 of train.steps 100
     zscl_ensemble_every: int = Field(10, ge=0)
+    # zscl: weight of L_l2, the squared distance from the task's starting weights (ZSCL's scripts: --l2 1); 0: off
+    zscl_l2: float = Field(1.0, ge=0)
     wise_alpha: float = Field(0.5, ge=0, le=1)  # WiSE-FT: weight of the fine-tuned model
 
 

@@ -288,6 +288,29 @@ def test_zscl_reference_distillation(workspace, monkeypatch, source):
     assert len(captions) == (12 if source == "reference" else len(images))
 
 
+def test_zscl_l2_is_the_squared_distance_from_the_tasks_starting_weights(workspace, monkeypatch):
+    """ZSCL's scripts' --l2 1: zero where the task starts; after moving one weight by delta, sum(delta^2), and
+    its gradient 2 * delta there; off (no term) with zscl_l2 0."""
+    root, params = workspace
+    monkeypatch.chdir(root)
+    assert params.loss.zscl_l2 == 1.0
+    ctx = make_context(params, "colour")
+    method = get_method("zscl")(ctx)
+    batch = first_batch(ctx)
+    assert method.terms(*batch)["l2"].item() == 0.0 and method.weights()["l2"] == 1.0
+    name, weight = next((n, p) for n, p in ctx.student.model.named_parameters() if p.ndim == 2)
+    delta = 0.01 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        weight += delta
+    l2 = method.terms(*batch)["l2"]
+    torch.testing.assert_close(l2, (delta ** 2).sum(), rtol=1e-4, atol=1e-8)
+    ctx.student.model.zero_grad(set_to_none=True)
+    l2.backward()
+    torch.testing.assert_close(weight.grad, 2 * delta, rtol=1e-3, atol=1e-6)
+    off = get_method("zscl")(make_context(with_loss(params, zscl_l2=0.0), "colour"))
+    assert "l2" not in off.terms(*batch) and "l2" not in off.weights()
+
+
 def test_zscl_weight_ensemble_is_the_mean_of_the_snapshots(workspace, monkeypatch):
     """ensemble_every=1, 2 steps: theta_hat = mean(theta_0 (start), theta_1, theta_2) (ZSCL's merge_we)."""
     root, params = workspace

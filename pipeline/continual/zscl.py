@@ -1,5 +1,7 @@
 """ZSCL (Zheng et al., "Preventing Zero-Shot Transfer Degradation in Continual Learning of Vision-Language
-Models", ICCV 2023): L = ce_weight L_ce + zscl_weight L_zscl, plus an optional weight ensemble.
+Models", ICCV 2023): L = ce_weight L_ce + zscl_weight L_zscl + zscl_l2 L_l2, and a weight ensemble; by default
+as the authors' published runs do it (mtil/scripts/ZSCL.sh). `loss.zscl_reference: corpus_oracle`,
+`zscl_ensemble_every: 0` and `zscl_l2: 0` give the form of the tables before.
 
 - L_zscl ("Distillation in Feature Space"): the frozen E0 teaches the student its image->text and text->image
   distributions on reference data (`zscl_distillation`), which keeps the student's zero-shot behaviour on data
@@ -16,6 +18,8 @@ Models", ICCV 2023): L = ce_weight L_ce + zscl_weight L_zscl, plus an optional w
   under no_grad and serve `logits_current` and `logits_ref` alike), so L_zscl distils into the image tower
   only; `student` uses the student's own caption features, which lets L_zscl train the text tower too (with
   `reference`, a text-tower forward over the whole pool each step).
+- L_l2: the published scripts' `--l2 1`, the squared distance in parameter space from the weights the task
+  started from, summed over every parameter (`weight_l2`; mtil/src/models/helpers.py `l2_loss`).
 - Weight ensemble ("Weight Ensemble in Parameter Space", `loss.zscl_ensemble_every` = N > 0; on by default at
   ZSCL's cadence, `--we --avg_freq 100` of 1000 iterations, scaled to 10 of our 100 steps): the running mean
   theta_hat of the student's weights replaces the student at the end of the task. Snapshots as in ZSCL's
@@ -37,7 +41,7 @@ from pipeline.config import E0
 from pipeline.continual.base import Method
 from pipeline.continual.registry import register_method
 from pipeline.continual.weights import assign, floating_state, running_average
-from pipeline.losses import clip_ce, cosine_logits, zscl_distillation
+from pipeline.losses import clip_ce, cosine_logits, weight_l2, zscl_distillation
 from pipeline.models import clip as clip_lib
 from pipeline.runtime import stable_seed
 
@@ -66,10 +70,13 @@ class ZSCL(Method):
         self.every = ctx.params.loss.zscl_ensemble_every
         self.average = floating_state(ctx.student.model) if self.every else None
         self.snapshots = 1  # the initial weights count as the first snapshot
+        # L_l2's reference: the weights the task starts from (E_{m-1}), as ZSCL's `l2_model` (a copy at the start)
+        self.start = {n: p.detach().clone() for n, p in ctx.student.model.named_parameters()} if ctx.params.loss.zscl_l2 else None
 
     def weights(self):
         loss = self.ctx.params.loss
-        return {"ce": loss.ce_weight, "zscl": loss.zscl_weight}
+        weights = {"ce": loss.ce_weight, "zscl": loss.zscl_weight}
+        return weights | ({"l2": loss.zscl_l2} if loss.zscl_l2 else {})
 
     def reference_batch(self) -> tuple[torch.Tensor, list[str]]:
         """`zscl_ref_batch` distinct reference images (all of them if there are fewer) and the captions they are
@@ -90,10 +97,13 @@ class ZSCL(Method):
             teacher = cosine_logits(clip_lib.encode_images(self.e0, ref_images), e0_text, self.e0.logit_scale)
         text = e0_text if loss.zscl_text == "e0" else clip_lib.encode_texts(ctx.student, captions)
         student = cosine_logits(clip_lib.encode_images(ctx.student, ref_images), text, ctx.student.logit_scale)
-        return {
+        out = {
             "ce": clip_ce(v, u, labels, ctx.student.logit_scale, loss.label_smoothing),
             "zscl": zscl_distillation(student, teacher, loss.kd_temperature),
         }
+        if self.start is not None:
+            out["l2"] = sum(weight_l2(p, self.start[n]) for n, p in ctx.student.model.named_parameters())
+        return out
 
     def after_step(self):
         # 0-based index of the step just taken, as ZSCL's `iteration`: the first step is always averaged in.
