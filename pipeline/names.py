@@ -13,8 +13,8 @@ CONTINUAL_METHODS: dict[str, str] = {
     "wise_ft": "wise_ft",
     "zscl": "zscl",
 }
-# Methods that read E0's caption corpus (data/corpus), ZSCL's reference batches: Params refuses a folder
-# benchmark that gives them none, and the mtil benchmark (which has none).
+# Methods that may read E0's caption corpus (data/corpus): ZSCL's reference batches with loss.zscl_reference:
+# corpus_oracle. Params refuses that form on a folder benchmark that gives no corpus, and on mtil (which has none).
 CORPUS_METHODS = frozenset({"zscl"})
 
 # distill.method (and cohort.method for the online ones) -> its module under pipeline/compression.

@@ -11,6 +11,7 @@ DATA = Path("data")
 CHECKED = DATA / "checked"
 TASKS = DATA / "tasks"  # prepare: one folder per task (task.json, train/test safetensors)
 CORPUS = DATA / "corpus"  # prepare: E0's pretraining images and captions
+REFERENCE = DATA / "reference"  # prepare: ZSCL's reference images and unpaired caption pool (no task's)
 PROTOTYPES = DATA / "prototypes"  # prototypes: per task, E0's prototypes and text features, and its image features (.npy)
 # train@<task>: E_{m-1}'s features of the task's images, one .npy per producer (pipeline/continual/teacher_cache.py)
 FEATURE_CACHE = Path(".cache") / "teacher_features"

@@ -16,6 +16,7 @@ from pipeline.continual.gradcam import class_grad_cam, feature_map_and_features
 from pipeline.continual.trainer import train_task
 from pipeline.continual.weights import floating_state
 from pipeline.data.facets import build_facet_corpus, build_facet_task
+from pipeline.data.reference import build_reference, save_reference
 from pipeline.data import (
     load_task,
     save_corpus,
@@ -31,7 +32,7 @@ BASELINES = ("lwf", "lwm", "zscl", "wise_ft")
 
 def make_workspace(root, arch: str, image_size: int):
     """Micro params, two prepared tasks, a tiny corpus, a random E0 with its prototypes, and a trained 'shape'
-    (as tests/test_methods.py, plus the corpus zscl reads)."""
+    (as tests/test_methods.py, plus the corpus and the reference set zscl reads)."""
     raw = yaml.safe_load(Path("params.yaml").read_text())
     raw["tasks"] = TASKS
     raw["data"]["benchmark"] = "facets"
@@ -48,6 +49,7 @@ def make_workspace(root, arch: str, image_size: int):
             task = build_facet_task(name, image_size=image_size, train_per_class=3, test_per_class=2, seed=0)
             save_task(task, paths.task_dir(name))
         save_corpus(build_facet_corpus(image_size=image_size, size=32, seed=0), paths.CORPUS)
+        save_reference(build_reference(image_size=image_size, images=24, captions=12, seed=0), paths.REFERENCE)
         torch.manual_seed(0)
         clip_lib.save(clip_lib.build(arch, image_size), paths.model_dir("e0"), {"name": "e0"})
         prototypes_stage.main([])
@@ -264,9 +266,11 @@ def test_lwm_attention_term_alone_trains_a_resnet_student(rn_workspace, monkeypa
         assert attn is not None and attn.abs().sum() > 0
 
 
-def test_zscl_reference_distillation(workspace, monkeypatch):
+@pytest.mark.parametrize("source", ["reference", "corpus_oracle"])
+def test_zscl_reference_distillation(workspace, monkeypatch, source):
     root, params = workspace
     monkeypatch.chdir(root)
+    params = with_loss(params, zscl_reference=source)
     first = get_method("zscl")(make_context(params, "shape"))
     assert first.terms(*first_batch(first.ctx))["zscl"].item() == pytest.approx(0.0, abs=1e-4)  # student is E0
     second = get_method("zscl")(make_context(params, "colour"))
@@ -277,7 +281,34 @@ def test_zscl_reference_distillation(workspace, monkeypatch):
     assert all(p.grad is None for p in second.e0.model.parameters())
     # Reference batches are seeded by train.seed and the task: a fresh method draws the same ones.
     again = get_method("zscl")(make_context(params, "colour"))
-    assert again.reference_batch()[1] == get_method("zscl")(make_context(params, "colour")).reference_batch()[1]
+    images, captions = again.reference_batch()
+    same_images, same_captions = get_method("zscl")(make_context(params, "colour")).reference_batch()
+    assert torch.equal(images, same_images) and captions == same_captions
+    # As published, every image is scored against the whole unpaired pool; the oracle pairs each with its caption.
+    assert len(captions) == (12 if source == "reference" else len(images))
+
+
+def test_zscl_l2_is_the_squared_distance_from_the_tasks_starting_weights(workspace, monkeypatch):
+    """ZSCL's scripts' --l2 1: zero where the task starts; after moving one weight by delta, sum(delta^2), and
+    its gradient 2 * delta there; off (no term) with zscl_l2 0."""
+    root, params = workspace
+    monkeypatch.chdir(root)
+    assert params.loss.zscl_l2 == 1.0
+    ctx = make_context(params, "colour")
+    method = get_method("zscl")(ctx)
+    batch = first_batch(ctx)
+    assert method.terms(*batch)["l2"].item() == 0.0 and method.weights()["l2"] == 1.0
+    name, weight = next((n, p) for n, p in ctx.student.model.named_parameters() if p.ndim == 2)
+    delta = 0.01 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        weight += delta
+    l2 = method.terms(*batch)["l2"]
+    torch.testing.assert_close(l2, (delta ** 2).sum(), rtol=1e-4, atol=1e-8)
+    ctx.student.model.zero_grad(set_to_none=True)
+    l2.backward()
+    torch.testing.assert_close(weight.grad, 2 * delta, rtol=1e-3, atol=1e-6)
+    off = get_method("zscl")(make_context(with_loss(params, zscl_l2=0.0), "colour"))
+    assert "l2" not in off.terms(*batch) and "l2" not in off.weights()
 
 
 def test_zscl_weight_ensemble_is_the_mean_of_the_snapshots(workspace, monkeypatch):

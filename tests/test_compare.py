@@ -53,7 +53,22 @@ def test_a_distill_variant_whose_method_cannot_train_its_student_is_named():
 
 def test_overrides_add_the_branch_seed():
     params = params_with("variants", {"ft": {"train.method": "finetune"}})
-    assert compare.overrides(params, "ft", 7) == {"train.method": "finetune", "train.seed": 7}
+    # A seed of the continual comparison redraws the data, E0 and the batch order (compare.seed_keys) ...
+    assert compare.overrides(params, "ft", 7) == {"train.method": "finetune", "data.seed": 7, "pretrain.seed": 7,
+                                                  "train.seed": 7}
+    assert {"prepare", "pretrain", "prototypes", "train@*", "evaluate"} <= set(CL.allowed_to_run(params))
+    assert CL.targets == ("evaluate",)  # ... and never the compression branch, which data.seed also feeds
+    # ... and seed 0 is the default pipeline's run: the same params, hence the same data, E0 and metrics.
+    default = Params.load()
+    assert default.with_overrides(compare.overrides(default, "dual_teacher", 0)).model_dump() == \
+        default.with_overrides(default.compare.variants["dual_teacher"]).model_dump()
+    assert (default.data.seed, default.pretrain.seed, default.train.seed) == (0, 0, 0)
+    raw = params.model_dump(mode="json")
+    raw["compare"]["seed_keys"] = ["train.seed"]  # the batch order alone: one data draw, one E0
+    assert compare.overrides(Params.from_dict(raw), "ft", 7) == {"train.method": "finetune", "train.seed": 7}
+    raw["compare"]["seed_keys"] = ["data.seed", "model.arch"]
+    with pytest.raises(ParamsError, match="compare.seed_keys"):
+        Params.from_dict(raw)
     params = params_with("token_variants", {"hard": {"distill.token.mode": "hard"}})
     assert compare.overrides(params, "hard", 2, TOKEN) == {"distill.token.mode": "hard", "distill.seed": 2}
     assert compare.experiment_name(TOKEN, "hard", 2) == "cmp-token-hard-s2"
@@ -129,9 +144,9 @@ def test_the_distill_setting_is_under_every_variant_and_lets_its_stages_run():
         compare.check_variants(Params.from_dict(raw), DISTILL)
 
 
-def _cl_run(transfer, average, last, seconds, memory, matrix):
+def _cl_run(transfer, average, last, seconds, memory, matrix, zero_shot=55.5):
     return {"method": "finetune", "transfer": transfer, "average": average, "last": last,
-            "seconds_per_task": seconds, "peak_memory_mb": memory, "matrix": matrix}
+            "seconds_per_task": seconds, "peak_memory_mb": memory, "matrix": matrix, "zero_shot_transfer": zero_shot}
 
 
 def test_summarise_cl_mean_std_cost_and_curve():
@@ -150,8 +165,14 @@ def test_summarise_cl_mean_std_cost_and_curve():
 def test_markdown_cl():
     runs = {"ft": [_cl_run(1.0, 2.0, 3.0, 5.0, 800.0, [[1.0], [2.0]])] * 2}
     summary = compare_tables.summarise_cl(runs, [0, 1]) | {"reference": {"zero_shot_transfer": 55.5}, "seconds": 12}
-    table = compare_tables.markdown_cl(summary)
-    assert "| E0 zero-shot | - | 55.50 | - | - | - | - |" in table
+    table = compare_tables.markdown_cl(summary)  # an older summary: seeds set train.seed, one E0
+    assert "| E0 zero-shot | - | 55.50 | - | - | - | - |" in table and "E0 is the same for every run" in table
+    redrawn = compare_tables.summarise_cl({"ft": [_cl_run(1.0, 2.0, 3.0, 5.0, 800.0, [[1.0], [2.0]], z) for z in (50.0, 54.0)]},
+                                          [0, 1]) | {"reference": {"zero_shot_transfer": 50.0}, "seconds": 12,
+                                                     "seed_keys": ["data.seed", "pretrain.seed", "train.seed"]}
+    redrawn_table = compare_tables.markdown_cl(redrawn)  # each seed's own E0: their mean and std
+    assert "| E0 zero-shot | - | 52.00 ± 2.83 | - | - | - | - |" in redrawn_table
+    assert "`data.seed`, `pretrain.seed`, `train.seed`; each seed redraws" in redrawn_table
     assert "| ft | finetune | 1.00 ± 0.00 | 2.00 ± 0.00 | 3.00 ± 0.00 | 5.0 | 800 |" in table
     runs["ft"] = [_cl_run(1.0, 2.0, 3.0, s, 800.0, [[1.0], [2.0]]) for s in (5.0, 50.0, 6.0)]  # one slowed run
     summary = compare_tables.summarise_cl(runs, [0, 1, 2]) | {"reference": {"zero_shot_transfer": 55.5}, "seconds": 12}

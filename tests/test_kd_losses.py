@@ -15,6 +15,7 @@ from pipeline.losses import (
     grad_cam,
     knowledge_distillation,
     lwm_distillation,
+    weight_l2,
     zscl_distillation,
 )
 
@@ -92,6 +93,20 @@ def test_zscl_hand_case_2x2_sums_both_directions():
     assert math.isclose(got.item(), 1.5 * LN3, rel_tol=1e-12)
     expected = reference_kd(S_HAND, T_HAND, 2.0) + reference_kd(S_HAND.T, T_HAND.T, 2.0)
     assert torch.allclose(got, expected)
+
+
+def test_weight_l2_hand_case_parity_and_gradient():
+    # (1 - 0)^2 + (2 - 4)^2 + (-1 - -1)^2 + (0.5 - 0)^2 = 1 + 4 + 0 + 0.25 = 5.25
+    w = torch.tensor([[1.0, 2.0], [-1.0, 0.5]], dtype=f64, requires_grad=True)
+    r = torch.tensor([[0.0, 4.0], [-1.0, 0.0]], dtype=f64, requires_grad=True)
+    got = weight_l2(w, r)
+    assert got.item() == 5.25
+    torch.testing.assert_close(got, F.mse_loss(w, r, reduction="sum"))  # ZSCL's helpers.l2_loss, per parameter
+    got.backward()
+    torch.testing.assert_close(w.grad, 2 * (w - r).detach())  # d/dw = 2 (w - r); the reference is a constant
+    assert r.grad is None
+    assert torch.autograd.gradcheck(lambda x: weight_l2(x, r), (randn(2, 3, seed=9, requires_grad=True)[:, :2],))
+    assert weight_l2(w, w).item() == 0.0
 
 
 def test_zscl_parity_and_zero_at_equality():

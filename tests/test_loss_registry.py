@@ -45,6 +45,7 @@ class Case:
 
 
 CASES = {
+    "weight_l2": Case(lambda g: {"weights": _features(g), "reference": _features(g)}, "weights", ("reference",)),
     "attention_distillation": Case(
         lambda g: {"student_maps": torch.rand(B, 9, generator=g, dtype=torch.float64),
                    "teacher_maps": torch.rand(B, 9, generator=g, dtype=torch.float64)},

@@ -374,6 +374,41 @@ def test_seen_scope_rows_and_columns(chain, monkeypatch, weighting):
     torch.testing.assert_close(con_u, u[2])
 
 
+def test_seen_sample_bounds_the_rows_to_k_earlier_classes_and_this_tasks(chain, monkeypatch):
+    """loss.dis_seen_sample = 5 on task 3 (13 earlier classes, 4 of its own): U holds 5 earlier classes drawn
+    anew each step and all 4 of fill's, the teachers' text rows are the same classes' rows, P_all stays whole;
+    the text tower sees those 9 classes' prompts only. K >= 13 is the seen scope itself."""
+    root, params = chain
+    monkeypatch.chdir(root)
+    ctx = make_context(with_loss(params, dis_scope="seen", dis_seen_sample=5), "fill")
+    method = get_method("dual_teacher")(ctx)
+    seen = []
+    monkeypatch.setattr(dual_teacher, "dual_teacher_distillation", lambda *args: seen.append(args) or 0.0)
+    texts = []
+    encode = clip_lib.encode_texts
+    monkeypatch.setattr(clip_lib, "encode_texts", lambda clip, t: texts.append(len(t)) or encode(clip, t))
+    images, labels, idx = first_batch(ctx)
+    picks = []
+    sampled = method.sampled_seen
+    monkeypatch.setattr(method, "sampled_seen", lambda: picks.append(sampled()) or picks[-1])
+    method.terms(images, labels, idx)
+    method.terms(images, labels, idx)
+    (prompts, rows), (_, rows_again) = picks
+    assert rows.tolist()[-4:] == list(range(13, 17)) and len(rows) == 9 and len(set(rows[:5].tolist())) == 5
+    assert not torch.equal(rows, rows_again)  # drawn anew each step
+    templates = {t.name: len(t.templates) for t in ctx.seen_tasks}
+    assert texts[0] == sum(len(p) for task in prompts for p in task) < sum(len(t.classes) * templates[t.name] for t in ctx.seen_tasks)
+    student_rows, prototypes, e0_rows, prev_rows, *_ = seen[0]
+    d = prototypes.shape[1]
+    assert student_rows.shape == e0_rows.shape == prev_rows.shape == (8 + 9, d) and prototypes.shape == (17, d)
+    assert torch.equal(e0_rows[8:], ctx.seen_e0_text[rows]) and torch.equal(prev_rows[8:], ctx.seen_prev_text[rows])
+    with torch.no_grad():
+        all_u = torch.cat([clip_lib.class_text_features(ctx.student, t.prompts()) for t in ctx.seen_tasks])
+    torch.testing.assert_close(student_rows[8:].detach(), all_u[rows])
+    unbounded = get_method("dual_teacher")(make_context(with_loss(params, dis_scope="seen", dis_seen_sample=13), "fill"))
+    assert unbounded.seen_sample is None  # no fewer than the earlier classes: every one, as without the key
+
+
 def test_state_carries_the_final_prototypes_along_the_chain(chain, monkeypatch):
     """Each task saves its own final P_m as `prototypes` and hands on every earlier one unchanged as
     `prototypes/<task>`, with dis_scope "current" too (the chain was trained with it)."""

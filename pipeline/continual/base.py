@@ -12,6 +12,7 @@ from pipeline.params import E0, Params
 from pipeline.continual.teacher_cache import Rows, TeacherRows, cached_array, digest, images_key, load_array
 from pipeline.data import CaptionCorpus, TaskData, load_corpus
 from pipeline.data.benchmarks import load_tasks
+from pipeline.data.reference import ReferenceSet, load_reference
 from pipeline.models import clip as clip_lib
 
 
@@ -173,6 +174,10 @@ class TaskContext:
     def load_corpus(self, needed_by: str) -> CaptionCorpus:
         """E0's caption corpus (ZSCL's reference pairs); `needed_by` names the reader if it is empty."""
         return load_corpus(paths.CORPUS, needed_by=needed_by)
+
+    def load_reference(self, needed_by: str) -> ReferenceSet:
+        """ZSCL's reference images and unpaired caption pool (data/reference); `needed_by` names the reader."""
+        return load_reference(paths.REFERENCE, needed_by=needed_by)
 
     def student_features(self, images: torch.Tensor, seen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The student's image features V (B, d) and class text features U (C, d), with gradient. With

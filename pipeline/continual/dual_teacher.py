@@ -6,6 +6,9 @@ average of the student's batch features; L = ce_weight L_ce + con_weight L_con +
 `loss.dis_scope: seen` (our extension, beyond the patent) widens L_dis from the current task to every task
 seen so far: student rows H = [V; U_1..U_m], columns P_all = [P_1; ..; P_{m-1}; P_m], with P_1..P_{m-1} as
 their tasks ended (constants) and P_m the live, sliding one. L_ce and L_con stay on the current task.
+Its cost is a text-tower forward over every seen class's prompts each step (about 1,200 classes by MTIL
+order I's task 11); `loss.dis_seen_sample` = K bounds it: each step the rows U hold K of the earlier tasks'
+classes, drawn anew (uniformly, from a stream of its own), and all of this task's; the columns P_all stay whole.
 
 Several processes (`runtime.nproc`): L_con, L_dis (a Frobenius norm over the batch's rows) and the prototype
 update are functions of the whole batch, not means of per-sample terms, so every rank gathers the global
@@ -22,6 +25,8 @@ import warnings
 import torch
 
 from pipeline import distributed, paths
+from pipeline.models import clip as clip_lib
+from pipeline.runtime import stable_seed
 from pipeline.continual.base import Method, TaskContext
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.registry import register_method
@@ -75,6 +80,28 @@ class DualTeacher(Method):
         # Kept and saved whatever loss.dis_scope is, so switching to "seen" later retrains no earlier task.
         self.earlier_prototypes = carried_prototypes(ctx)
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        sample = ctx.params.loss.dis_seen_sample
+        earlier = sum(len(t.classes) for t in ctx.base_tasks) if ctx.params.loss.dis_scope == "seen" else 0
+        # Drawn only where it bounds something (fewer earlier classes than K: every one, as without it).
+        self.seen_sample = sample if sample is not None and earlier > sample else None
+        if self.seen_sample is not None:
+            self.seen_generator = torch.Generator().manual_seed(stable_seed(ctx.params.train.seed, ctx.name, "dis_seen_sample"))
+
+    def sampled_seen(self) -> tuple[list[list[list[str]]], torch.Tensor]:
+        """`loss.dis_seen_sample` of the earlier tasks' classes and all of this task's: their prompts by task (in
+        task order, classes ascending) and their rows in the seen stacking (tasks 1..m, this task's last)."""
+        tasks = self.ctx.base_tasks
+        offsets = torch.tensor([0, *(len(t.classes) for t in tasks)]).cumsum(0)
+        earlier = int(offsets[-1])
+        picked = torch.randperm(earlier, generator=self.seen_generator)[: self.seen_sample].sort().values
+        prompts = []
+        for k, task in enumerate(tasks):
+            classes = picked[(picked >= offsets[k]) & (picked < offsets[k + 1])] - offsets[k]
+            if len(classes):
+                all_prompts = task.prompts()
+                prompts.append([all_prompts[c] for c in classes.tolist()])
+        rows = torch.cat([picked, torch.arange(earlier, earlier + len(self.ctx.task.classes))])
+        return [*prompts, self.ctx.task.prompts()], rows
 
     def weights(self):
         loss = self.ctx.params.loss
@@ -83,7 +110,12 @@ class DualTeacher(Method):
     def terms(self, images, labels, indices):
         loss, ctx = self.ctx.params.loss, self.ctx
         seen = loss.dis_scope == "seen"
-        v, u_dis = ctx.student_features(images, seen=seen)  # U of this task, or of tasks 1..m (this one last)
+        rows = None  # with dis_seen_sample: the seen classes in this step's U, as rows of the seen stacking
+        if seen and self.seen_sample is not None:
+            prompts, rows = self.sampled_seen()
+            v, u_dis = clip_lib.encode_images(ctx.student, images), clip_lib.tasks_class_text_features(ctx.student, prompts)
+        else:
+            v, u_dis = ctx.student_features(images, seen=seen)  # U of this task, or of tasks 1..m (this one last)
         # E_{m-1}'s features only where they enter the loss (the e0-only ablation must not pay for them). The
         # teachers' rows of this rank's images: cached, or the teachers run on the (augmented) images.
         e0, prev = ctx.e0_features, None if loss.dis_teachers == "e0" else ctx.prev_features
@@ -96,6 +128,8 @@ class DualTeacher(Method):
         if seen:
             prototypes = torch.cat([*self.earlier_prototypes.values(), self.prototypes])
             e0_text, prev_text = ctx.seen_e0_text, None if prev is None else ctx.seen_prev_text
+            if rows is not None:
+                e0_text, prev_text = e0_text[rows.to(e0_text.device)], None if prev_text is None else prev_text[rows.to(prev_text.device)]
         else:
             prototypes, e0_text, prev_text = self.prototypes, e0.text, None if prev is None else prev.text
         student_rows = torch.cat([v, u_dis])  # H = [V; U]

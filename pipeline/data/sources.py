@@ -123,6 +123,15 @@ class MtilImages(ImageSource):
                 "split": self.split, "items": self.items}
 
 
+def subset(images: ImageSource, items: list[int]) -> ImageSource:
+    """The images at positions `items` of a source, as a source of the same kind (nothing decoded)."""
+    if isinstance(images, FileImages):
+        return FileImages([images.files[i] for i in items], images.image_size, [images.digests[i] for i in items])
+    if isinstance(images, MtilImages):
+        return MtilImages(images.root, images.name, images.split, [images.items[i] for i in items], images.image_size)
+    raise TypeError(f"subset: no subset of a {type(images).__name__}")
+
+
 def concat(parts: list[FileImages]) -> FileImages:
     """The files of `parts` in order, as one source (their digests kept, not recomputed)."""
     if not parts or len({p.image_size for p in parts}) != 1:

@@ -11,7 +11,7 @@ from pipeline.losses.dual_teacher import (
     similarity_distillation,
 )
 from pipeline.losses.distillation import hard_distillation, soft_distillation, student_ce
-from pipeline.losses.kd import cosine_logits, knowledge_distillation, lwm_distillation, zscl_distillation
+from pipeline.losses.kd import cosine_logits, knowledge_distillation, lwm_distillation, weight_l2, zscl_distillation
 from pipeline.losses.attention import attention_distillation, grad_cam
 from pipeline.losses import channel_matching  # noqa: F401  (registers channel_mse, channel_partial_l2)
 from pipeline.losses.contrastive import icl, soft_icl, soft_vcl, vcl
@@ -40,6 +40,7 @@ __all__ = [
     "knowledge_distillation",
     "lwm_distillation",
     "zscl_distillation",
+    "weight_l2",
     "grad_cam",
     "attention_distillation",
 ]

@@ -105,6 +105,21 @@ def zscl_distillation(student_logits: Tensor, teacher_logits: Tensor, temperatur
     )
 
 
+@register_loss("weight_l2")
+def weight_l2(weights: Tensor, reference: Tensor) -> Tensor:
+    """ZSCL's L2 in parameter space (its published scripts' ``--l2 1``; mtil/src/models/helpers.py ``l2_loss``:
+    ``F.mse_loss(param, param_ref, reduction="sum")`` over every parameter, the reference being the weights the
+    task started from): ``sum_i (w_i - r_i)^2`` for one parameter tensor. The method sums it over parameters.
+
+    Args:
+        weights: a parameter tensor of the student, any shape.
+        reference: the same parameter as the task started (detached: a constant), same shape.
+    Returns:
+        scalar.
+    """
+    return (weights - reference.detach()).pow(2).sum()
+
+
 @register_loss("lwm_distillation")
 def lwm_distillation(
     student_logits: Tensor, teacher_logits: Tensor, form: str = "sigmoid", temperature: float = 2.0

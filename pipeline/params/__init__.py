@@ -78,6 +78,13 @@ class DataParams(Section):
     pretrain_on_tasks: bool = False
     # mtil: k training images per class, drawn with data.seed (the test sets stay whole); null: all of them
     few_shot: int | None = Field(None, ge=1)
+    # ZSCL's reference set (pipeline/data/reference.py), every benchmark: generated images of a domain no task
+    # comes from (ImageNet's stand-in) and an unpaired caption pool (Conceptual Captions' stand-in)
+    reference_images: int = Field(2048, ge=2)
+    reference_captions: int = Field(1000, ge=2)
+    # training images of each class carved out as the evaluation split, the test split left unwritten: the
+    # selection runs' validation data (pipeline/data/validation.py); 0: none, the tasks as built (the default)
+    val_per_class: int = Field(0, ge=0)
     seed: int = 0
 
     @field_validator("templates")
@@ -146,6 +153,9 @@ class LossParams(Section):
     # text heads of earlier tasks are held too, at one text-tower forward over every seen prompt per step.
     # "seen" is the default: it beat the patent's form on Transfer, Average and Last (README, ablation)
     dis_scope: Literal["current", "seen"] = "seen"
+    # seen: L_dis's rows hold this many of the earlier tasks' classes, drawn anew each step (all of this task's),
+    # bounding the text tower's cost as classes accumulate; null: every seen class (the default)
+    dis_seen_sample: int | None = Field(None, ge=1)
     adaptive_k: float = Field(6.0, gt=0)  # Select-and-Distill rule, arXiv 2403.09296
     adaptive_b: float = Field(0.2, ge=0)
     label_smoothing: float = Field(0.2, ge=0, lt=1)  # ZSCL trains every method of MTIL with 0.2
@@ -162,12 +172,21 @@ class LossParams(Section):
     # map" is layer4, but at 32 px the default E0's layer4 is 1x1, where every map is the same constant.
     lwm_stage: int = Field(3, ge=1, le=4)
     zscl_weight: float = Field(1.0, ge=0)
-    zscl_ref_batch: int = Field(64, ge=2)  # reference image-caption pairs per step (a softmax over 1 is 0)
+    # zscl: where the reference batches come from. "reference" (ZSCL as published): images of a generated domain
+    # no task comes from, scored against an unpaired caption pool (data/reference). "corpus_oracle": image-caption
+    # pairs of E0's own corpus, which covers every task's domain and names the tasks' classes: an oracle that
+    # replays the tasks' domains (the form of the tables before the faithful one).
+    zscl_reference: Literal["reference", "corpus_oracle"] = "reference"
+    zscl_ref_batch: int = Field(64, ge=2)  # reference images (pairs, corpus_oracle) per step (a softmax over 1 is 0)
     # zscl: whose text features of the reference captions the student's reference logits use. "e0": E0's frozen
     # ones, as ZSCL's code (mtil/src/models/finetune.py), so L_zscl trains the image tower only; "student": the
     # student's own, so L_zscl also trains the text tower.
     zscl_text: Literal["e0", "student"] = "e0"
-    zscl_ensemble_every: int = Field(0, ge=0)  # weight ensemble every N steps; 0: off
+    # weight ensemble every N steps; 0: off. ZSCL's scripts: `--we --avg_freq 100` of `--iterations 1000`, i.e.
+    # every tenth of a task's steps: 10 of train.steps 100
+    zscl_ensemble_every: int = Field(10, ge=0)
+    # zscl: weight of L_l2, the squared distance from the task's starting weights (ZSCL's scripts: --l2 1); 0: off
+    zscl_l2: float = Field(1.0, ge=0)
     wise_alpha: float = Field(0.5, ge=0, le=1)  # WiSE-FT: weight of the fine-tuned model
 
 
@@ -232,7 +251,30 @@ class CompareParams(Section):
     Read by pipeline/tools/compare.py only, so no stage reruns when it changes."""
 
     seeds: list[int] = [0, 1, 2]
+    # `make compare` / `make compare-ablation`: the keys each seed sets. The default redraws the tasks' images
+    # and E0's corpus (data.seed), E0 (pretrain.seed) and the batch order (train.seed); seed 0 is the default
+    # pipeline's run. [train.seed] alone keeps one data draw and one E0 (the tables before they were redrawn).
+    seed_keys: list[str] = ["data.seed", "pretrain.seed", "train.seed"]
+
+    @field_validator("seed_keys")
+    @classmethod
+    def _seed_keys(cls, v: list[str]) -> list[str]:
+        known = ("data.seed", "pretrain.seed", "train.seed")
+        if not v or "train.seed" not in v or any(k not in known for k in v) or len(set(v)) != len(v):
+            raise ValueError(f"must be distinct keys of {list(known)} with train.seed among them, got {v}")
+        return v
+
     jobs: int | None = Field(None, ge=1)  # experiments at once; null: cores // runtime.threads
+    # The selection protocol (pipeline/search.py, pipeline/selection.py): task orders by name (each a list of
+    # every task of `tasks`, checked when a command uses it), the one hyperparameters are chosen on (with the
+    # validation split `search_setting` carves) and the held-out one the reported tables run on.
+    orders: dict[str, list[str]] = {}
+    selection_order: str | None = None
+    held_out_order: str | None = None
+    search_setting: dict[str, Scalar] = {"data.val_per_class": 20}  # under every search run
+    search_metric: Literal["transfer", "average", "last"] = "average"  # mean over seeds of this validation metric
+    # per compare.variants entry: dotted key -> the values tried (their grid: every combination)
+    search: dict[str, dict[str, list[Scalar]]] = {}
     variants: dict[str, dict[str, Scalar]] = {"finetune": {"train.method": "finetune"}, "dual_teacher": {}}
     ablation_variants: dict[str, dict[str, Scalar]] = {}  # `make compare-ablation`: variants of dual_teacher
     distill_variants: dict[str, dict[str, Scalar | None]] = {}  # `make compare-distill`; seeds set distill.seed
@@ -289,8 +331,8 @@ class Params(Section):
         """The params key and value that reads E0's caption corpus (data/corpus), or None if none does."""
         if self.model.pretrained is None:
             return "model.pretrained: null (E0 pretrained here)"
-        if self.train.method in CORPUS_METHODS:
-            return f"train.method: {self.train.method}"
+        if self.train.method in CORPUS_METHODS and self.loss.zscl_reference == "corpus_oracle":  # zscl's oracle form
+            return f"train.method: {self.train.method} with loss.zscl_reference: corpus_oracle"
         return None
 
     def select(self, keys: list[str]) -> dict:

@@ -93,7 +93,8 @@ def bench_training(params: Params, args, device: torch.device) -> dict:
     e0.model.to(device)
     outputs = {n: e0_outputs(e0, t, params.eval.batch_size, args.precision) for n, t in tasks.items()}
     del e0
-    corpus = synthetic_corpus(max(4 * params.loss.zscl_ref_batch, 2), args.image_size, generator)
+    # zscl as published scores each batch against the whole caption pool (data.reference_captions)
+    corpus = synthetic_corpus(max(4 * params.loss.zscl_ref_batch, params.data.reference_captions), args.image_size, generator)
     results = {}
     for name in METHODS:
         fresh_peak(device)

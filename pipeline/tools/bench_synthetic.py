@@ -20,6 +20,7 @@ from pipeline.continual.base import TaskContext
 from pipeline.continual.dual_teacher import PROTOTYPES, earlier_key
 from pipeline.continual.teacher_cache import TeacherRows
 from pipeline.data import CaptionCorpus, TaskData
+from pipeline.data.reference import ReferenceSet
 from pipeline.models import clip as clip_lib
 
 
@@ -88,3 +89,7 @@ class SyntheticContext(TaskContext):
 
     def load_corpus(self, needed_by: str) -> CaptionCorpus:
         return self.reference
+
+    def load_reference(self, needed_by: str) -> ReferenceSet:
+        """ZSCL's reference set: the random corpus's images and, unpaired, its captions (the cost is the same)."""
+        return ReferenceSet(images=self.reference.images, captions=list(self.reference.captions))

@@ -4,7 +4,8 @@ table, the figures, and every generated block of README.md and docs/ that names 
 (pipeline/tools/docs.py).
 
 Four comparisons share the runner:
-- `cl` (default): `compare.variants`, seeds set `train.seed`; Transfer / Average / Last, training wall time
+- `cl` (default): `compare.variants`, each seed sets every key of `compare.seed_keys` (by default the data's,
+  E0's pretraining's and the batch order's: a seed redraws the tasks' images, E0 and the batches); Transfer / Average / Last, training wall time
   per task and peak memory (metrics/cost/), and the average accuracy after each task (a figure, compare_tables).
 - `ablation`: `compare.ablation_variants` (variants of the headline method, dual_teacher), as `cl`.
 - `distill`: `compare.distill_variants` (the methods of the compression branch), seeds set `distill.seed`;
@@ -36,6 +37,7 @@ from pipeline.tools import compare_tables as tables
 from pipeline import io, paths
 from pipeline.params import LIBRARIES, Params, ParamsError
 from pipeline.errors import InputError
+from pipeline.selection import order_overrides
 from pipeline.stages.common import load_params, stage
 from pipeline.tools import compare_plots, docs
 
@@ -44,7 +46,7 @@ from pipeline.tools import compare_plots, docs
 class Branch:
     name: str
     variants_key: str  # attribute of params.compare holding the variants
-    seed_key: str  # the dotted key each seed sets
+    seed_key: str | None  # the dotted key each seed sets; None: every key of compare.seed_keys
     collect: Callable[[tables.Reader], dict]  # one run's results, from a reader of its metrics files
     summarise: Callable[[dict[str, list[dict]], list[int]], dict]
     markdown: Callable[[dict], str]
@@ -52,6 +54,7 @@ class Branch:
     may_run: tuple[str, ...]  # stage-name patterns a variant may re-run: everything upstream comes from the cache
     setting_key: str | None = None  # attribute of params.compare: overrides every variant starts from
     plots: tuple[tuple[Callable[[dict, Path], None], Path], ...] = ()  # figures drawn from the summary, and their paths
+    targets: tuple[str, ...] = ()  # the stages each experiment reproduces (with their upstream); (): the whole DAG
 
     def variants(self, params: Params) -> dict[str, dict]:
         return getattr(params.compare, self.variants_key)
@@ -59,21 +62,30 @@ class Branch:
     def setting(self, params: Params) -> dict:
         return getattr(params.compare, self.setting_key) if self.setting_key else {}
 
+    def seed_keys(self, params: Params) -> tuple[str, ...]:
+        return (self.seed_key,) if self.seed_key else tuple(params.compare.seed_keys)
+
     def allowed_to_run(self, params: Params) -> tuple[str, ...]:
-        """`may_run`, and the stages of the sections the setting changes (run once, then restored by DVC)."""
+        """`may_run`, the stages of the sections the setting changes (run once, then restored by DVC), and the
+        stages a seed redraws (data.seed: the tasks and E0's corpus; pretrain.seed: E0)."""
         sections = {key.split(".")[0] for key in self.setting(params)}
-        return self.may_run + tuple(sorted(sections & {"target", "teacher"}))
+        redrawn = {key.split(".")[0] for key in self.seed_keys(params)}
+        upstream = {"data": ("prepare", "pretrain", "prototypes"), "pretrain": ("pretrain", "prototypes")}
+        return self.may_run + tuple(sorted(sections & {"target", "teacher"})) + \
+            tuple(sorted({stage for section in redrawn for stage in upstream.get(section, ())}))
 
 
 BRANCHES = {
-    "cl": Branch("cl", "variants", "train.seed", tables.collect_cl, tables.summarise_cl, tables.markdown_cl,
+    # Experiments reproduce `evaluate` and what it needs only: data.seed also feeds the compression branch's
+    # target (and so its teacher and students), which the continual tables never read.
+    "cl": Branch("cl", "variants", None, tables.collect_cl, tables.summarise_cl, tables.markdown_cl,
                  (paths.COMPARE, paths.COMPARE_TABLE), ("train@*", "evaluate"),
                  plots=((tables.plot_curves, paths.COMPARE_PLOT), (compare_plots.cl_bars, compare_plots.BARS),
-                        (compare_plots.matrix_heatmaps, compare_plots.MATRICES))),
+                        (compare_plots.matrix_heatmaps, compare_plots.MATRICES)), targets=("evaluate",)),
     # The headline method's ablation: variants of dual_teacher, the same runs and table as `cl`.
-    "ablation": Branch("ablation", "ablation_variants", "train.seed", tables.collect_cl, tables.summarise_cl,
+    "ablation": Branch("ablation", "ablation_variants", None, tables.collect_cl, tables.summarise_cl,
                        tables.markdown_cl, (paths.COMPARE_ABLATION, paths.COMPARE_ABLATION_TABLE), ("train@*", "evaluate"),
-                       plots=((compare_plots.ablation_dots, compare_plots.ABLATION),)),
+                       plots=((compare_plots.ablation_dots, compare_plots.ABLATION),), targets=("evaluate",)),
     "distill": Branch("distill", "distill_variants", "distill.seed", tables.collect_distill, tables.summarise_distill,
                       tables.markdown_distill, (paths.COMPARE_DISTILL, paths.COMPARE_DISTILL_TABLE),
                       ("distill", "student_alone"), setting_key="distill_setting",
@@ -95,8 +107,9 @@ def experiment_name(branch: Branch, variant: str, seed: int, tag: str | None = N
 def overrides(params: Params, variant: str, seed: int, branch: Branch = BRANCHES["cl"],
               extra: dict[str, object] | None = None) -> dict[str, object]:
     """A run's dotted-key overrides: the branch's setting, the variant's own, `--set`'s (on every variant alike),
-    the seed."""
-    return {**branch.setting(params), **branch.variants(params)[variant], **(extra or {}), branch.seed_key: seed}
+    the seed (on every one of the branch's seed keys)."""
+    return {**branch.setting(params), **branch.variants(params)[variant], **(extra or {}),
+            **{key: seed for key in branch.seed_keys(params)}}
 
 
 TAG = re.compile(r"[A-Za-z0-9_.]+")
@@ -184,14 +197,19 @@ def experiments(revs: list[str] | None = None) -> dict[str, str]:
     return found
 
 
+def git_text(rev: str, path: Path, name: str) -> str:
+    """A file of experiment `name`'s commit `rev`."""
+    proc = subprocess.run(["git", "show", f"{rev}:{Path(path).as_posix()}"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise InputError(f"experiment {name}: no {Path(path).as_posix()} in its commit {rev[:7]}")
+    return proc.stdout
+
+
 def reader(name: str, rev: str) -> tables.Reader:
     """Reads a metrics file from an experiment's commit, whole: `dvc exp show` keeps only the numbers of a
     metrics file, not the accuracy matrix's lists."""
     def read(path: Path) -> dict:
-        proc = subprocess.run(["git", "show", f"{rev}:{Path(path).as_posix()}"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise InputError(f"experiment {name}: no {Path(path).as_posix()} in its commit {rev[:7]}")
-        return json.loads(proc.stdout)
+        return json.loads(git_text(rev, path, name))
 
     return read
 
@@ -206,17 +224,18 @@ def stages_run(name: str) -> list[str]:
 POLL_SECONDS = 30
 
 
-def run_queued(runs: dict[str, dict[str, object]], jobs: int) -> None:
-    """Queue one experiment per name (replacing an earlier one of that name), run them `jobs` at a time,
-    and wait for them all; a failed one names its log."""
+def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str, ...] = ()) -> None:
+    """Queue one experiment per name (replacing an earlier one of that name) reproducing `targets` (default:
+    every stage), run them `jobs` at a time, and wait for them all; a failed one names its log."""
     from tqdm import tqdm
 
     earlier = sorted(set(runs) & (set(experiments()) | set(queue_status())))
     if earlier:
         _dvc("exp", "remove", *earlier)
     for name, sets in runs.items():
-        print("$ " + " ".join(["dvc", "exp", "run", "--queue", "--name", name, *set_params(sets)]), flush=True)
-        _dvc("exp", "run", "--queue", "--name", name, *set_params(sets))
+        args = ["exp", "run", "--queue", "--name", name, *set_params(sets), *targets]
+        print("$ " + " ".join(["dvc", *args]), flush=True)
+        _dvc(*args)
     print(f"$ dvc queue start --jobs {jobs}   (follow one with `dvc queue logs NAME --follow`)", flush=True)
     # Not through _dvc: the detached queue worker inherits the command's stdout, and a captured pipe stays open
     # until the worker exits, i.e. until the whole queue is empty, so the wait below would begin only then.
@@ -254,13 +273,20 @@ def main(argv: list[str]) -> None:
                              "HEAD's, e.g. a sweep queued before later commits")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for every variant alike (a sweep; repeatable; needs --tag)")
+    parser.add_argument("--order", help="cl, ablation: train in this order of compare.orders (e.g. the held-out "
+                                        "compare.held_out_order); tags the run with its name unless --tag does")
     parser.add_argument("--tag", help="names a --set sweep: experiments cmp-BRANCH-VARIANT-TAG-sSEED, outputs "
                                       "metrics/compare_BRANCH-TAG.{json,md} (the docs' blocks that name that file are rewritten)")
     args = parser.parse_args(argv)
     if args.rev and not args.collect:
         raise ParamsError("--rev: only with --collect (experiments are queued on HEAD)")
     branch = BRANCHES[args.branch]
+    if args.order and branch.seed_key:  # the continual branches only (their seed keys are compare.seed_keys)
+        raise ParamsError(f"--order: the {branch.name} comparison has no task order")
+    args.tag = args.tag or args.order
     extra = parse_sets(args.set, args.tag)
+    if args.order:
+        extra |= order_overrides(load_params(*LIBRARIES), args.order)
     summary_path = outputs(branch, args.tag)[0]
     if args.redraw:
         return publish(branch, io.read_json(summary_path), args.tag)
@@ -279,7 +305,7 @@ def main(argv: list[str]) -> None:
     if not args.collect:
         check_up_to_date()
         run_queued({names[v, s]: overrides(params, v, s, branch, extra) for v, s in names},
-                   args.jobs or default_jobs(params))
+                   args.jobs or default_jobs(params), branch.targets)
     seconds = None if args.collect else round(time.perf_counter() - start)  # a collected run's time is unknown here
     reference = branch.collect(io.read_json)  # the committed default run (E0 zero-shot, the teacher, ...)
     results = experiments(args.rev)
@@ -296,9 +322,12 @@ def main(argv: list[str]) -> None:
     command = "make compare" if branch.name == "cl" else f"make compare-{branch.name}"
     if args.tag:
         command = " ".join(["python -m pipeline.tools.compare --branch", branch.name, "--variants", *variants,
-                            *(f"--set {k}={v}" for k, v in extra.items()), "--tag", args.tag])
+                            *(f"--set {k}={v}" for k, v in extra.items() if not k.startswith("tasks.")),
+                            *(["--order", args.order] if args.order else []), "--tag", args.tag])
     summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": seconds, "command": command,
+                                               "order": args.order,
                                                "stages_run": ran, "setting": {**branch.setting(params), **extra},
+                                               "seed_keys": list(branch.seed_keys(params)),
                                                "variant_overrides": {v: branch.variants(params)[v] for v in variants},
                                                "commit": ", ".join(_commits(args.rev)), "machine": machine()}
     if args.tag:

@@ -1,0 +1,90 @@
+"""`python -m pipeline.e0_spread`: how far E0's zero-shot accuracy moves over pretraining seeds. Writes
+metrics/e0_spread.json. This is a command, not a stage.
+
+E0 is pretrained once per seed of `--seeds` (default 0-4), each time as the pretrain stage does it: the
+params.yaml recipe with `pretrain.seed` set, plus `--set` overrides, which try another recipe. The tasks and
+the caption corpus are built in memory from params.yaml's data section, so they are the same for every seed
+(`data.seed` is not changed) and no stage output is read. After each run, E0's zero-shot accuracy on every
+task and its Transfer (the mean over tasks 2..T, as in metrics/zero_shot.json) are evaluated. The JSON gives
+each seed's figures and, over the seeds, the mean, sample std, min, max and range (max - min) of Transfer and
+of the mean over all tasks. It also records the machine (CPU, torch, kernel capability), since E0's float
+results depend on the CPU's kernels.
+
+    python -m pipeline.e0_spread                                   # today's recipe, seeds 0-4 (about 5 x 1-3 min)
+    python -m pipeline.e0_spread --set pretrain.steps=1800 --out metrics/e0_spread-steps1800.json
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+import torch
+import yaml
+
+from pipeline import io, metrics, paths, runtime
+from pipeline.params import ParamsError
+from pipeline.data.benchmarks import build_corpus, build_task
+from pipeline.evaluation import accuracy_row
+from pipeline.models import clip as clip_lib
+from pipeline.pretraining import pretrain
+from pipeline.stages.common import load_params, stage
+
+OUT = paths.METRICS / "e0_spread.json"
+
+
+def spread(values: list[float]) -> dict:
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": round(float(v.mean()), 2), "std": round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 2),
+            "min": round(float(v.min()), 2), "max": round(float(v.max()), 2), "range": round(float(v.max() - v.min()), 2)}
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "capability": torch.backends.cpu.get_cpu_capability()}
+
+
+@stage
+def main(argv):
+    parser = argparse.ArgumentParser(prog="python -m pipeline.e0_spread", description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a recipe change (repeatable)")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args(argv)
+    sets = {}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            raise ParamsError(f"--set: {item!r} must be a dotted key and a value, e.g. pretrain.steps=1800")
+        sets[key] = yaml.safe_load(value)
+    base = load_params("open_clip")
+    if base.model.pretrained is not None:
+        raise ParamsError(f"model.pretrained: {base.model.pretrained!r}: E0 is loaded, not pretrained; nothing to spread")
+    runs = {s: base.with_overrides({**sets, "pretrain.seed": s}, source="--set") for s in args.seeds}  # all checked first
+    names = base.task_names
+    tasks = {n: build_task(base.data, n) for n in names}
+    corpus = build_corpus(base.data, names)
+    rows = {}
+    for seed, params in runs.items():
+        start = time.perf_counter()
+        device = runtime.setup(params.runtime, params.pretrain.seed)  # as the pretrain stage: init, then training
+        clip = clip_lib.build(params.model.arch, params.data.image_size)
+        pretrain(clip, corpus, params.pretrain, device, precision=params.runtime.precision)
+        rows[seed] = accuracy_row(clip, tasks, params.eval.batch_size, params.runtime.precision)
+        print(f"seed {seed} ({time.perf_counter() - start:.0f} s): Transfer "
+              f"{metrics.zero_shot_transfer(list(rows[seed].values())):.2f}", flush=True)
+    transfer = {s: round(metrics.zero_shot_transfer(list(r.values())), 4) for s, r in rows.items()}
+    mean_all = {s: round(float(np.mean(list(r.values()))), 4) for s, r in rows.items()}
+    io.write_json(args.out, {
+        "seeds": args.seeds, "set": sets, "tasks": names,
+        "per_seed": {str(s): {"transfer": transfer[s], "mean_all_tasks": mean_all[s], "tasks": rows[s]} for s in rows},
+        "transfer": spread(list(transfer.values())), "mean_all_tasks": spread(list(mean_all.values())),
+        "per_task": {n: spread([rows[s][n] for s in rows]) for n in names},
+        "machine": machine(), "threads": base.runtime.threads,
+        "command": "python -m pipeline.e0_spread " + " ".join(argv)})
+    print(f"E0 Transfer over seeds {args.seeds}: {spread(list(transfer.values()))}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""`python -m pipeline.search`: the selection protocol's search. Every method of `compare.search` gets its grid
+(each combination of the values given), each point x each seed one queued DVC experiment (`dvc exp run
+--queue`, as `pipeline.compare` runs them) under `compare.search_setting` (a validation split carved from the
+training images) in `compare.selection_order`. The choice (pipeline/selection.py) reads back each run's own
+params.yaml and metrics/cl.json and refuses any run evaluated on the test split or in the held-out order; it
+writes metrics/selection.{json,md}, and `--apply` writes the chosen values into params.yaml's
+compare.variants (comments kept), from where `python -m pipeline.compare --order <held-out>` reports them.
+
+Protocol: docs/notes/2026-12-06-selection-protocol.md."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import yaml
+
+from pipeline import compare, io, paths
+from pipeline import selection as sel
+from pipeline.params import LIBRARIES, Params, ParamsError
+from pipeline.errors import InputError
+from pipeline.stages.common import load_params, stage
+
+SELECTION = paths.METRICS / "selection.json"
+SELECTION_TABLE = paths.METRICS / "selection.md"
+
+
+def search_runs(params: Params, variants: list[str], seeds: list[int]) -> dict[str, tuple[str, dict, int, dict]]:
+    """Experiment name -> (variant, grid point, seed, overrides) of every search run, each checked to give valid
+    params (one line naming the variant and point, before anything is queued)."""
+    c = params.compare
+    if not c.selection_order:
+        raise ParamsError("compare.selection_order: name the order hyperparameters are chosen on")
+    if c.selection_order == c.held_out_order:
+        raise ParamsError(f"compare.selection_order: {c.selection_order!r} is the held-out order too")
+    if not c.search_setting.get("data.val_per_class"):
+        raise ParamsError("compare.search_setting: must set data.val_per_class > 0 (selection reads validation metrics only)")
+    order = sel.order_overrides(params, c.selection_order, "compare.selection_order")
+    if c.held_out_order:
+        sel.order_overrides(params, c.held_out_order, "compare.held_out_order")
+    runs = {}
+    for variant in variants:
+        for point in sel.grid(c.search[variant]):
+            for seed in seeds:
+                sets = {**compare.overrides(params, variant, seed), **c.search_setting, **order, **point}
+                name = f"sel-{variant}-{sel.point_name(point)}-s{seed}"
+                params.with_overrides(sets, source=f"compare.search.{variant} at {sel.point_name(point)}")
+                runs[name] = (variant, point, seed, sets)
+    return runs
+
+
+def read_run(name: str, rev: str, variant: str, point: dict, seed: int) -> sel.Run:
+    """A search run read back from its experiment commit: its params.yaml and its metrics/cl.json, no more."""
+    read = compare.reader(name, rev)
+    return sel.Run(name=name, variant=variant, point=point, seed=seed,
+                   params=yaml.safe_load(compare.git_text(rev, paths.PARAMS, name)), metrics=read(paths.CL))
+
+
+def apply(selection: dict, path: Path = paths.PARAMS) -> None:
+    """Write each variant's chosen values into params.yaml's compare.variants.<variant> (a round trip that keeps
+    the file's comments and layout elsewhere)."""
+    from ruamel.yaml import YAML  # DVC's own YAML library: a round trip keeps comments
+    from ruamel.yaml.comments import CommentedMap
+
+    y = YAML()
+    y.preserve_quotes = True
+    doc = y.load(Path(path).read_text())
+    for variant, entry in selection["variants"].items():
+        current = doc["compare"]["variants"][variant]
+        merged = CommentedMap({**current, **entry["chosen"]})
+        merged.fa.set_flow_style()
+        doc["compare"]["variants"][variant] = merged
+    with open(path, "w") as f:
+        y.dump(doc, f)
+
+
+@stage
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.search", description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="*", help="subset of compare.search (default: all)")
+    parser.add_argument("--seeds", nargs="*", type=int, help="override compare.seeds")
+    parser.add_argument("--jobs", type=int, help="experiments at once (default: compare.jobs)")
+    parser.add_argument("--collect", action="store_true", help="queue nothing: choose from the runs already made")
+    parser.add_argument("--rev", action="append", metavar="COMMIT", help="with --collect: the runs of these baseline commits")
+    parser.add_argument("--apply", action="store_true", help="write the chosen values into params.yaml's compare.variants")
+    args = parser.parse_args(argv)
+    params = load_params(*LIBRARIES)
+    known = params.compare.search
+    variants = args.variants or list(known)
+    unknown = [v for v in variants if v not in known or v not in params.compare.variants]
+    if unknown:
+        raise ParamsError(f"--variants: {unknown[0]!r} is not in both compare.search and compare.variants")
+    if args.jobs is not None and args.jobs < 1:
+        raise ParamsError(f"--jobs: {args.jobs} must be at least 1")
+    runs = search_runs(params, variants, args.seeds or params.compare.seeds)
+    start = time.perf_counter()
+    if not args.collect:
+        compare.check_up_to_date()
+        compare.run_queued({n: r[3] for n, r in runs.items()}, args.jobs or compare.default_jobs(params), ("evaluate",))
+    found = compare.experiments(args.rev)
+    missing = [n for n in runs if n not in found]
+    if missing:
+        raise InputError(f"no experiment {missing[0]} (`dvc exp show`): run the search, or --collect --rev <its commit>")
+    held_out = params.compare.orders.get(params.compare.held_out_order or "")
+    chosen = sel.choose([read_run(n, found[n], *r[:3]) for n, r in runs.items()], params.compare.search_metric, held_out)
+    chosen |= {"command": "python -m pipeline.search " + " ".join(argv), "order": params.compare.selection_order,
+               "setting": params.compare.search_setting, "seconds": None if args.collect else round(time.perf_counter() - start)}
+    io.write_json(SELECTION, chosen)
+    io.write_text(SELECTION_TABLE, sel.markdown(chosen))
+    print(sel.markdown(chosen))
+    if args.apply:
+        apply(chosen)
+        print(f"chosen values written to {paths.PARAMS} (compare.variants)")
+
+
+if __name__ == "__main__":
+    main()

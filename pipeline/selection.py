@@ -1,0 +1,113 @@
+"""The selection protocol's rules (docs/notes/2026-12-06-selection-protocol.md): task orders as overrides, each
+method's search grid, and the choice of its values from validation metrics only.
+
+A search run is valid for selection only if its own params (the params.yaml of its experiment commit) say that
+its metrics are validation metrics: `data.val_per_class` > 0, so the tasks' evaluation split was carved from the
+training images and the test images were never written (pipeline/data/validation.py), and its task order is not
+the held-out order. `choose` refuses anything else: the choice can never rest on a test accuracy.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.params import E0, Params, ParamsError
+from pipeline.errors import InputError
+
+METRICS = ("transfer", "average", "last")
+
+
+def order_overrides(params: Params, order: str, key: str = "--order") -> dict[str, str]:
+    """The dotted-key overrides that chain the tasks in `compare.orders[order]` (each task's `prev`)."""
+    orders = params.compare.orders
+    if order not in orders:
+        raise ParamsError(f"{key}: {order!r} is not in compare.orders ({', '.join(orders) or 'none'})")
+    names = orders[order]
+    if sorted(names) != sorted(params.tasks) or len(set(names)) != len(names):
+        raise ParamsError(f"compare.orders.{order}: {names} must list every task of `tasks` once ({', '.join(params.tasks)})")
+    return {f"tasks.{name}.prev": prev for name, prev in zip(names, [E0, *names[:-1]])}
+
+
+def grid(space: dict[str, list]) -> list[dict[str, object]]:
+    """Every combination of the values of `space` (key -> values), in the order the keys and values are given;
+    one empty point for an empty space (the method's defaults)."""
+    keys = list(space)
+    return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
+
+
+def point_name(point: dict[str, object]) -> str:
+    """`loss.dis_weight: 0.2, loss.tau: 1.0` -> `dis_weight0.2-tau1.0` (an experiment name's part)."""
+    return "-".join(f"{k.split('.')[-1]}{v}" for k, v in point.items()) or "defaults"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One search run as read back from its experiment: variant, grid point, seed, its params.yaml and its
+    metrics/cl.json."""
+
+    name: str
+    variant: str
+    point: dict
+    seed: int
+    params: dict
+    metrics: dict
+
+
+def task_order(run_params: dict) -> list[str]:
+    """The training order of a run's `tasks` section (raw params.yaml: each task names its predecessor)."""
+    prev = {name: link["prev"] for name, link in run_params["tasks"].items()}
+    order, last = [], E0
+    for _ in prev:
+        last = next(name for name, p in prev.items() if p == last)
+        order.append(last)
+    return order
+
+
+def check_validation(run: Run, held_out: list[str] | None) -> None:
+    """Refuse a run whose metrics are not validation metrics of the selection order (module docstring)."""
+    val = run.params.get("data", {}).get("val_per_class", 0)
+    if not val:
+        raise InputError(f"selection reads validation metrics only: run {run.name} was evaluated on the test split "
+                         f"(its data.val_per_class is {val}); queue the search with compare.search_setting")
+    if held_out is not None and task_order(run.params) == list(held_out):
+        raise InputError(f"selection never reads the held-out order: run {run.name} trained in it ({', '.join(held_out)})")
+
+
+def choose(runs: list[Run], metric: str, held_out: list[str] | None = None) -> dict:
+    """Per variant, the grid point with the highest mean over seeds of validation `metric` (the first in grid
+    order on a tie), and every point's mean, std and values."""
+    if metric not in METRICS:
+        raise ParamsError(f"compare.search_metric: {metric!r} is not one of {METRICS}")
+    for run in runs:
+        check_validation(run, held_out)
+    out: dict[str, dict] = {}
+    for run in runs:
+        variant = out.setdefault(run.variant, {"points": {}})
+        point = variant["points"].setdefault(point_name(run.point), {"point": run.point, "seeds": [], "values": []})
+        point["seeds"].append(run.seed)
+        point["values"].append(float(run.metrics[metric]))
+    for variant in out.values():
+        for point in variant["points"].values():
+            values = np.asarray(point["values"])
+            point["mean"] = round(float(values.mean()), 2)
+            point["std"] = round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 2)
+        best = max(variant["points"].values(), key=lambda p: p["mean"])  # max keeps the first of equals
+        variant["chosen"], variant["score"] = best["point"], best["mean"]
+    return {"metric": metric, "split": "validation", "variants": out}
+
+
+def markdown(selection: dict) -> str:
+    """The search table: every variant's grid points with their validation metric, the chosen one in bold."""
+    metric = selection["metric"]
+    lines = [f"| variant | values | {metric} (validation) | seeds |", "|---|---|---|---|"]
+    for variant, entry in selection["variants"].items():
+        for name, p in entry["points"].items():
+            cell = f"{p['mean']:.2f} ± {p['std']:.2f}"
+            chosen = p["point"] == entry["chosen"]
+            lines.append(f"| {variant} | {'**' + name + '**' if chosen else name} | {'**' + cell + '**' if chosen else cell} "
+                         f"| {', '.join(map(str, p['seeds']))} |")
+    lines += ["", f"Mean ± sample std over seeds of validation {metric} (training images carved out per class, "
+                  "the test split never written), in the selection order; the chosen values in bold."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,36 @@
+"""`python -m pipeline.e0_spread`: E0 pretrained once per seed as the pretrain stage does it (seed 0 of the
+micro configuration gives the stage's own zero-shot row), with the spread over seeds written to JSON."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import e0_spread, io, paths
+from pipeline.stages import prepare, pretrain
+
+
+def test_each_seed_is_the_pretrain_stages_e0_and_the_spread_is_summarised(tmp_path, monkeypatch, micro_params):
+    micro_params["pretrain"].update(steps=3)
+    micro_params["data"].update(reference_images=2, reference_captions=2, corpus_size=64, train_per_class=2, test_per_class=2)
+    micro_params["data"]["root"] = "images"
+    (tmp_path / "images").mkdir()
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(yaml.safe_dump(micro_params))
+    prepare.main([])
+    pretrain.main([])
+    stage_row = io.read_json(paths.ZERO_SHOT)
+    e0_spread.main(["--seeds", "0", "1", "--out", "spread.json"])
+    out = json.loads(Path("spread.json").read_text())
+    seed0 = out["per_seed"]["0"]
+    assert seed0["transfer"] == stage_row["transfer"]  # the stage's E0, not a look-alike
+    assert seed0["tasks"] == {n: t["accuracy"] for n, t in stage_row["tasks"].items()}
+    values = [out["per_seed"][s]["transfer"] for s in ("0", "1")]
+    assert out["transfer"]["range"] == pytest.approx(max(values) - min(values), abs=0.01)
+    assert out["transfer"]["min"] <= out["transfer"]["mean"] <= out["transfer"]["max"]
+    assert set(out["per_task"]) == set(micro_params["tasks"]) and out["machine"]["torch"]
+    with pytest.raises(SystemExit) as info:
+        e0_spread.main(["--seeds", "0", "--set", "pretrain.nope=1"])
+    assert info.value.code == 2

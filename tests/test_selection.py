@@ -1,0 +1,147 @@
+"""The selection protocol: a validation split carved from the training images, task orders, each method's
+grid queued as search runs, and a choice that reads validation metrics only."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pipeline import compare, search
+from pipeline import selection as sel
+from pipeline.params import Params, ParamsError
+from pipeline.data.domains import build_domain_task
+from pipeline.data.validation import carve_validation
+from pipeline.errors import InputError
+
+
+def _params(**compare_changes) -> Params:
+    raw = Params.load().model_dump(mode="json")
+    raw["compare"].update(compare_changes)
+    return Params.from_dict(raw)
+
+
+# --- the validation split ----------------------------------------------------------------------------------
+
+def test_validation_is_carved_from_the_training_images_and_the_test_split_is_dropped():
+    task = build_domain_task("shapes", image_size=16, train_per_class=10, test_per_class=3, seed=0)
+    carved = carve_validation(task, 4, seed=0)
+    assert carved.train_labels.bincount().tolist() == [6] * 5 and carved.test_labels.bincount().tolist() == [4] * 5
+    rows = lambda x: {bytes(r.numpy().tobytes()) for r in x}  # noqa: E731
+    train, val, test = rows(carved.train_images), rows(carved.test_images), rows(task.test_images)
+    assert not train & val and (train | val) == rows(task.train_images)  # a partition of the training images
+    assert not val & test and not train & test  # no test image is left anywhere
+    assert carve_validation(task, 0, seed=0) is task  # the default: the task as built
+    assert torch.equal(carve_validation(task, 4, seed=0).test_images, carved.test_images)  # seeded
+    with pytest.raises(InputError, match=r"data.val_per_class: 10 .* task 'shapes'"):
+        carve_validation(task, 10, seed=0)
+
+
+# --- orders and grids ----------------------------------------------------------------------------------------
+
+def test_the_selection_order_is_the_default_chain_and_the_held_out_order_another():
+    params = Params.load()
+    c = params.compare
+    assert c.selection_order != c.held_out_order
+    chain = {f"tasks.{t}.prev": link.prev for t, link in params.tasks.items()}
+    assert sel.order_overrides(params, c.selection_order) == chain  # the default pipeline's order: unchanged
+    held_out = params.with_overrides(sel.order_overrides(params, c.held_out_order))
+    assert held_out.task_names == c.orders[c.held_out_order] != params.task_names
+    with pytest.raises(ParamsError, match="--order: 'nope' is not in compare.orders"):
+        sel.order_overrides(params, "nope")
+    bad = _params(orders={**c.orders, "short": ["digits", "flowers"]})
+    with pytest.raises(ParamsError, match="compare.orders.short"):
+        sel.order_overrides(bad, "short")
+
+
+def test_grid_and_point_names():
+    assert sel.grid({"loss.a": [1, 2], "loss.b": [0.1, 0.5]}) == [
+        {"loss.a": 1, "loss.b": 0.1}, {"loss.a": 1, "loss.b": 0.5}, {"loss.a": 2, "loss.b": 0.1}, {"loss.a": 2, "loss.b": 0.5}]
+    assert sel.grid({}) == [{}]
+    assert sel.point_name({"loss.dis_weight": 0.2, "loss.tau": 1.0}) == "dis_weight0.2-tau1.0"
+
+
+def test_every_method_gets_its_grid_on_validation_data_in_the_selection_order():
+    params = Params.load()
+    c = params.compare
+    runs = search.search_runs(params, list(c.search), [0, 1])
+    assert len(runs) == 2 * sum(len(sel.grid(space)) for space in c.search.values())
+    for name, (variant, point, seed, sets) in runs.items():
+        assert sets["data.val_per_class"] > 0 and all(sets[k] == v for k, v in point.items())
+        assert params.with_overrides(sets).task_names == c.orders[c.selection_order]
+        assert sets["train.method"] == c.variants[variant]["train.method"] and sets["pretrain.seed"] == seed
+    for space in c.search.values():  # the same small search for each: 3-4 values of 1-2 keys
+        assert 1 <= len(space) <= 2 and all(3 <= len(v) <= 4 for v in space.values())
+    with pytest.raises(ParamsError, match="data.val_per_class > 0"):
+        search.search_runs(_params(search_setting={}), ["lwf"], [0])
+    with pytest.raises(ParamsError, match="held-out order too"):
+        search.search_runs(_params(held_out_order=c.selection_order), ["lwf"], [0])
+    with pytest.raises(ParamsError, match=r"compare.search.lwf at kd_weight-1"):
+        search.search_runs(_params(search={"lwf": {"loss.kd_weight": [-1]}}), ["lwf"], [0])
+
+
+# --- the choice ---------------------------------------------------------------------------------------------
+
+def _run(variant, point, seed, average, val=20, order=None):
+    params = Params.load().model_dump(mode="json")
+    params["data"]["val_per_class"] = val
+    if order:
+        params["tasks"] = {t: {"prev": p} for t, p in zip(order, ["e0", *order[:-1]])}
+    return sel.Run(f"sel-{variant}-{sel.point_name(point)}-s{seed}", variant, point, seed, params,
+                   {"transfer": 0.0, "average": average, "last": 0.0})
+
+
+def test_the_choice_is_the_best_mean_over_seeds_of_the_validation_metric():
+    a, b = {"loss.kd_weight": 0.5}, {"loss.kd_weight": 1.0}
+    runs = [_run("lwf", a, 0, 60.0), _run("lwf", a, 1, 50.0), _run("lwf", b, 0, 56.0), _run("lwf", b, 1, 56.0)]
+    chosen = sel.choose(runs, "average")
+    entry = chosen["variants"]["lwf"]
+    assert entry["chosen"] == b and entry["score"] == 56.0 and chosen["split"] == "validation"
+    assert entry["points"]["kd_weight0.5"]["mean"] == 55.0 and entry["points"]["kd_weight0.5"]["std"] == 7.07
+    tie = sel.choose([_run("lwf", a, 0, 56.0), _run("lwf", b, 0, 56.0)], "average")
+    assert tie["variants"]["lwf"]["chosen"] == a  # the first of equals, in grid order
+    assert "**kd_weight1.0**" in sel.markdown(chosen) and "validation average" in sel.markdown(chosen)
+
+
+def test_the_choice_never_reads_test_metrics_or_the_held_out_order():
+    point = {"loss.kd_weight": 1.0}
+    with pytest.raises(InputError, match="validation metrics only: run sel-lwf-kd_weight1.0-s0 was evaluated on the test split"):
+        sel.choose([_run("lwf", point, 0, 99.0, val=0)], "average")  # only test metrics: refused, not ranked
+    with pytest.raises(InputError, match="validation metrics only"):  # one test run among validation runs: refused
+        sel.choose([_run("lwf", point, 0, 50.0), _run("lwf", {"loss.kd_weight": 2.0}, 0, 99.0, val=0)], "average")
+    held_out = Params.load().compare.orders["order_2"]
+    with pytest.raises(InputError, match="never reads the held-out order"):
+        sel.choose([_run("lwf", point, 0, 50.0, order=held_out)], "average", held_out)
+
+
+def test_a_search_run_is_read_from_its_own_params_and_validation_metrics_only(monkeypatch):
+    """read_run asks its experiment's commit for params.yaml and metrics/cl.json, nothing else."""
+    asked = []
+
+    def git_text(rev, path, name):
+        asked.append(Path(path).as_posix())
+        if Path(path).name == "params.yaml":
+            return yaml.safe_dump(_run("lwf", {}, 0, 0.0).params)
+        return '{"transfer": 1.0, "average": 2.0, "last": 3.0}'
+
+    monkeypatch.setattr(compare, "git_text", git_text)
+    run = search.read_run("sel-lwf-defaults-s0", "abc1234", "lwf", {}, 0)
+    assert asked == ["params.yaml", "metrics/cl.json"] and run.metrics["average"] == 2.0
+    assert sel.choose([run], "average")["variants"]["lwf"]["score"] == 2.0
+
+
+def test_apply_writes_the_chosen_values_into_the_comparison_variants(tmp_path, monkeypatch):
+    shutil.copy("params.yaml", tmp_path / "params.yaml")
+    chosen = {"variants": {"lwf": {"chosen": {"loss.kd_weight": 2.0, "loss.kd_temperature": 4.0}}}}
+    search.apply(chosen, tmp_path / "params.yaml")
+    text = (tmp_path / "params.yaml").read_text()
+    assert "# The selection protocol" in text  # comments kept
+    assert "lwf: {train.method: lwf, loss.kd_weight: 2.0, loss.kd_temperature: 4.0}" in text
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    after = Params.load(tmp_path / "params.yaml")
+    assert after.compare.variants["lwf"] == {"train.method": "lwf", "loss.kd_weight": 2.0, "loss.kd_temperature": 4.0}
+    before = Params.load(Path(__file__).resolve().parent.parent / "params.yaml")
+    assert after.loss == before.loss and after.compare.variants["zscl"] == before.compare.variants["zscl"]
