@@ -1,4 +1,4 @@
-"""`python -m pipeline.bench_seen`: its smoke form times every variant at MTIL order I's task 11 (classes
+"""`python -m pipeline.tools.bench_seen`: its smoke form times every variant at MTIL order I's task 11 (classes
 scaled down) from synthetic data alone and writes every field. No timing is asserted: the figures of a busy
 CPU mean nothing."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import yaml
 from conftest import REPO
 
-from pipeline import bench_seen
+from pipeline.tools import bench_seen
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

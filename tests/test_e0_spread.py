@@ -1,4 +1,4 @@
-"""`python -m pipeline.e0_spread`: E0 pretrained once per seed as the pretrain stage does it (seed 0 of the
+"""`python -m pipeline.tools.e0_spread`: E0 pretrained once per seed as the pretrain stage does it (seed 0 of the
 micro configuration gives the stage's own zero-shot row), with the spread over seeds written to JSON."""
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import e0_spread, io, paths
-from pipeline.stages import prepare, pretrain
+from pipeline import io, paths
+from pipeline.tools import e0_spread
+from pipeline.stages import prepare, pretrain, zero_shot
 
 
 def test_each_seed_is_the_pretrain_stages_e0_and_the_spread_is_summarised(tmp_path, monkeypatch, micro_params):
-    micro_params["pretrain"].update(steps=3)
+    micro_params["pretrain"].update(steps=3, warmup_steps=1)
     micro_params["data"].update(reference_images=2, reference_captions=2, corpus_size=64, train_per_class=2, test_per_class=2)
     micro_params["data"]["root"] = "images"
     (tmp_path / "images").mkdir()
@@ -21,6 +22,7 @@ def test_each_seed_is_the_pretrain_stages_e0_and_the_spread_is_summarised(tmp_pa
     Path("params.yaml").write_text(yaml.safe_dump(micro_params))
     prepare.main([])
     pretrain.main([])
+    zero_shot.main([])  # E0's row 0: a stage of its own
     stage_row = io.read_json(paths.ZERO_SHOT)
     e0_spread.main(["--seeds", "0", "1", "--out", "spread.json"])
     out = json.loads(Path("spread.json").read_text())

@@ -34,7 +34,7 @@ def _run(root: Path, micro_params: dict, seed: int) -> tuple[dict, dict]:
 
 
 def test_two_seeds_redraw_the_task_images_and_e0(tmp_path, micro_params):
-    micro_params["pretrain"].update(steps=2)
+    micro_params["pretrain"].update(steps=2, warmup_steps=1)
     data0, e0_0 = _run(tmp_path, micro_params, 0)
     data1, e0_1 = _run(tmp_path, micro_params, 1)
     assert not torch.equal(data0["images"], data1["images"])

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from pipeline import compare, search
-from pipeline import selection as sel
+from pipeline.tools import compare, search
+from pipeline.tools import selection as sel
 from pipeline.params import Params, ParamsError
 from pipeline.data.domains import build_domain_task
 from pipeline.data.validation import carve_validation

@@ -1,4 +1,4 @@
-"""`python -m pipeline.bench_seen`: what `loss.dis_scope: seen` costs at MTIL's scale, and how far
+"""`python -m pipeline.tools.bench_seen`: what `loss.dis_scope: seen` costs at MTIL's scale, and how far
 `loss.dis_seen_sample` bounds it. Writes metrics/bench_seen.json. This is a command, not a stage: timings vary
 from run to run. Take the figures on a quiet machine.
 
@@ -14,8 +14,8 @@ fine-tuning, dual-teacher with the patent's scope (`current`), with `seen`, and 
 `--samples`. After `--warmup` steps, which compute the teachers' features, `--steps` steps are timed; the
 JSON gives their median and its ratio to fine-tuning's.
 
-    python -m pipeline.bench_seen                      # the quiet-machine figure (minutes per variant)
-    python -m pipeline.bench_seen --class-fraction 0.02 --image-size 32 --vision-width 32 --text-width 32 \\
+    python -m pipeline.tools.bench_seen                      # the quiet-machine figure (minutes per variant)
+    python -m pipeline.tools.bench_seen --class-fraction 0.02 --image-size 32 --vision-width 32 --text-width 32 \\
         --layers 1 --batch 4 --steps 1 --out /tmp/bench_seen.json     # the smoke run the tests use
 """
 from __future__ import annotations
@@ -27,15 +27,15 @@ import platform
 
 import torch
 
-from pipeline import io, optim, paths, runtime
-from pipeline.bench_gpu import fresh_peak, summary, timed
+from pipeline import io, optim, paths
+from pipeline.tools.bench_gpu import fresh_peak, summary, timed
 from pipeline.tools.bench_synthetic import SyntheticContext, synthetic_task
 from pipeline.params import LIBRARIES, Params, TaskLink
 from pipeline.continual import get_method
 from pipeline.continual.trainer import prepare
 from pipeline.data.mtil_names import ORDER_I, TEMPLATES
 from pipeline.models import clip as clip_lib
-from pipeline.stages.common import load_params, stage
+from pipeline.stages.common import load_params, setup_runtime, stage
 from pipeline.stages.prototypes import e0_outputs
 
 OUT = paths.METRICS / "bench_seen.json"
@@ -76,7 +76,7 @@ def mtil_params(params: Params, sets: dict) -> Params:
 
 @stage
 def main(argv):
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_seen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.bench_seen", description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--vision-width", type=int, default=96, help="ViT-B-16: 768")
     parser.add_argument("--text-width", type=int, default=64, help="ViT-B-16: 512")
@@ -89,7 +89,7 @@ def main(argv):
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
     params = load_params(*LIBRARIES)
-    device = runtime.setup(params.runtime, 0)
+    device = setup_runtime(params.runtime, 0)
     register_arch(args)
     generator = torch.Generator().manual_seed(0)
     classes = {n: max(2, math.ceil(c * args.class_fraction)) for n, c in CLASSES.items()}
@@ -125,7 +125,7 @@ def main(argv):
                     "layers": args.layers, "steps": args.steps, "threads": params.runtime.threads,
                     "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                                 "capability": torch.backends.cpu.get_cpu_capability()},
-                    "command": "python -m pipeline.bench_seen " + " ".join(argv)},
+                    "command": "python -m pipeline.tools.bench_seen " + " ".join(argv)},
         "methods": results})
     print(f"wrote {args.out}")
 

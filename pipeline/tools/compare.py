@@ -37,7 +37,7 @@ from pipeline.tools import compare_tables as tables
 from pipeline import io, paths
 from pipeline.params import LIBRARIES, Params, ParamsError
 from pipeline.errors import InputError
-from pipeline.selection import order_overrides
+from pipeline.tools.selection import order_overrides
 from pipeline.stages.common import load_params, stage
 from pipeline.tools import compare_plots, docs
 

@@ -1,4 +1,4 @@
-"""`python -m pipeline.e0_spread`: how far E0's zero-shot accuracy moves over pretraining seeds. Writes
+"""`python -m pipeline.tools.e0_spread`: how far E0's zero-shot accuracy moves over pretraining seeds. Writes
 metrics/e0_spread.json. This is a command, not a stage.
 
 E0 is pretrained once per seed of `--seeds` (default 0-4), each time as the pretrain stage does it: the
@@ -10,8 +10,8 @@ each seed's figures and, over the seeds, the mean, sample std, min, max and rang
 of the mean over all tasks. It also records the machine (CPU, torch, kernel capability), since E0's float
 results depend on the CPU's kernels.
 
-    python -m pipeline.e0_spread                                   # today's recipe, seeds 0-4 (about 5 x 1-3 min)
-    python -m pipeline.e0_spread --set pretrain.steps=1800 --out metrics/e0_spread-steps1800.json
+    python -m pipeline.tools.e0_spread                                   # today's recipe, seeds 0-4 (about 5 x 1-3 min)
+    python -m pipeline.tools.e0_spread --set pretrain.steps=1800 --out metrics/e0_spread-steps1800.json
 """
 from __future__ import annotations
 
@@ -23,13 +23,13 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline import io, metrics, paths, runtime
+from pipeline import io, metrics, paths
 from pipeline.params import ParamsError
 from pipeline.data.benchmarks import build_corpus, build_task
 from pipeline.evaluation import accuracy_row
 from pipeline.models import clip as clip_lib
 from pipeline.pretraining import pretrain
-from pipeline.stages.common import load_params, stage
+from pipeline.stages.common import load_params, setup_runtime, stage
 
 OUT = paths.METRICS / "e0_spread.json"
 
@@ -47,7 +47,7 @@ def machine() -> dict:
 
 @stage
 def main(argv):
-    parser = argparse.ArgumentParser(prog="python -m pipeline.e0_spread", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.e0_spread", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a recipe change (repeatable)")
     parser.add_argument("--out", default=str(OUT))
@@ -68,7 +68,7 @@ def main(argv):
     rows = {}
     for seed, params in runs.items():
         start = time.perf_counter()
-        device = runtime.setup(params.runtime, params.pretrain.seed)  # as the pretrain stage: init, then training
+        device = setup_runtime(params.runtime, params.pretrain.seed)  # as the pretrain stage: init, then training
         clip = clip_lib.build(params.model.arch, params.data.image_size)
         pretrain(clip, corpus, params.pretrain, device, precision=params.runtime.precision)
         rows[seed] = accuracy_row(clip, tasks, params.eval.batch_size, params.runtime.precision)
@@ -82,7 +82,7 @@ def main(argv):
         "transfer": spread(list(transfer.values())), "mean_all_tasks": spread(list(mean_all.values())),
         "per_task": {n: spread([rows[s][n] for s in rows]) for n in names},
         "machine": machine(), "threads": base.runtime.threads,
-        "command": "python -m pipeline.e0_spread " + " ".join(argv)})
+        "command": "python -m pipeline.tools.e0_spread " + " ".join(argv)})
     print(f"E0 Transfer over seeds {args.seeds}: {spread(list(transfer.values()))}; wrote {args.out}")
 
 

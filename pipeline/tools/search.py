@@ -1,4 +1,4 @@
-"""`python -m pipeline.search`: the selection protocol's search. Every method of `compare.search` gets its grid
+"""`python -m pipeline.tools.search`: the selection protocol's search. Every method of `compare.search` gets its grid
 (each combination of the values given), each point x each seed one queued DVC experiment (`dvc exp run
 --queue`, as `pipeline.compare` runs them) under `compare.search_setting` (a validation split carved from the
 training images) in `compare.selection_order`. The choice (pipeline/selection.py) reads back each run's own
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import compare, io, paths
-from pipeline import selection as sel
+from pipeline import io, paths
+from pipeline.tools import compare
+from pipeline.tools import selection as sel
 from pipeline.params import LIBRARIES, Params, ParamsError
 from pipeline.errors import InputError
 from pipeline.stages.common import load_params, stage
@@ -76,7 +77,7 @@ def apply(selection: dict, path: Path = paths.PARAMS) -> None:
 
 @stage
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.search", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.search", description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="*", help="subset of compare.search (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, help="override compare.seeds")
     parser.add_argument("--jobs", type=int, help="experiments at once (default: compare.jobs)")
@@ -103,7 +104,7 @@ def main(argv: list[str]) -> None:
         raise InputError(f"no experiment {missing[0]} (`dvc exp show`): run the search, or --collect --rev <its commit>")
     held_out = params.compare.orders.get(params.compare.held_out_order or "")
     chosen = sel.choose([read_run(n, found[n], *r[:3]) for n, r in runs.items()], params.compare.search_metric, held_out)
-    chosen |= {"command": "python -m pipeline.search " + " ".join(argv), "order": params.compare.selection_order,
+    chosen |= {"command": "python -m pipeline.tools.search " + " ".join(argv), "order": params.compare.selection_order,
                "setting": params.compare.search_setting, "seconds": None if args.collect else round(time.perf_counter() - start)}
     io.write_json(SELECTION, chosen)
     io.write_text(SELECTION_TABLE, sel.markdown(chosen))
