@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python` and `dvc`: run them from the venv.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: repro test compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc bench-gpu bench-memory clean-venv
+.PHONY: repro test data-fashion-mnist compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc bench-gpu bench-memory clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,17 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	$(RUN) python -m pytest -q
+
+# Fashion-MNIST for `target.benchmark: fashion_mnist`, into <target.root>/FashionMNIST/raw/ (datasets/ by default):
+# Debian's dataset-fashion-mnist package, installed through apt where apt is (as root or through `sudo -n`),
+# else torchvision's download where there is a network. The pipeline never downloads at run time.
+DEBIAN_FASHION_MNIST := /usr/share/datasets/fashion-mnist
+data-fashion-mnist: $(STAMP)
+	@if [ ! -d $(DEBIAN_FASHION_MNIST) ] && command -v apt-get >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y dataset-fashion-mnist; \
+	  else sudo -n apt-get install -y dataset-fashion-mnist; fi \
+	  || echo "apt could not install dataset-fashion-mnist: trying torchvision's download"; fi
+	$(RUN) python -m pipeline.get_data fashion-mnist --source $(DEBIAN_FASHION_MNIST) --download
 
 compare: $(STAMP)
 	$(RUN) python -m pipeline.compare

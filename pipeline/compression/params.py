@@ -19,12 +19,26 @@ class TargetParams(Section):
 
     # The target's own benchmark, apart from the continual chain's data.benchmark: the default is the facet
     # world's joint task 'count+colour' (28 similar classes, the garbage-sorting use case); a domain
-    # ('flowers') or a folder task under data.root work too.
-    benchmark: Literal["facets", "domains", "folder"] = "facets"
+    # ('flowers') or a folder task under data.root work too; fashion_mnist: real photographs (its one task,
+    # 'fashion_mnist', under target.root; pipeline/data/fashion_mnist.py).
+    benchmark: Literal["facets", "domains", "folder", "fashion_mnist"] = "facets"
     task: str = "count+colour"
-    train_per_class: int = Field(60, ge=1)  # facets, domains
-    test_per_class: int = Field(40, ge=1)  # facets, domains
+    # fashion_mnist: torchvision's folder, <root>/FashionMNIST/raw/ (`make data-fashion-mnist` fills it). A
+    # dependency of the target stage in dvc.yaml, so it must exist for every benchmark (datasets/ is committed).
+    root: str = Field("datasets", min_length=1)
+    # facets, domains: images a class generated; fashion_mnist: drawn a class with data.seed (null: every image)
+    train_per_class: int | None = Field(60, ge=1)
+    test_per_class: int | None = Field(40, ge=1)
     imbalance: float = Field(1.0, ge=1)  # facets: most / least frequent training class (long tail)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "TargetParams":
+        if self.benchmark in ("facets", "domains"):
+            for key in ("train_per_class", "test_per_class"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"{key}: null (every image) applies to a data set on disk (fashion_mnist), "
+                                     f"not to the generated {self.benchmark} benchmark: give a number")
+        return self
 
 
 class Recipe(Section):
