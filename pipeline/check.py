@@ -5,7 +5,7 @@ Every key of every section (a stage validates only when DVC runs it, and DVC run
 stage reads, such as a misspelt top-level one), the open_clip and timm names that stages check only where
 they import those libraries, the task chain, `model.pretrained` (a tag in the local cache, a file of plain weights),
 and the user's images the params name (folder benchmark: each
-task's layout, class names and every image file's header). An error is one line naming the key, folder or
+task's layout, class names and every image file's header; the fashion_mnist target: its idx files). An error is one line naming the key, folder or
 file, exit 2; nothing is written."""
 from __future__ import annotations
 
@@ -75,6 +75,11 @@ def main(argv: list[str]) -> None:
         weights.resolve(clip._open_clip(), params.model.arch, params.model.pretrained)
     images = sum(check_task_images(task) for task in folder_tasks(params)) + check_pretrain_images(params)
     found = f", {images} images under {params.data.root}" if images else ""
+    if params.target.benchmark == "fashion_mnist":  # its files exist (params); here torchvision parses them
+        from pipeline.data.fashion_mnist import open_split
+
+        sizes = [len(open_split(params.target.root, split)) for split in ("train", "test")]
+        found += f", Fashion-MNIST {sizes[0]} train / {sizes[1]} test images under {params.target.root}"
     print(f"params.yaml: ok ({params.data.benchmark} benchmark, tasks {' -> '.join(params.task_names)}{found})")
 
 

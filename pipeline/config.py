@@ -241,8 +241,6 @@ class Params(Section):
         check_task_names(self.data.benchmark, self.data.root, list(self.tasks))
         if self.target.imbalance != 1 and self.target.benchmark != "facets":
             raise ValueError(f"target.imbalance: applies to target.benchmark facets only, not {self.target.benchmark!r}")
-        if not Path(self.target.root).is_dir():  # a dependency of the target stage: DVC fails on a missing one
-            raise ValueError(f"target.root: folder {self.target.root!r} does not exist")
         target_root = self.target.root if self.target.benchmark == "fashion_mnist" else self.data.root
         check_task_names(self.target.benchmark, target_root, [self.target.task], key="target.task")
         check_corpus_source(self.data, self.corpus_needed_by)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pipeline import compare, io, paths, runtime
 from pipeline.compare_tables import mean_std
-from pipeline.config import LIBRARIES, Params
+from pipeline.config import LIBRARIES, Params, ParamsError
 from pipeline.stages.common import load_params, stage
 
 ROOM = paths.METRICS / "room_fashion_mnist.json"
@@ -147,6 +147,8 @@ def main(argv: list[str]) -> None:
                         help="on top of compare.room_setting (e.g. teacher.epochs=1 to time an epoch)")
     parser.add_argument("--out", type=Path, default=ROOM, help=f"the results (default {ROOM})")
     parser.add_argument("--only", nargs="*", help="rows to run (teacher, 'alone <student> stem <s>', cohort alone)")
+    parser.add_argument("--merge", nargs="*", type=Path, default=[],
+                        help="take the runs of these outputs of the same setting (seeds run in parallel processes)")
     parser.add_argument("--commands", action="store_true", help="print the commands that queue the tables, run nothing")
     parser.add_argument("--tag", default="fashion_mnist", help="the tables' --tag (with --commands)")
     args = parser.parse_args(argv)
@@ -161,7 +163,14 @@ def main(argv: list[str]) -> None:
         params.with_overrides(sets, source=f"room probe {row} seed {seed}")
     previous = io.read_json(args.out) if args.out.is_file() else {}
     results = previous.get("runs", {}) if previous.get("setting") == extra else {}
+    for other in args.merge:
+        found = io.read_json(other)
+        if found.get("setting") != extra:
+            raise ParamsError(f"--merge: {other} holds runs of another setting ({found.get('setting')})")
+        for row, by_seed in found["runs"].items():
+            results.setdefault(row, {}).update(by_seed)
     command = " ".join(["python -m pipeline.room", *(f"--set {s}" for s in args.set),
+                        *(["--merge", *map(str, args.merge)] if args.merge else []),
                         *(["--seeds", *map(str, seeds)] if args.seeds else [])])
     for row, kind, seed, sets in runs:
         if str(seed) in results.get(row, {}) or (args.only and row not in args.only):
@@ -170,10 +179,16 @@ def main(argv: list[str]) -> None:
         result = run_one(p, kind, target_of(p))
         results.setdefault(row, {})[str(seed)] = result
         print(f"{row} seed {seed}: {result['accuracy']:.2f} % in {result['seconds']:.0f} s", flush=True)
-        rows = summarise(results)
-        io.write_json(args.out, {"setting": extra, "command": command, "seeds": seeds, "runs": results,
-                                 "rows": rows, "criterion": verdict(rows), "steady_std": STEADY,
-                                 "room_points": ROOM_POINTS, "machine": runtime_note()})
+        write(args.out, extra, command, seeds, results)
+    write(args.out, extra, command, seeds, results)
+    print(json.dumps(io.read_json(args.out)["criterion"], indent=1))
+
+
+def write(out: Path, extra: dict, command: str, seeds: list[int], results: dict) -> None:
+    rows = summarise(results)
+    io.write_json(out, {"setting": extra, "command": command, "seeds": seeds, "runs": results, "rows": rows,
+                        "criterion": verdict(rows), "steady_std": STEADY, "room_points": ROOM_POINTS,
+                        "machine": runtime_note()})
 
 
 def runtime_note() -> str:

@@ -23,8 +23,9 @@ class TargetParams(Section):
     # 'fashion_mnist', under target.root; pipeline/data/fashion_mnist.py).
     benchmark: Literal["facets", "domains", "folder", "fashion_mnist"] = "facets"
     task: str = "count+colour"
-    # fashion_mnist: torchvision's folder, <root>/FashionMNIST/raw/ (`make data-fashion-mnist` fills it). A
-    # dependency of the target stage in dvc.yaml, so it must exist for every benchmark (datasets/ is committed).
+    # fashion_mnist: torchvision's folder, <root>/FashionMNIST/raw/ (`make data-fashion-mnist` fills it),
+    # checked with the params then. A dependency of the target stage in dvc.yaml, so under DVC it must exist for
+    # every benchmark (the default, datasets/, is committed with its README).
     root: str = Field("datasets", min_length=1)
     # facets, domains: images a class generated; fashion_mnist: drawn a class with data.seed (null: every image)
     train_per_class: int | None = Field(60, ge=1)
@@ -238,7 +239,7 @@ class CohortParams(Recipe):
     method: str = "mcl"  # mcl | lmcl | dml | alone (pipeline/compression/registry.py ONLINE_METHODS)
     networks: list[str] = Field(default_factory=lambda: ["shufflenet_v2_x0_5", "shufflenet_v2_x0_5"], min_length=2)
     stem_stride: StemStride = None  # every network's stem downsampling
-    epochs: int = Field(4, ge=1)  # the default pipeline's budget; `make compare-cohort` sets its own
+    epochs: int = Field(48, ge=1)  # `make cohort` (not in `make repro`): trained networks; compare-cohort sets its own
     batch_size: int = Field(32, ge=2)
     lr: float = Field(0.01, gt=0)
     warmup_steps: int = Field(20, ge=0)
