@@ -134,7 +134,11 @@ def summarise(results: dict[str, dict[str, dict]]) -> dict[str, dict]:
 
 
 def table_commands(params: Params, extra: dict, tag: str) -> list[str]:
-    """The commands that queue the tables on this setting (compare's --set sweep, one per branch)."""
+    """The commands that queue the tables on this setting (compare's --set sweep, one per branch). Queued
+    experiments run in a clean copy of the git checkout, without the git-ignored data under target.root: the
+    root goes in as an absolute path (a DVC dependency outside the repository)."""
+    root = extra.get("target.root", params.target.root)
+    extra = {**extra, "target.root": str(Path(root).resolve())}
     sets = " ".join(f"--set {k}={'null' if v is None else v}" for k, v in extra.items())
     return [f"python -m pipeline.compare --branch {b} {sets} --tag {tag}" for b in ("distill", "cohort", "token")]
 
