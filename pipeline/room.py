@@ -139,8 +139,14 @@ def table_commands(params: Params, extra: dict, tag: str) -> list[str]:
     root goes in as an absolute path (a DVC dependency outside the repository)."""
     root = extra.get("target.root", params.target.root)
     extra = {**extra, "target.root": str(Path(root).resolve())}
-    sets = " ".join(f"--set {k}={'null' if v is None else v}" for k, v in extra.items())
-    return [f"python -m pipeline.compare --branch {b} {sets} --tag {tag}" for b in ("distill", "cohort", "token")]
+    # The token branch has no setting of its own: its teacher must be the probe's, trained with the distill
+    # setting's teacher keys.
+    teacher = {k: v for k, v in compare.BRANCHES["distill"].setting(params).items() if k.startswith("teacher.")}
+    commands = []
+    for branch, sets in (("distill", extra), ("cohort", extra), ("token", {**teacher, **extra})):
+        args = " ".join(f"--set {k}={'null' if v is None else v}" for k, v in sets.items())
+        commands.append(f"python -m pipeline.compare --branch {branch} {args} --tag {tag}")
+    return commands
 
 
 @stage

@@ -42,7 +42,7 @@ def _params(micro_params: dict, root) -> Params:
     raw["compare"]["distill_variants"] = {"sh_kd": {"distill.student": "shufflenet_v2_x0_5", "distill.method": "kd"},
                                           "sh_fitnet": {"distill.student": "shufflenet_v2_x0_5",
                                                         "distill.method": "fitnet"}}
-    raw["compare"]["distill_setting"] = {"distill.lr": 0.005}
+    raw["compare"]["distill_setting"] = {"distill.lr": 0.005, "teacher.lr": 0.01}
     raw["compare"]["cohort_setting"] = {"cohort.lr": 0.02}
     raw["compare"]["room_setting"] = {"target.benchmark": "fashion_mnist", "target.task": "fashion_mnist",
                                       "target.root": str(root), "target.train_per_class": 2,
@@ -67,6 +67,7 @@ def test_the_plan_gives_the_tables_params_seed_by_seed(micro_params, tmp_path):
     commands = room.table_commands(params, extra, "fm")
     assert len(commands) == 3 and all(f"--set target.root={tmp_path}" in c and c.endswith("--tag fm") for c in commands)
     assert all(f"--set {k}=" in commands[0] for k in extra)
+    assert "--branch token" in commands[2] and "--set teacher.lr=0.01" in commands[2]  # the probe's teacher
 
 
 def test_a_micro_probe_writes_every_row_and_merges_a_parallel_seed(micro_params, tmp_path, monkeypatch, capsys):
