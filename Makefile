@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python` and `dvc`: run them from the venv.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: repro cohort test data-fashion-mnist compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc bench-gpu bench-memory clean-venv
+.PHONY: repro cohort test data-fashion-mnist room compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc bench-gpu bench-memory clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ data-fashion-mnist: $(STAMP)
 	  else sudo -n apt-get install -y dataset-fashion-mnist; fi \
 	  || echo "apt could not install dataset-fashion-mnist: trying torchvision's download"; fi
 	$(RUN) python -m pipeline.get_data fashion-mnist --source $(DEBIAN_FASHION_MNIST) --download
+
+# The room probe: the teacher, the students and the cohort's networks alone, 3 seeds, on compare.room_setting's target
+# (Fashion-MNIST: `make data-fashion-mnist` first), and the criterion they meet or not: metrics/room_fashion_mnist.json.
+# `python -m pipeline.room --commands` prints the commands that queue the tables on that setting.
+room: $(STAMP)
+	$(RUN) python -m pipeline.room
 
 compare: $(STAMP)
 	$(RUN) python -m pipeline.compare
