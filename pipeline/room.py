@@ -13,7 +13,8 @@ steady (sample std over the seeds at most STEADY points) and at least ROOM point
 cohort's ensemble (online distillation).
 
 Each run's result is written to the output (metrics/room_fashion_mnist.json) as soon as it ends, so a stopped
-probe starts again where it stopped (runs of another setting are not reused)."""
+probe starts again where it stopped; a run is reused (from the output, or from another process's with --merge)
+only when the sections it reads are what they would be now."""
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from pipeline import compare, io, paths, runtime
 from pipeline.compare_tables import mean_std
-from pipeline.config import LIBRARIES, Params, ParamsError
+from pipeline.config import LIBRARIES, Params
 from pipeline.stages.common import load_params, stage
 
 ROOM = paths.METRICS / "room_fashion_mnist.json"
@@ -171,13 +172,10 @@ def main(argv: list[str]) -> None:
     runs = plan(params, seeds, extra)
     for row, _, seed, sets in runs:  # every run's params valid before the first (long) one
         params.with_overrides(sets, source=f"room probe {row} seed {seed}")
-    previous = io.read_json(args.out) if args.out.is_file() else {}
-    results = previous.get("runs", {}) if previous.get("setting") == extra else {}
-    for other in args.merge:
-        found = io.read_json(other)
-        if found.get("setting") != extra:
-            raise ParamsError(f"--merge: {other} holds runs of another setting ({found.get('setting')})")
-        for row, by_seed in found["runs"].items():
+    wanted = {(row, seed): (kind, sets) for row, kind, seed, sets in runs}
+    results: dict[str, dict] = {}
+    for earlier in ([args.out] if args.out.is_file() else []) + list(args.merge):
+        for row, by_seed in reusable(params, io.read_json(earlier), wanted).items():
             results.setdefault(row, {}).update(by_seed)
     command = " ".join(["python -m pipeline.room", *(f"--set {s}" for s in args.set),
                         *(["--merge", *map(str, args.merge)] if args.merge else []),
@@ -192,6 +190,30 @@ def main(argv: list[str]) -> None:
         write(args.out, extra, command, seeds, results)
     write(args.out, extra, command, seeds, results)
     print(json.dumps(io.read_json(args.out)["criterion"], indent=1))
+
+
+# What a run of each kind reads (its stage's sections): an earlier run is reused when these are the same now.
+READS = {"teacher": ("data", "target", "teacher", "runtime", "eval"),
+         "student": ("data", "target", "distill", "runtime", "eval"),
+         "cohort": ("data", "target", "cohort", "runtime", "eval")}
+
+
+def reusable(params: Params, found: dict, wanted: dict) -> dict[str, dict]:
+    """The runs of an earlier output (this file's, a parallel process's) that ran with the params the same run
+    (row, seed) gets now, in the sections it reads: a change to the cohort's keys keeps the teacher's runs."""
+    seeds = sorted({int(s) for by_seed in found.get("runs", {}).values() for s in by_seed})
+    ran = {(row, seed): sets for row, _, seed, sets in plan(params, seeds, found.get("setting", {}))}
+    keep: dict[str, dict] = {}
+    for row, by_seed in found.get("runs", {}).items():
+        for seed, result in by_seed.items():
+            key = (row, int(seed))
+            if key not in wanted or key not in ran:
+                continue
+            kind, sets = wanted[key]
+            now, then = params.with_overrides(sets), params.with_overrides(ran[key])
+            if all(getattr(now, section) == getattr(then, section) for section in READS[kind]):
+                keep.setdefault(row, {})[seed] = result
+    return keep
 
 
 def write(out: Path, extra: dict, command: str, seeds: list[int], results: dict) -> None:

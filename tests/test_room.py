@@ -89,7 +89,10 @@ def test_a_micro_probe_writes_every_row_and_merges_a_parallel_seed(micro_params,
     assert result["rows"]["teacher"]["accuracy"]["values"] == [result["runs"]["teacher"][s]["accuracy"] for s in "01"]
     assert set(result["criterion"]) == {"alone shufflenet_v2_x0_5 stem None", "cohort alone"}
     assert len(result["rows"]["cohort alone"]["network_accuracy"]) == 2
-    with pytest.raises(SystemExit) as info:  # another setting's runs are refused, not mixed in
-        run_in(tmp_path, monkeypatch, "pipeline.room", "--set", "teacher.epochs=2", "--out", "x.json",
-               "--merge", "one.json")
-    assert info.value.code == 2 and "another setting" in capsys.readouterr().err
+    capsys.readouterr()
+    # Another cohort recipe: the teacher's and the students' runs are reused, the cohort's run again.
+    run_in(tmp_path, monkeypatch, "pipeline.room", "--set", "cohort.lr=0.03", "--out", "all.json")
+    out = capsys.readouterr().out
+    assert "cohort alone seed 0:" in out and "cohort alone seed 1:" in out and "teacher seed" not in out
+    again = io.read_json(tmp_path / "all.json")
+    assert again["runs"]["teacher"] == result["runs"]["teacher"] and again["setting"]["cohort.lr"] == 0.03
