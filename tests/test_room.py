@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import yaml
 
 from conftest import run_in
