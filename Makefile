@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python` and `dvc`: run them from the venv.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: repro test compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc bench-gpu bench-memory clean-venv
+.PHONY: repro cohort test data-fashion-mnist room compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc bench-gpu bench-memory clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,12 +16,37 @@ $(STAMP): requirements.txt
 
 # The DVC stage `check` validates params.yaml and its data first in every repro; pipeline.tools.check runs the same
 # checks before DVC reads params.yaml at all, so a file DVC cannot parse (a duplicate key) gets our one line too.
+# The default pipeline: every stage of dvc.yaml but `cohort`, whose networks need about 48 epochs to be a model
+# at all (4 gave 34.6 and 16.5 %), more than the 10-minute budget leaves: `make cohort` trains it.
+DEFAULT_STAGES := evaluate student_alone distill
 repro: $(STAMP)
 	$(RUN) python -m pipeline.tools.check
-	$(RUN) dvc repro
+	$(RUN) dvc repro $(DEFAULT_STAGES)
+
+# Online distillation's cohort (stage `cohort`, cohort.method on cohort.networks) on the target: metrics/cohort.json
+cohort: $(STAMP)
+	$(RUN) python -m pipeline.tools.check
+	$(RUN) dvc repro cohort
 
 test: $(STAMP)
 	$(RUN) python -m pytest -q
+
+# Fashion-MNIST for `target.benchmark: fashion_mnist`, into <target.root>/FashionMNIST/raw/ (datasets/ by default):
+# Debian's dataset-fashion-mnist package, installed through apt where apt is (as root or through `sudo -n`),
+# else torchvision's download where there is a network. The pipeline never downloads at run time.
+DEBIAN_FASHION_MNIST := /usr/share/datasets/fashion-mnist
+data-fashion-mnist: $(STAMP)
+	@if [ ! -d $(DEBIAN_FASHION_MNIST) ] && command -v apt-get >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y dataset-fashion-mnist; \
+	  else sudo -n apt-get install -y dataset-fashion-mnist; fi \
+	  || echo "apt could not install dataset-fashion-mnist: trying torchvision's download"; fi
+	$(RUN) python -m pipeline.tools.get_data fashion-mnist --source $(DEBIAN_FASHION_MNIST) --download
+
+# The room probe: the teacher, the students and the cohort's networks alone, 3 seeds, on compare.room_setting's target
+# (Fashion-MNIST: `make data-fashion-mnist` first), and the criterion they meet or not: metrics/room_fashion_mnist.json.
+# `python -m pipeline.tools.room --commands` prints the commands that queue the tables on that setting.
+room: $(STAMP)
+	$(RUN) python -m pipeline.tools.room
 
 compare: $(STAMP)
 	$(RUN) python -m pipeline.tools.compare

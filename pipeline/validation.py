@@ -1,7 +1,8 @@
 """Everything a stage would refuse, checked before DVC removes any output: all of params.yaml, the names of
 the libraries it names (open_clip, timm), the device, `model.pretrained` (a tag in the local cache, or a file
 of plain weights whose keys and shapes fit `model.arch`), and the user's images (folder benchmark: each task's
-layout, class names and every image file's header; E0's pretraining set, the caption list's every path).
+layout, class names and every image file's header; E0's pretraining set, the caption list's every path; the
+fashion_mnist target: its idx files).
 
 Run by the DVC stage `check` (pipeline/stages/check.py), the first of the pipeline, and by
 `python -m pipeline.tools.check`, on params loaded with every library's names checked (`load_params(*LIBRARIES)`). An error is one InputError line naming the key, folder or file."""
@@ -26,6 +27,11 @@ def check_all(params: Params) -> str:
         weights.check_fits(clip._open_clip(), params.model.arch, params.data.image_size, params.model.pretrained)
     images = sum(check_task_images(task) for task in folder_tasks(params)) + check_pretrain_images(params)
     found = f", {images} images under {params.data.root}" if images else ""
+    if params.target.benchmark == "fashion_mnist":  # its files exist (params); here torchvision parses them
+        from pipeline.data.fashion_mnist import open_split
+
+        sizes = [len(open_split(params.target.root, split)) for split in ("train", "test")]
+        found += f", Fashion-MNIST {sizes[0]} train / {sizes[1]} test images under {params.target.root}"
     return f"params.yaml: ok ({params.data.benchmark} benchmark, tasks {' -> '.join(params.task_names)}{found})"
 
 

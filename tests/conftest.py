@@ -24,7 +24,7 @@ VENV_BIN = Path(sys.executable).parent  # the venv's bin/ (python, dvc); not res
 
 # Top-level files a project copy needs besides the `pipeline` package (copied when present).
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "pytest.ini",
-                 "images/README.md", "Makefile", "requirements.txt")
+                 "images/README.md", "datasets/README.md", "Makefile", "requirements.txt")
 MICRO_TASKS = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}, "fill": {"prev": "colour"}}
 STAGE_COMMANDS = [("check",), ("prepare",), ("pretrain",), ("zero_shot",), ("prototypes",), *(("train", t) for t in MICRO_TASKS), ("evaluate",),
                   ("target",), ("teacher",), ("student_alone",), ("distill",), ("cohort",)]

@@ -50,26 +50,30 @@ def _params(method: str, student: str, **extra) -> DistillParams:
                                          "batch_size": 8, "epochs": 1, "warmup_steps": 1, "token": token, **extra})
 
 
-def _context(name: str, teacher_cnn, student: str = "mobilenetv2_050", **extra) -> DistillContext:
+def _context(name: str, teacher_cnn, student: str = "mobilenetv2_050", task: TaskData | None = None,
+             **extra) -> DistillContext:
+    """`name` on a fresh student (or cohort) of `task`'s classes (default: the micro task above)."""
     torch.manual_seed(0)
+    task = task or _task()
+    k, size = len(task.classes), task.train_images.shape[-1]
     if name in ONLINE_METHODS:  # a cohort of three (not only pairs), mixed, without a teacher
         cp = CohortParams.model_validate({"method": name, "networks": COHORT, "batch_size": 8, "epochs": 1,
                                           "warmup_steps": 1, "embed_dim": 16, **extra})
-        model = cohort.build(COHORT, K, embed_dim=16)
-        return DistillContext(model, _task(), cp, torch.device("cpu"), None, eval_batch_size=8)
+        model = cohort.build(COHORT, k, embed_dim=16)
+        return DistillContext(model, task, cp, torch.device("cpu"), None, eval_batch_size=8)
     if name == "token":
         dp = _params("token", "token")
-        model = classifier.build_student(StudentConfig(image_size=SIZE, num_classes=K, **TOKEN_STUDENT,
+        model = classifier.build_student(StudentConfig(image_size=size, num_classes=k, **TOKEN_STUDENT,
                                                        ft_layers=True, leff=True))
     else:
         dp = _params(name, student, **extra)
-        model = classifier.build_cnn(student, K)
+        model = classifier.build_cnn(student, k)
     teacher = None if name == SUPERVISED else _teacher(teacher_cnn)
-    return DistillContext(model, _task(), dp, torch.device("cpu"), teacher, eval_batch_size=8)
+    return DistillContext(model, task, dp, torch.device("cpu"), teacher, eval_batch_size=8)
 
 
-def _batch(ctx: DistillContext) -> Batch:
-    idx = torch.arange(8)
+def _batch(ctx: DistillContext, idx: torch.Tensor | None = None) -> Batch:
+    idx = torch.arange(8) if idx is None else idx
     return Batch(image_input(ctx.task.train_images[idx]), ctx.task.train_labels[idx], idx, torch.zeros(8, dtype=torch.bool))
 
 
@@ -78,14 +82,14 @@ def test_the_registry_lists_every_method_and_the_supervised_training():
     assert {"token", "kd", "fitnet", "channel_matching", "dml", "mcl"} <= set(MODULES)
 
 
-@pytest.mark.parametrize("name", sorted({*MODULES, SUPERVISED}))
-def test_one_step_trains_the_student_and_never_the_teacher(name, teacher_cnn):
-    ctx = _context(name, teacher_cnn)
+def one_step(ctx: DistillContext, name: str, teacher_cnn, idx: torch.Tensor | None = None) -> None:
+    """One step of method `name` on `ctx` (the batch of training images `idx`, default the first 8): every term
+    finite, the gradient reaches the student (and the method's added parameters) and never the teacher."""
     method = all_methods()[name](ctx)
     optimizer = torch.optim.SGD(method.parameters(), lr=0.0)
     method.start(optimizer, 1)
     method.on_epoch(0)
-    terms = method.terms(_batch(ctx))
+    terms = method.terms(_batch(ctx, idx))
     assert set(terms) <= set(method.weights())
     for key, value in terms.items():
         assert value.ndim == 0 and torch.isfinite(value), key
@@ -96,6 +100,11 @@ def test_one_step_trains_the_student_and_never_the_teacher(name, teacher_cnn):
     if method.added_parameters():
         assert all(p.grad is not None for p in method.added.parameters())
     assert all(p.grad is None for p in teacher_cnn.parameters())
+
+
+@pytest.mark.parametrize("name", sorted({*MODULES, SUPERVISED}))
+def test_one_step_trains_the_student_and_never_the_teacher(name, teacher_cnn):
+    one_step(_context(name, teacher_cnn), name, teacher_cnn)
 
 
 @pytest.mark.parametrize("name", sorted({*MODULES, SUPERVISED}))

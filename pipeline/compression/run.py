@@ -1,5 +1,6 @@
 """What the stages `distill` and `student_alone` share (train a fresh student with a method, test it, save it),
-and the stage `cohort`'s training of a cohort."""
+the stage `teacher`'s training of the CNN teacher and the stage `cohort`'s training of a cohort (the room probe,
+pipeline/room.py, calls the same three)."""
 from __future__ import annotations
 
 import torch
@@ -17,6 +18,19 @@ from pipeline.params import Params
 from pipeline.data import TaskData
 from pipeline.models import classifier, cohort
 from pipeline.models.classifier import image_input
+
+
+def train_teacher(params: Params, task: TaskData, device: torch.device, logger=None) -> tuple[torch.nn.Module, dict, float, torch.Tensor]:
+    """The CNN of `params.teacher` trained on the labels alone through the branch's one loop (the seed set by the
+    caller's runtime.setup). Returns (the model, what the loop logged, its test accuracy, its test scores)."""
+    tp = params.teacher
+    model = classifier.build_cnn(tp.arch, len(task.classes), tp.stem_stride).to(device)
+    classifier.check_image_size(model, tp.arch, task.train_images.shape[-1])
+    method = get_method(SUPERVISED)(DistillContext(model, task, tp, device, precision=params.runtime.precision))
+    logged = fit(method, logger, desc=f"teacher {tp.arch}")
+    scores = students.prediction(students.test_scores(model, task.test_images, params.eval.batch_size, device,
+                                                      params.runtime.precision))
+    return model, logged, metrics.top1(scores, task.test_labels), scores
 
 
 def student_method(params: Params, task: TaskData, teacher: Teacher | None, device: torch.device) -> DistillMethod:

@@ -5,6 +5,8 @@
   (pipeline/data/facets.py); the compression branch's default target (`count+colour`) comes from it.
 - `folder`: users' own images under `data.root` (pipeline/data/folder.py).
 - `mtil`: MTIL's eleven torchvision data sets under `data.root` (pipeline/data/mtil.py); no caption corpus.
+- `fashion_mnist`: the compression branch's real-image target, torchvision's Fashion-MNIST under `target.root`
+  (pipeline/data/fashion_mnist.py); a target benchmark only.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 
 from pipeline import paths
 from pipeline.data.domains import build_domain_corpus, build_domain_task, domain_names
+from pipeline.data.fashion_mnist import TASK as FASHION_MNIST_TASK, build_fashion_mnist_task, check_files
 from pipeline.data.facets import build_facet_corpus, build_facet_task, facet_names, is_facet_task
 from pipeline.data.folder import build_folder_corpus, build_folder_task
 from pipeline.data.folder_pretrain import PRETRAIN_DIR, build_pretrain_corpus, pretrain_dir, pretrain_layout
@@ -47,6 +50,11 @@ def check_task_names(benchmark: str, root: str, names: list[str], key: str | Non
                     raise InputError(f"{where}: folder {folder} does not exist (data.root is {root!r})")
         elif benchmark == "mtil":
             check_mtil_task(root, name, where)
+        elif benchmark == "fashion_mnist":
+            if name != FASHION_MNIST_TASK:
+                raise InputError(f"{where}: {name!r} is not a task of the fashion_mnist benchmark (its one task: "
+                                 f"{FASHION_MNIST_TASK})")
+            check_files(root)
 
 
 def check_corpus_source(data, needed_by: str | None) -> None:
@@ -70,10 +78,13 @@ def check_corpus_source(data, needed_by: str | None) -> None:
 
 
 def build_task(data, name: str, train_per_class: int | None = None, test_per_class: int | None = None,
-               imbalance: float = 1.0, benchmark: str | None = None) -> TaskData:
-    """A task of `benchmark` (default data.benchmark); the per-class sizes default to data's, the
-    imbalance (facets only) to none."""
+               imbalance: float = 1.0, benchmark: str | None = None, root: str | None = None) -> TaskData:
+    """A task of `benchmark` (default data.benchmark); the per-class sizes default to data's (fashion_mnist:
+    None is every image), the imbalance (facets only) to none; `root`: fashion_mnist's (target.root)."""
     benchmark = benchmark or data.benchmark
+    if benchmark == "fashion_mnist":
+        return build_fashion_mnist_task(root, image_size=data.image_size, train_per_class=train_per_class,
+                                        test_per_class=test_per_class, seed=data.seed)
     train_per_class, test_per_class = train_per_class or data.train_per_class, test_per_class or data.test_per_class
     if benchmark == "domains":
         return build_domain_task(name, image_size=data.image_size, train_per_class=train_per_class,

@@ -283,6 +283,9 @@ class CompareParams(Section):
     token_variants: dict[str, dict[str, Scalar | None]] = {"soft": {}}  # `make compare-token`
     cohort_variants: dict[str, dict[str, Scalar | None]] = {}  # `make compare-cohort`; seeds set cohort.seed
     cohort_setting: dict[str, Scalar | None] = {}  # overrides every cohort variant starts from
+    # `make room` (pipeline/room.py): the target and recipes the room probe runs, over each branch's setting; the
+    # tables on that target take the same keys as `--set` (`python -m pipeline.tools.room --commands` prints them)
+    room_setting: dict[str, Scalar | None] = {}
 
 
 class Params(Section):
@@ -313,7 +316,8 @@ class Params(Section):
         check_task_names(self.data.benchmark, self.data.root, list(self.tasks))
         if self.target.imbalance != 1 and self.target.benchmark != "facets":
             raise ValueError(f"target.imbalance: applies to target.benchmark facets only, not {self.target.benchmark!r}")
-        check_task_names(self.target.benchmark, self.data.root, [self.target.task], key="target.task")
+        target_root = self.target.root if self.target.benchmark == "fashion_mnist" else self.data.root
+        check_task_names(self.target.benchmark, target_root, [self.target.task], key="target.task")
         check_corpus_source(self.data, self.corpus_needed_by)
         if self.distill.teacher not in ("cnn", E0, *self.tasks):
             raise ValueError(f"distill.teacher: {self.distill.teacher!r} is neither 'cnn' nor a model of the chain "

@@ -19,12 +19,27 @@ class TargetParams(Section):
 
     # The target's own benchmark, apart from the continual chain's data.benchmark: the default is the facet
     # world's joint task 'count+colour' (28 similar classes, the garbage-sorting use case); a domain
-    # ('flowers') or a folder task under data.root work too.
-    benchmark: Literal["facets", "domains", "folder"] = "facets"
+    # ('flowers') or a folder task under data.root work too; fashion_mnist: real photographs (its one task,
+    # 'fashion_mnist', under target.root; pipeline/data/fashion_mnist.py).
+    benchmark: Literal["facets", "domains", "folder", "fashion_mnist"] = "facets"
     task: str = "count+colour"
-    train_per_class: int = Field(60, ge=1)  # facets, domains
-    test_per_class: int = Field(40, ge=1)  # facets, domains
+    # fashion_mnist: torchvision's folder, <root>/FashionMNIST/raw/ (`make data-fashion-mnist` fills it),
+    # checked with the params then. A dependency of the target stage in dvc.yaml, so under DVC it must exist for
+    # every benchmark (the default, datasets/, is committed with its README).
+    root: str = Field("datasets", min_length=1)
+    # facets, domains: images a class generated; fashion_mnist: drawn a class with data.seed (null: every image)
+    train_per_class: int | None = Field(60, ge=1)
+    test_per_class: int | None = Field(40, ge=1)
     imbalance: float = Field(1.0, ge=1)  # facets: most / least frequent training class (long tail)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "TargetParams":
+        if self.benchmark in ("facets", "domains"):
+            for key in ("train_per_class", "test_per_class"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"{key}: null (every image) applies to a data set on disk (fashion_mnist), "
+                                     f"not to the generated {self.benchmark} benchmark: give a number")
+        return self
 
 
 class Recipe(Section):
@@ -224,7 +239,7 @@ class CohortParams(Recipe):
     method: str = "mcl"  # mcl | lmcl | dml | alone (pipeline/names.py ONLINE_METHODS)
     networks: list[str] = Field(default_factory=lambda: ["shufflenet_v2_x0_5", "shufflenet_v2_x0_5"], min_length=2)
     stem_stride: StemStride = None  # every network's stem downsampling
-    epochs: int = Field(4, ge=1)  # the default pipeline's budget; `make compare-cohort` sets its own
+    epochs: int = Field(48, ge=1)  # `make cohort` (not in `make repro`): trained networks; compare-cohort sets its own
     batch_size: int = Field(32, ge=2)
     lr: float = Field(0.01, gt=0)
     warmup_steps: int = Field(20, ge=0)

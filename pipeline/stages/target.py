@@ -15,7 +15,8 @@ def main(argv):
     params = load_params()
     t = params.target
     loader.configure(params.runtime.workers, pin_memory=False)
-    task = build_task(params.data, t.task, t.train_per_class, t.test_per_class, t.imbalance, benchmark=t.benchmark)
+    task = build_task(params.data, t.task, t.train_per_class, t.test_per_class, t.imbalance, benchmark=t.benchmark,
+                      root=t.root)
     # The compression branch trains on a small target held in memory (crops and flips index it as a tensor).
     task = replace(task, train_images=materialise(task.train_images), test_images=materialise(task.test_images))
     with io.atomic_dir(paths.TARGET) as folder:

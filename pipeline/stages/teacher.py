@@ -3,11 +3,7 @@ alone, through the branch's one training loop; its test accuracy, overall and pe
 from __future__ import annotations
 
 from pipeline import io, metrics, paths, runtime
-from pipeline.compression import students
-from pipeline.compression.base import DistillContext
-from pipeline.compression.registry import get_method
-from pipeline.names import SUPERVISED
-from pipeline.compression.trainer import fit
+from pipeline.compression.run import train_teacher
 from pipeline.data import load_task
 from pipeline.models import classifier
 from pipeline.stages.common import live, load_params, setup_runtime, stage
@@ -19,18 +15,12 @@ def main(argv):
     tp = params.teacher
     task = load_task(paths.TARGET)
     device = setup_runtime(params.runtime, runtime.stable_seed(tp.seed, "teacher"))
-    model = classifier.build_cnn(tp.arch, len(task.classes), tp.stem_stride).to(device)
-    classifier.check_image_size(model, tp.arch, task.train_images.shape[-1])
-    method = get_method(SUPERVISED)(DistillContext(model, task, tp, device, precision=params.runtime.precision))
     with live(paths.TEACHER_LIVE) as logger:
-        logged = fit(method, logger, desc=f"teacher {tp.arch}")
-    scores = students.prediction(students.test_scores(model, task.test_images, params.eval.batch_size, device,
-                                                      params.runtime.precision))
+        model, logged, accuracy, scores = train_teacher(params, task, device, logger)
     n_params = sum(p.numel() for p in model.parameters())
     with io.atomic_dir(paths.CNN) as folder:
         classifier.save(model, folder, classifier.cnn_meta(tp.arch, tp.stem_stride, task.classes, final_loss=logged["ce"],
                                                            params=params.teacher.model_dump(mode="json")))
-    accuracy = metrics.top1(scores, task.test_labels)
     io.write_json(paths.TEACHER, {"arch": tp.arch, "parameters": n_params, "accuracy": accuracy,
                                   "per_class": metrics.per_class_top1(scores, task.test_labels, task.classes)})
     print(f"teacher {tp.arch} ({n_params:,} parameters): {accuracy:.2f}% on {task.name}")

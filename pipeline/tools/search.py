@@ -4,7 +4,7 @@
 training images) in `compare.selection_order`. The choice (pipeline/selection.py) reads back each run's own
 params.yaml and metrics/cl.json and refuses any run evaluated on the test split or in the held-out order; it
 writes metrics/selection.{json,md}, and `--apply` writes the chosen values into params.yaml's
-compare.variants (comments kept), from where `python -m pipeline.compare --order <held-out>` reports them.
+compare.variants (comments kept), from where `python -m pipeline.tools.compare --order <held-out>` reports them.
 
 Protocol: docs/notes/2026-12-06-selection-protocol.md."""
 from __future__ import annotations
