@@ -20,8 +20,7 @@ def pretrain(clip: clip_lib.Clip, corpus: CaptionCorpus, cfg: PretrainParams, de
     """Train `clip` in place; returns the final loss. Forward passes and the loss run under `precision`'s
     autocast (runtime.autocast: none at all in fp32), backward and the optimiser step outside it."""
     model = clip.model.to(device).train()
-    optimizer = optim.adamw(model.parameters(), cfg.lr, cfg.weight_decay)
-    schedule = optim.warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps)
+    optimizer, schedule = optim.from_recipe(model.parameters(), cfg, cfg.steps)
     # Tokenise once, each distinct caption once (721 of the default's 20,000): the tokenizer is slow Python.
     distinct = sorted(set(corpus.captions))
     row = {caption: i for i, caption in enumerate(distinct)}

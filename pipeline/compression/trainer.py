@@ -50,12 +50,7 @@ def prepare(method: DistillMethod) -> Training:
     steps = D.steps_for(len(labels), recipe.batch_size, recipe.epochs)
     ctx.student.to(ctx.device).train()
     method.added.to(ctx.device).train()
-    if recipe.optimizer == "sgd":
-        optimizer = optim.sgd(method.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum)
-    else:
-        optimizer = optim.adamw(method.parameters(), recipe.lr, recipe.weight_decay)
-    warmup = recipe.warmup_steps if recipe.warmup_steps is not None else max(1, steps // 20)
-    schedule = optim.warmup_cosine(optimizer, warmup, steps)
+    optimizer, schedule = optim.from_recipe(method.parameters(), recipe, steps)
     method.start(optimizer, steps)
     order = D.batches(labels, recipe.batch_size, steps, recipe.seed, recipe.balance, getattr(recipe, "per_class", 2))
     return Training(method, steps, max(1, steps // recipe.epochs), optimizer, schedule, order)

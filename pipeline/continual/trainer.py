@@ -62,8 +62,7 @@ def prepare(method: Method) -> TaskTraining:
     model = ctx.student.model
     set_train_mode(model, train.freeze_bn)
     model.logit_scale.requires_grad_(False)
-    optimizer = optim.adamw(model.parameters(), train.lr, train.weight_decay)
-    schedule = optim.warmup_cosine(optimizer, train.warmup_steps, train.steps)
+    optimizer, schedule = optim.from_recipe(model.parameters(), train, train.steps)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     sync = (lambda: distributed.average_gradients(params)) if distributed.world_size() > 1 else None
     return TaskTraining(method, optimizer, schedule, method.weights(), sync)
