@@ -24,6 +24,7 @@ from pipeline.data import (
 from pipeline.losses import attention_distillation, cosine_logits
 from pipeline.models import clip as clip_lib
 from pipeline.stages import prototypes as prototypes_stage
+from pipeline.training import Batch
 
 TASKS = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}}
 BASELINES = ("lwf", "lwm", "zscl", "wise_ft")
@@ -201,7 +202,7 @@ def test_first_task_distillation_starts_at_zero(workspace, monkeypatch, name):
     ctx = make_context(with_loss(params, lwm_form="softmax"), "shape")
     method = get_method(name)(ctx)
     assert method.head.is_current and method.head.teacher_text.shape[0] == len(ctx.task.classes)
-    terms = method.terms(*first_batch(ctx))
+    terms = method.terms(Batch(*first_batch(ctx)))
     assert terms["kd"].item() == pytest.approx(0.0, abs=1e-4)
     if name == "lwm":
         assert terms["ad"].item() == pytest.approx(0.0, abs=1e-3)
@@ -214,7 +215,7 @@ def test_kd_first_task_none_is_finetuning_on_task_one(workspace, monkeypatch, na
     ctx = make_context(with_loss(params, kd_first_task="none"), "shape")
     method = get_method(name)(ctx)
     assert method.head is None
-    terms = method.terms(*first_batch(ctx))
+    terms = method.terms(Batch(*first_batch(ctx)))
     assert all(terms[k].item() == 0.0 and not terms[k].requires_grad for k in terms if k != "ce")
 
 
@@ -233,7 +234,7 @@ def test_second_task_distils_over_the_previous_tasks_classes(workspace, monkeypa
     teacher = (head.teacher_text, head.teacher_image(None, every) if name == "lwf" else method.teacher_logits)
     assert teacher[1].shape[0] == len(ctx.task.train_labels)
     teacher_state = [t.clone() for t in teacher]
-    terms = method.terms(*first_batch(ctx))
+    terms = method.terms(Batch(*first_batch(ctx)))
     weighted_total(method, terms).backward()
     assert all(not t.requires_grad for t in teacher)
     assert all(torch.equal(a, b) for a, b in zip(teacher_state, teacher))
@@ -256,7 +257,7 @@ def test_lwm_attention_term_alone_trains_a_resnet_student(rn_workspace, monkeypa
         with torch.no_grad():  # move the student off its teacher: at equality L_AD and its gradient are 0
             for p in ctx.student.model.visual.parameters():
                 p.add_(0.05 * torch.randn_like(p))
-        terms = method.terms(images, labels, idx)
+        terms = method.terms(Batch(images, labels, idx))
         assert terms["ad"].item() > 0
         ctx.student.model.zero_grad(set_to_none=True)
         weighted_total(method, terms).backward()
@@ -268,10 +269,10 @@ def test_zscl_reference_distillation(workspace, monkeypatch):
     root, params = workspace
     monkeypatch.chdir(root)
     first = get_method("zscl")(make_context(params, "shape"))
-    assert first.terms(*first_batch(first.ctx))["zscl"].item() == pytest.approx(0.0, abs=1e-4)  # student is E0
+    assert first.terms(Batch(*first_batch(first.ctx)))["zscl"].item() == pytest.approx(0.0, abs=1e-4)  # student is E0
     second = get_method("zscl")(make_context(params, "colour"))
     images, labels, idx = first_batch(second.ctx)
-    terms = second.terms(images, labels, idx)
+    terms = second.terms(Batch(images, labels, idx))
     assert terms["zscl"].item() > 0  # the 'shape' model has drifted from E0 on the corpus
     weighted_total(second, terms).backward()
     assert all(p.grad is None for p in second.e0.model.parameters())

@@ -80,7 +80,8 @@ class DualTeacher(Method):
         loss = self.ctx.params.loss
         return {"ce": loss.ce_weight, "con": loss.con_weight, "dis": loss.dis_weight}
 
-    def terms(self, images, labels, indices):
+    def terms(self, batch):
+        images, labels, indices = batch.images, batch.labels, batch.indices
         loss, ctx = self.ctx.params.loss, self.ctx
         seen = loss.dis_scope == "seen"
         v, u_dis = ctx.student_features(images, seen=seen)  # U of this task, or of tasks 1..m (this one last)

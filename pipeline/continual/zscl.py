@@ -45,7 +45,7 @@ class ZSCL(Method):
         # Own stream, seeded by the seed and the task: reference batches are the same on every run and do not
         # shift the batches of the task (which come from the trainer's own seeded order).
         self.generator = torch.Generator().manual_seed(stable_seed(ctx.params.train.seed, ctx.name, "zscl"))
-        self.step = 0  # steps taken so far
+        self.steps_taken = 0
         self.every = ctx.params.loss.zscl_ensemble_every
         self.average = floating_state(ctx.student.model) if self.every else None
         self.snapshots = 1  # the initial weights count as the first snapshot
@@ -60,7 +60,8 @@ class ZSCL(Method):
         idx = torch.randperm(len(self.corpus.captions), generator=self.generator)[:n]
         return runtime.to_device(self.corpus.images[idx], self.ctx.device), [self.corpus.captions[i] for i in idx.tolist()]
 
-    def terms(self, images, labels, indices):
+    def terms(self, batch):
+        images, labels = batch.images, batch.labels
         ctx, loss = self.ctx, self.ctx.params.loss
         v, u = ctx.student_features(images)
         ref_images, captions = self.reference_batch()
@@ -78,10 +79,10 @@ class ZSCL(Method):
 
     def after_step(self):
         # 0-based index of the step just taken, as ZSCL's `iteration`: the first step is always averaged in.
-        if self.every and self.step % self.every == 0:
+        if self.every and self.steps_taken % self.every == 0:
             self.average = running_average(self.average, floating_state(self.ctx.student.model), self.snapshots)
             self.snapshots += 1
-        self.step += 1
+        self.steps_taken += 1
 
     def finish(self):
         if self.average is not None:
