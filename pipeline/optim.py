@@ -39,6 +39,19 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def from_recipe(parameters, recipe, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimiser and the warm-up + cosine schedule of every training in the project, from its recipe
+    section (`pretrain`, `train`, `teacher`, `distill`, `cohort`): `optimizer` (adamw where the section has
+    no such key), `lr`, `weight_decay`, `momentum` (sgd only) and `warmup_steps` (None: a twentieth of
+    `steps`, at least one), over `steps` steps."""
+    if getattr(recipe, "optimizer", "adamw") == "sgd":
+        optimizer = sgd(parameters, recipe.lr, recipe.weight_decay, recipe.momentum)
+    else:
+        optimizer = adamw(parameters, recipe.lr, recipe.weight_decay)
+    warmup = recipe.warmup_steps if recipe.warmup_steps is not None else max(1, steps // 20)
+    return optimizer, warmup_cosine(optimizer, warmup, steps)
+
+
 def batches(num_items: int, batch_size: int, steps: int, seed: int):
     """`steps` index batches drawn epoch by epoch from seeded permutations (the last partial batch of an
     epoch is dropped so every step sees `batch_size` items, unless the set is smaller than a batch)."""

@@ -1,53 +1,79 @@
-"""Contrastive pretraining of E0 on an image-caption corpus (CLIP's objective)."""
+"""Contrastive pretraining of E0 on an image-caption corpus (CLIP's objective), a method of the project's one
+trainer (pipeline/training.py): the `pretrain` recipe's optimiser and schedule, seeded batches of the corpus."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
-from tqdm import tqdm
 
 from pipeline import optim, runtime
 from pipeline.params import PretrainParams
 from pipeline.data import CaptionCorpus, loader
 from pipeline.losses import clip_contrastive
 from pipeline.models import clip as clip_lib
-from pipeline.training import check_finite
+from pipeline.training import Batch, Method, Trainer
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned temperature at 100
+
+
+class Contrastive(Method):
+    """CLIP's symmetric InfoNCE over a batch of image-caption pairs (`contrastive`); the learned logit scale
+    trains with the towers and is clamped at 100 after every step, as CLIP does."""
+
+    name = "contrastive"
+
+    def __init__(self, clip: clip_lib.Clip, tokens: torch.Tensor, device: torch.device, precision: str = "fp32"):
+        self.clip, self.tokens, self.device, self.precision = clip, tokens, device, precision
+
+    def weights(self) -> dict[str, float]:
+        return {"contrastive": 1.0}
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.clip.model.parameters())
+
+    def train_mode(self) -> None:
+        self.clip.model.to(self.device).train()
+
+    def eval_mode(self) -> None:
+        self.clip.model.eval()
+
+    def autocast(self):
+        return runtime.autocast(self.device, self.precision)
+
+    def terms(self, batch: Batch) -> dict[str, torch.Tensor]:
+        model = self.clip.model
+        image = clip_lib.encode_images(self.clip, batch.images)
+        text = torch.nn.functional.normalize(model.encode_text(runtime.to_device(self.tokens[batch.indices], self.device)), dim=-1)
+        return {"contrastive": clip_contrastive(image, text, model.logit_scale)}
+
+    def after_step(self) -> None:
+        with torch.no_grad():
+            self.clip.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+    def curves(self) -> dict[str, float]:
+        return {"logit_scale": self.clip.model.logit_scale.exp().item()}
+
+
+def caption_tokens(clip: clip_lib.Clip, captions: list[str]) -> torch.Tensor:
+    """Every caption's tokens, (N, context). Each distinct caption is tokenised once (721 of the default's
+    20,000): the tokenizer is slow Python."""
+    distinct = sorted(set(captions))
+    row = {caption: i for i, caption in enumerate(distinct)}
+    return clip.tokenizer(distinct)[torch.tensor([row[c] for c in captions])]
+
+
+def batch_of(device: torch.device, item: tuple[torch.Tensor, torch.Tensor]) -> Batch:
+    indices, images = item
+    return Batch(runtime.to_device(images, device), None, indices)
 
 
 def pretrain(clip: clip_lib.Clip, corpus: CaptionCorpus, cfg: PretrainParams, device: torch.device, live=None,
              precision: str = "fp32") -> float:
     """Train `clip` in place; returns the final loss. Forward passes and the loss run under `precision`'s
     autocast (runtime.autocast: none at all in fp32), backward and the optimiser step outside it."""
-    model = clip.model.to(device).train()
-    optimizer = optim.adamw(model.parameters(), cfg.lr, cfg.weight_decay)
-    schedule = optim.warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps)
-    # Tokenise once, each distinct caption once (721 of the default's 20,000): the tokenizer is slow Python.
-    distinct = sorted(set(corpus.captions))
-    row = {caption: i for i, caption in enumerate(distinct)}
-    tokens = clip.tokenizer(distinct)[torch.tensor([row[c] for c in corpus.captions])]
-    loss = torch.tensor(float("nan"))
+    method = Contrastive(clip, caption_tokens(clip, corpus.captions), device, precision)
     order = list(optim.batches(len(corpus.captions), cfg.batch_size, cfg.steps, cfg.seed))
-    bar = tqdm(zip(order, loader.batches(corpus.images, order)), total=cfg.steps, desc="pretrain E0")
-    for step, (idx, images) in enumerate(bar):
-        with runtime.autocast(device, precision):
-            image = clip_lib.encode_images(clip, runtime.to_device(images, device))
-            text = torch.nn.functional.normalize(model.encode_text(runtime.to_device(tokens[idx], device)), dim=-1)
-            loss = clip_contrastive(image, text, model.logit_scale)
-        check_finite({"contrastive": loss.item()}, step, "pretrain E0")  # before the step: nothing written
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if live is not None:
-                live.step = step  # log every 10th step, against the real step number
-                live.log_metric("loss/contrastive", loss.item())
-                live.log_metric("logit_scale", model.logit_scale.exp().item())
-                live.next_step()
-    model.eval()
-    return loss.item()
+    items = zip(order, loader.batches(corpus.images, order))
+    trainer = Trainer.build(method, cfg, cfg.steps, items, partial(batch_of, device))
+    return trainer.fit(live, desc="pretrain E0")["contrastive"]

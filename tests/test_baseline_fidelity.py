@@ -16,6 +16,7 @@ from pipeline.continual.trainer import set_train_mode
 from pipeline.losses import lwm_distillation
 from pipeline.losses.kd import LWM_FORMS
 from pipeline.models import clip as clip_lib
+from pipeline.training import Batch
 from tests.test_baselines import first_batch, make_context, with_loss
 from tests.test_baselines import rn_workspace, workspace  # noqa: F401  (module fixtures: micro tasks, E0, 'shape')
 
@@ -47,7 +48,7 @@ def test_lwm_student_equal_to_teacher_gets_exactly_zero_attention_loss_and_gradi
     ctx, method = student_at_first_step(params, form)
     # A shuffled batch, smaller than the teacher's (eval.batch_size, in order): the batching must not matter.
     idx = torch.randperm(len(ctx.task.train_labels), generator=torch.Generator().manual_seed(0))[:8]
-    terms = method.terms(ctx.task.train_images[idx], ctx.task.train_labels[idx], idx)
+    terms = method.terms(Batch(ctx.task.train_images[idx], ctx.task.train_labels[idx], idx))
 
     assert terms["ad"].item() == 0.0
     grads = gradients(ctx.student.model, terms["ad"])
@@ -75,7 +76,7 @@ def test_zscl_trains_the_text_tower_only_with_the_students_caption_features(work
     method = get_method("zscl")(ctx)
     encoded_by = []  # which model each encode_texts call ran
     monkeypatch.setattr(clip_lib, "encode_texts", counting(encoded_by, clip_lib.encode_texts))
-    loss = method.terms(*first_batch(ctx))["zscl"]
+    loss = method.terms(Batch(*first_batch(ctx)))["zscl"]
     assert loss.item() > 0
 
     # E0's text tower runs no more per step (its features of the fixed caption pool are computed once, as the

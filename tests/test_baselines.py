@@ -25,6 +25,7 @@ from pipeline.data import (
 from pipeline.losses import attention_distillation, cosine_logits
 from pipeline.models import clip as clip_lib
 from pipeline.stages import prototypes as prototypes_stage
+from pipeline.training import Batch
 
 TASKS = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}}
 BASELINES = ("lwf", "lwm", "zscl", "wise_ft")
@@ -203,7 +204,7 @@ def test_first_task_distillation_starts_at_zero(workspace, monkeypatch, name):
     ctx = make_context(with_loss(params, lwm_form="softmax"), "shape")
     method = get_method(name)(ctx)
     assert method.head.is_current and method.head.teacher_text.shape[0] == len(ctx.task.classes)
-    terms = method.terms(*first_batch(ctx))
+    terms = method.terms(Batch(*first_batch(ctx)))
     assert terms["kd"].item() == pytest.approx(0.0, abs=1e-4)
     if name == "lwm":
         assert terms["ad"].item() == pytest.approx(0.0, abs=1e-3)
@@ -216,7 +217,7 @@ def test_kd_first_task_none_is_finetuning_on_task_one(workspace, monkeypatch, na
     ctx = make_context(with_loss(params, kd_first_task="none"), "shape")
     method = get_method(name)(ctx)
     assert method.head is None
-    terms = method.terms(*first_batch(ctx))
+    terms = method.terms(Batch(*first_batch(ctx)))
     assert all(terms[k].item() == 0.0 and not terms[k].requires_grad for k in terms if k != "ce")
 
 
@@ -235,7 +236,7 @@ def test_second_task_distils_over_the_previous_tasks_classes(workspace, monkeypa
     teacher = (head.teacher_text, head.teacher_image(None, every) if name == "lwf" else method.teacher_logits)
     assert teacher[1].shape[0] == len(ctx.task.train_labels)
     teacher_state = [t.clone() for t in teacher]
-    terms = method.terms(*first_batch(ctx))
+    terms = method.terms(Batch(*first_batch(ctx)))
     weighted_total(method, terms).backward()
     assert all(not t.requires_grad for t in teacher)
     assert all(torch.equal(a, b) for a, b in zip(teacher_state, teacher))
@@ -258,7 +259,7 @@ def test_lwm_attention_term_alone_trains_a_resnet_student(rn_workspace, monkeypa
         with torch.no_grad():  # move the student off its teacher: at equality L_AD and its gradient are 0
             for p in ctx.student.model.visual.parameters():
                 p.add_(0.05 * torch.randn_like(p))
-        terms = method.terms(images, labels, idx)
+        terms = method.terms(Batch(images, labels, idx))
         assert terms["ad"].item() > 0
         ctx.student.model.zero_grad(set_to_none=True)
         weighted_total(method, terms).backward()
@@ -272,10 +273,10 @@ def test_zscl_reference_distillation(workspace, monkeypatch, source):
     monkeypatch.chdir(root)
     params = with_loss(params, zscl_reference=source)
     first = get_method("zscl")(make_context(params, "shape"))
-    assert first.terms(*first_batch(first.ctx))["zscl"].item() == pytest.approx(0.0, abs=1e-4)  # student is E0
+    assert first.terms(Batch(*first_batch(first.ctx)))["zscl"].item() == pytest.approx(0.0, abs=1e-4)  # student is E0
     second = get_method("zscl")(make_context(params, "colour"))
     images, labels, idx = first_batch(second.ctx)
-    terms = second.terms(images, labels, idx)
+    terms = second.terms(Batch(images, labels, idx))
     assert terms["zscl"].item() > 0  # the 'shape' model has drifted from E0 on the corpus
     weighted_total(second, terms).backward()
     assert all(p.grad is None for p in second.e0.model.parameters())
@@ -297,18 +298,18 @@ def test_zscl_l2_is_the_squared_distance_from_the_tasks_starting_weights(workspa
     ctx = make_context(params, "colour")
     method = get_method("zscl")(ctx)
     batch = first_batch(ctx)
-    assert method.terms(*batch)["l2"].item() == 0.0 and method.weights()["l2"] == 1.0
+    assert method.terms(Batch(*batch))["l2"].item() == 0.0 and method.weights()["l2"] == 1.0
     name, weight = next((n, p) for n, p in ctx.student.model.named_parameters() if p.ndim == 2)
     delta = 0.01 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         weight += delta
-    l2 = method.terms(*batch)["l2"]
+    l2 = method.terms(Batch(*batch))["l2"]
     torch.testing.assert_close(l2, (delta ** 2).sum(), rtol=1e-4, atol=1e-8)
     ctx.student.model.zero_grad(set_to_none=True)
     l2.backward()
     torch.testing.assert_close(weight.grad, 2 * delta, rtol=1e-3, atol=1e-6)
     off = get_method("zscl")(make_context(with_loss(params, zscl_l2=0.0), "colour"))
-    assert "l2" not in off.terms(*batch) and "l2" not in off.weights()
+    assert "l2" not in off.terms(Batch(*batch)) and "l2" not in off.weights()
 
 
 def test_zscl_weight_ensemble_is_the_mean_of_the_snapshots(workspace, monkeypatch):

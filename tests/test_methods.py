@@ -23,6 +23,7 @@ from pipeline.data import save_task
 from pipeline.data.facets import build_facet_task
 from pipeline.models import clip as clip_lib
 from pipeline.stages import prototypes as prototypes_stage
+from pipeline.training import Batch
 
 TASKS = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}}
 
@@ -102,7 +103,7 @@ def test_finetune_has_only_ce_and_trains_all_but_logit_scale(workspace, monkeypa
     monkeypatch.chdir(root)
     ctx = make_context(params, "colour")
     method = get_method("finetune")(ctx)
-    assert set(method.terms(*first_batch(ctx))) == {"ce"}
+    assert set(method.terms(Batch(*first_batch(ctx)))) == {"ce"}
     before = copy.deepcopy(ctx.student.model.state_dict())
     train_task(method)
     after = ctx.student.model.state_dict()
@@ -118,7 +119,7 @@ def test_dual_teacher_first_task_distillation_is_zero_at_start(workspace, monkey
     ctx = make_context(params, "shape")
     method = get_method("dual_teacher")(ctx)
     assert ctx.prev_features is None
-    terms = method.terms(*first_batch(ctx))
+    terms = method.terms(Batch(*first_batch(ctx)))
     assert set(terms) == {"ce", "con", "dis"}
     assert terms["dis"].item() == pytest.approx(0.0, abs=1e-4)
     sum(terms.values()).backward()
@@ -149,7 +150,7 @@ def test_dual_teacher_second_task_teaches_only_the_student(workspace, monkeypatc
     initial = method.prototypes.clone()
 
     images, labels, idx = first_batch(ctx)
-    terms = method.terms(images, labels, idx)
+    terms = method.terms(Batch(images, labels, idx))
     assert terms["dis"].item() > 0  # the student (= E_{m-1}) disagrees with E0
     sum(method.weights()[k] * v for k, v in terms.items()).backward()
     assert not method.prototypes.requires_grad and method.prototypes.grad is None
@@ -173,12 +174,12 @@ def test_single_teacher_ablation_distils_from_that_teacher_alone(workspace, monk
     # the patent's scope, whose rows are this task's only (the seen scope's rows are tested below)
     ctx, method = second_task_dual_teacher(workspace, monkeypatch, dis_teachers=teachers, dis_scope="current")
     images, labels, idx = first_batch(ctx)
-    dis = method.terms(images, labels, idx)["dis"]
+    dis = method.terms(Batch(images, labels, idx))["dis"]
     teacher = ctx.e0_features if teachers == "e0" else ctx.prev_features
     v, u = ctx.student_features(images)
     expected = similarity_distillation(torch.cat([v, u]), torch.cat([teacher.image(images, idx), teacher.text]), method.prototypes)
     torch.testing.assert_close(dis, expected)
-    both = second_task_dual_teacher(workspace, monkeypatch, dis_scope="current")[1].terms(images, labels, idx)["dis"]
+    both = second_task_dual_teacher(workspace, monkeypatch, dis_scope="current")[1].terms(Batch(images, labels, idx))["dis"]
     assert not torch.allclose(dis, both)  # the two teachers disagree: dropping one changes the loss
 
 
@@ -323,8 +324,8 @@ def test_seen_scope_on_the_first_task_equals_current(workspace, monkeypatch):
     root, params = workspace
     monkeypatch.chdir(root)
     batch = first_batch(make_context(params, "shape"))
-    current = get_method("dual_teacher")(make_context(with_loss(params, dis_scope="current"), "shape")).terms(*batch)
-    seen = get_method("dual_teacher")(make_context(with_loss(params, dis_scope="seen"), "shape")).terms(*batch)
+    current = get_method("dual_teacher")(make_context(with_loss(params, dis_scope="current"), "shape")).terms(Batch(*batch))
+    seen = get_method("dual_teacher")(make_context(with_loss(params, dis_scope="seen"), "shape")).terms(Batch(*batch))
     for key in ("ce", "con", "dis"):
         assert torch.equal(current[key], seen[key]), key
 
@@ -346,8 +347,8 @@ def test_seen_scope_rows_and_columns(chain, monkeypatch, weighting):
     load = clip_lib.load
     monkeypatch.setattr(clip_lib, "load", lambda directory: reads.append(Path(directory).name) or load(directory))
     images, labels, idx = first_batch(ctx)
-    method.terms(images, labels, idx)
-    method.terms(images, labels, idx)
+    method.terms(Batch(images, labels, idx))
+    method.terms(Batch(images, labels, idx))
     assert reads == ["colour"]  # E_{m-1}: one read of its checkpoint for the task, none per step
     monkeypatch.setattr(clip_lib, "load", load)
     rows, prototypes, e0_rows, prev_rows, w, k, b = seen["args"]
@@ -391,8 +392,8 @@ def test_seen_sample_bounds_the_rows_to_k_earlier_classes_and_this_tasks(chain, 
     picks = []
     sampled = method.sampled_seen
     monkeypatch.setattr(method, "sampled_seen", lambda: picks.append(sampled()) or picks[-1])
-    method.terms(images, labels, idx)
-    method.terms(images, labels, idx)
+    method.terms(Batch(images, labels, idx))
+    method.terms(Batch(images, labels, idx))
     (prompts, rows), (_, rows_again) = picks
     assert rows.tolist()[-4:] == list(range(13, 17)) and len(rows) == 9 and len(set(rows[:5].tolist())) == 5
     assert not torch.equal(rows, rows_again)  # drawn anew each step

@@ -122,3 +122,20 @@ def test_sgd_step_by_hand():
         expected -= 0.1 * (g + 0.9 * b)
         opt.step()
         assert w.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_from_recipe_builds_each_sections_optimiser_and_schedule():
+    """One recipe builder for every branch: adamw where the section names no optimiser (pretrain, train),
+    sgd with its momentum where it does; a null warm-up is a twentieth of the steps."""
+    from types import SimpleNamespace
+
+    weight, bias = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2))
+    adamw, schedule = optim.from_recipe([weight, bias], SimpleNamespace(lr=0.5, weight_decay=0.1, warmup_steps=4), 8)
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in adamw.param_groups] == [0.1, 0.0]  # 1-D parameters not decayed
+    assert schedule.get_last_lr() == [0.5 / 4, 0.5 / 4]  # step 0 of a 4-step warm-up
+    recipe = SimpleNamespace(optimizer="sgd", lr=0.1, weight_decay=5e-4, momentum=0.9, warmup_steps=None)
+    sgd, schedule = optim.from_recipe([weight, bias], recipe, 100)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+    assert sgd.param_groups[0]["nesterov"] and sgd.param_groups[0]["weight_decay"] == 5e-4
+    assert schedule.get_last_lr() == [pytest.approx(0.1 / 5)]  # warm-up of 100 // 20 = 5 steps

@@ -1,6 +1,6 @@
-"""What a distillation method of the compression branch sees, and the interface every method implements
-(mirrors pipeline/continual/base.py): named loss terms per step, weighted by `weights()`; a method that needs
-another update (learning-to-learn) overrides `step`, never the loop (pipeline/compression/trainer.py)."""
+"""What a distillation method of the compression branch sees (`DistillContext`), and the branch's side of the
+project's one method contract (pipeline/training.py, `Method`): named loss terms per step, weighted by
+`weights()`; a method that needs another update (learning-to-learn) overrides `step`, never the loop."""
 from __future__ import annotations
 
 import functools
@@ -14,18 +14,9 @@ from pipeline import runtime
 from pipeline.params.compression import Recipe
 from pipeline.compression.teachers import Teacher, training_logits
 from pipeline.data import TaskData
-from pipeline.training import Terms, weighted_step
+from pipeline.training import Batch, Method
 
-
-@dataclass
-class Batch:
-    images: Tensor  # (B, 3, H, W) network input (normalised, flipped where `flips`)
-    labels: Tensor  # (B,) int64
-    indices: Tensor  # (B,) positions in the training set (the teacher's cached logits are looked up by them)
-    flips: Tensor  # (B,) bool: which images are mirrored
-    # (B, 3, H, W) uint8: the augmented images before normalisation, when the recipe crops (`crop_padding`); None
-    # when flips are the only augmentation and a teacher's outputs are looked up by index and flip
-    pixels: Tensor | None = None
+__all__ = ["Batch", "DistillContext", "DistillMethod"]
 
 
 @dataclass
@@ -68,7 +59,7 @@ class DistillContext:
         return self.teacher_logits[batch.flips.long(), batch.indices].to(self.device)
 
 
-class DistillMethod:
+class DistillMethod(Method):
     """A distillation method: subclasses set `name`, implement `terms` and `weights`, and may add trained
     modules (`added`, e.g. FitNet's adapters: trained with the student, counted as added parameters, not part
     of the saved student), state refreshed each epoch (`on_epoch`, e.g. channel matching), or their own
@@ -83,9 +74,6 @@ class DistillMethod:
     def weights(self) -> dict[str, float]:
         return {"ce": 1.0}
 
-    def terms(self, batch: Batch) -> Terms:
-        raise NotImplementedError
-
     def parameters(self) -> list[nn.Parameter]:
         """What the optimiser trains: the student's parameters, then the method's added ones."""
         return [*self.ctx.student.parameters(), *self.added.parameters()]
@@ -93,20 +81,17 @@ class DistillMethod:
     def added_parameters(self) -> int:
         return sum(p.numel() for p in self.added.parameters())
 
-    def start(self, optimizer: torch.optim.Optimizer, steps: int) -> None:
-        """Called once before the first step (the optimiser over `parameters()` exists by then)."""
+    def train_mode(self) -> None:
+        self.ctx.student.to(self.ctx.device).train()
+        self.added.to(self.ctx.device).train()
 
-    def on_epoch(self, epoch: int) -> None:
-        """Called before the first step of every epoch (0, 1, ...)."""
+    def eval_mode(self) -> None:
+        self.ctx.student.eval()
+        self.added.eval()
+
+    def autocast(self):
+        return self.ctx.autocast()
 
     def describe(self) -> dict:
         """What the run's metrics should record of the method's choices (e.g. its rule and sites)."""
         return {}
-
-    def step(self, step: int, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, float]:
-        """One update: the weighted sum of `terms` (computed under `ctx.autocast()`; backward and the optimiser
-        step outside it), one optimiser step. A method overriding this runs its own forward passes under
-        `ctx.autocast()` too."""
-        with self.ctx.autocast():
-            terms = self.terms(batch)
-        return weighted_step(terms, self.weights(), optimizer, owner=f"method {self.name!r}")

@@ -56,7 +56,7 @@ class TokenDistillation(DistillMethod):
         z_t = self.ctx.teacher_logits_of(batch) if self.ctx.teacher is not None else None
         return {self.loss_name: self.loss(self.ctx.student(batch.images), (batch.images, batch.labels, z_t))}
 
-    def step(self, step: int, batch: Batch, optimizer) -> dict[str, float]:
+    def step(self, step: int, batch: Batch, optimizer, after_backward=None) -> dict[str, float]:
         unseen = None
         if self.use_l2l and step % self.tp.l2l_every == 0:
             _, unseen_classes = split_classes(len(self.ctx.task.classes), self.tp.l2l_unseen_classes, self.ctx.generator)
@@ -64,7 +64,9 @@ class TokenDistillation(DistillMethod):
             if unseen.all() or not unseen.any():  # an episode needs both parts; a plain step instead
                 unseen = None
         if unseen is None:
-            return super().step(step, batch, optimizer)
+            return super().step(step, batch, optimizer, after_backward)
+        if after_backward is not None:  # the episode's two updates would each need their own averaging
+            raise NotImplementedError("learning-to-learn episodes run in one process only")
         z_t = self.ctx.teacher_logits_of(batch) if self.ctx.teacher is not None else batch.labels
         parts = (batch.images, batch.labels, z_t)
         seen_batch = tuple(t[~unseen] for t in parts)

@@ -1,80 +1,46 @@
-"""The one loop that trains every network of the compression branch (the CNN teacher, each method's student,
-the student alone): seeded batches and flips, AdamW (or SGD) with warm-up and cosine decay, the method's step."""
+"""How the compression branch feeds the project's one trainer (pipeline/training.py) for every network it trains
+(the CNN teacher, each method's student, the student alone, a cohort): seeded batches by epoch, random flips
+and crops drawn from the run's one stream, the recipe's optimiser (AdamW or SGD) with warm-up and cosine decay."""
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from functools import partial
 
-import torch
 from torch import Tensor
 
-from pipeline import optim, runtime
+from pipeline import runtime
 from pipeline.compression import data as D
 from pipeline.compression.base import Batch, DistillMethod
 from pipeline.models.classifier import image_input
-from pipeline.training import run_steps
+from pipeline.training import Trainer
 
 
-@dataclass
-class Training:
-    """What one training of a method needs besides its steps: built by `prepare`, run by `fit` (and by the step
-    benchmark, pipeline/bench_steps.py, which times `method.step` on these batches)."""
-
-    method: DistillMethod
-    steps: int
-    per_epoch: int  # steps per epoch: `method.on_epoch` runs before the first step of each
-    optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LRScheduler
-    order: Iterator[Tensor]  # each step's training-set indices
-
-    def batch(self, indices: Tensor) -> Batch:
-        """The step's batch: its images (flipped where drawn), labels, indices and flips."""
-        ctx, recipe = self.method.ctx, self.method.ctx.params
-        flips = D.random_flips(len(indices), ctx.generator, recipe.flip)
-        labels = runtime.to_device(ctx.task.train_labels[indices], ctx.device)
-        if not recipe.crop_padding:
-            x = D.apply_flips(image_input(runtime.to_device(ctx.task.train_images[indices], ctx.device)), flips)
-            return Batch(x, labels, indices, flips)
-        corners = D.random_crops(len(indices), recipe.crop_padding, ctx.generator)  # drawn after the flips
-        pixels = D.apply_flips(D.apply_crops(runtime.to_device(ctx.task.train_images[indices], ctx.device), corners,
-                                             recipe.crop_padding), flips)
-        return Batch(image_input(pixels), labels, indices, flips, pixels)
+def make_batch(method: DistillMethod, indices: Tensor) -> Batch:
+    """The step's batch: its images (flipped where drawn, then cropped where the recipe crops), labels,
+    indices and flips; flips are drawn from the run's stream first, then the crops' corners."""
+    ctx, recipe = method.ctx, method.ctx.params
+    flips = D.random_flips(len(indices), ctx.generator, recipe.flip)
+    labels = runtime.to_device(ctx.task.train_labels[indices], ctx.device)
+    if not recipe.crop_padding:
+        x = D.apply_flips(image_input(runtime.to_device(ctx.task.train_images[indices], ctx.device)), flips)
+        return Batch(x, labels, indices, flips)
+    corners = D.random_crops(len(indices), recipe.crop_padding, ctx.generator)  # drawn after the flips
+    pixels = D.apply_flips(D.apply_crops(runtime.to_device(ctx.task.train_images[indices], ctx.device), corners,
+                                         recipe.crop_padding), flips)
+    return Batch(image_input(pixels), labels, indices, flips, pixels)
 
 
-def prepare(method: DistillMethod) -> Training:
-    """Put the student (and the method's added modules) in training mode; the optimiser (`recipe.optimizer` over
-    `method.parameters()`), the warm-up + cosine schedule, the method's start and the seeded batches."""
+def prepare(method: DistillMethod) -> Trainer:
+    """The trainer of `method` on `method.ctx.task`: `recipe.epochs` passes of seeded batches (`recipe.balance`:
+    class-balanced where it says so), `method.on_epoch` before each, the recipe's optimiser and schedule."""
     ctx, recipe = method.ctx, method.ctx.params
     labels = ctx.task.train_labels
     steps = D.steps_for(len(labels), recipe.batch_size, recipe.epochs)
-    ctx.student.to(ctx.device).train()
-    method.added.to(ctx.device).train()
-    if recipe.optimizer == "sgd":
-        optimizer = optim.sgd(method.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum)
-    else:
-        optimizer = optim.adamw(method.parameters(), recipe.lr, recipe.weight_decay)
-    warmup = recipe.warmup_steps if recipe.warmup_steps is not None else max(1, steps // 20)
-    schedule = optim.warmup_cosine(optimizer, warmup, steps)
-    method.start(optimizer, steps)
     order = D.batches(labels, recipe.batch_size, steps, recipe.seed, recipe.balance, getattr(recipe, "per_class", 2))
-    return Training(method, steps, max(1, steps // recipe.epochs), optimizer, schedule, order)
+    return Trainer.build(method, recipe, steps, order, partial(make_batch, method), per_epoch=max(1, steps // recipe.epochs))
 
 
 def fit(method: DistillMethod, live=None, desc: str = "train") -> dict[str, float]:
     """Train `method.ctx.student` (and the method's added modules) in place for `epochs` passes; returns the
     last step's logged values plus `step_seconds`, the wall time per step over the whole run (epoch-wise work
     such as rematching included, amortised)."""
-    run = prepare(method)
-
-    def step(i: int, indices: Tensor) -> dict[str, float]:
-        if i % run.per_epoch == 0:
-            method.on_epoch(i // run.per_epoch)
-        return method.step(i, run.batch(indices), run.optimizer)
-
-    start = time.perf_counter()
-    logged = run_steps(run.order, run.steps, step, run.schedule, live, desc=desc)
-    seconds = time.perf_counter() - start
-    method.ctx.student.eval()
-    method.added.eval()
-    return logged | {"step_seconds": seconds / run.steps}
+    return prepare(method).fit(live, desc=desc)

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from pipeline import checkpoint, io, paths, runtime
+from pipeline import checkpoint, io, paths, runtime, training
 from pipeline.params import E0, Params
 from pipeline.continual.teacher_cache import Rows, TeacherRows, cached_array, digest, images_key, load_array
 from pipeline.data import CaptionCorpus, TaskData, load_corpus
@@ -188,8 +188,10 @@ class TaskContext:
         return v, clip_lib.tasks_class_text_features(self.student, [t.prompts() for t in tasks])
 
 
-class Method:
-    """A continual-learning method: named loss terms per step, weighted by `weights()`.
+class Method(training.Method):
+    """A continual-learning method, the continual branch's side of the project's one method contract
+    (pipeline/training.py): named loss terms per step on a `Batch` (images, labels, indices), weighted by
+    `weights()`; the student's parameters are what the optimiser trains.
 
     Subclasses set `name`, implement `terms`, and may keep state updated in `after_step` (buffers, not
     parameters: the optimiser only ever sees the student's parameters)."""
@@ -202,17 +204,28 @@ class Method:
     def weights(self) -> dict[str, float]:
         return {"ce": self.ctx.params.loss.ce_weight}
 
-    def terms(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.ctx.student.model.parameters())
 
-    def after_step(self) -> None:
-        """Called after every optimiser step."""
+    def train_mode(self) -> None:
+        """Training mode (BatchNorm as `train.freeze_bn` says) with the logit scale frozen (ZSCL)."""
+        model = self.ctx.student.model
+        set_train_mode(model, self.ctx.params.train.freeze_bn)
+        model.logit_scale.requires_grad_(False)
 
-    def finish(self) -> None:
-        """Called once after the last step, before the student is put in eval mode and saved: the place for
-        changes of the trained weights themselves (ZSCL's weight ensemble, WiSE-FT's interpolation). Runs
-        under no_grad; whatever it leaves in `ctx.student` is the task's model."""
+    def eval_mode(self) -> None:
+        self.ctx.student.model.eval()
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """Tensors saved beside the trained model (for inspection; inference never needs them)."""
-        return {}
+    def autocast(self):
+        return self.ctx.autocast()
+
+
+def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
+    """Training mode, except (with `freeze_bn`) BatchNorm layers, which keep using E0's statistics: batch
+    statistics of one task's small batches would drift E0's normalisation (a forgetting of its own) and make
+    the student differ from E0 at the first step, where L_dis must be 0."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()

@@ -107,7 +107,8 @@ class DualTeacher(Method):
         loss = self.ctx.params.loss
         return {"ce": loss.ce_weight, "con": loss.con_weight, "dis": loss.dis_weight}
 
-    def terms(self, images, labels, indices):
+    def terms(self, batch):
+        images, labels, indices = batch.images, batch.labels, batch.indices
         loss, ctx = self.ctx.params.loss, self.ctx
         seen = loss.dis_scope == "seen"
         rows = None  # with dis_seen_sample: the seen classes in this step's U, as rows of the seen stacking

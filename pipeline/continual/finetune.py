@@ -10,7 +10,7 @@ from pipeline.losses import clip_ce
 class Finetune(Method):
     name = "finetune"
 
-    def terms(self, images, labels, indices):
-        v, u = self.ctx.student_features(images)
+    def terms(self, batch):
+        v, u = self.ctx.student_features(batch.images)
         loss = self.ctx.params.loss
-        return {"ce": clip_ce(v, u, labels, self.ctx.student.logit_scale, loss.label_smoothing)}
+        return {"ce": clip_ce(v, u, batch.labels, self.ctx.student.logit_scale, loss.label_smoothing)}

@@ -24,7 +24,8 @@ class LwF(Method):
         loss = self.ctx.params.loss
         return {"ce": loss.ce_weight, "kd": loss.kd_weight}
 
-    def terms(self, images, labels, indices):
+    def terms(self, batch):
+        images, labels, indices = batch.images, batch.labels, batch.indices
         ctx, loss = self.ctx, self.ctx.params.loss
         v, u = ctx.student_features(images)
         scale = ctx.student.logit_scale

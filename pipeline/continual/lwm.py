@@ -99,7 +99,8 @@ class LwM(Method):
         loss = self.ctx.params.loss
         return {"ce": loss.ce_weight, "kd": loss.lwm_beta, "ad": loss.lwm_gamma}
 
-    def terms(self, images, labels, indices):
+    def terms(self, batch):
+        images, labels, indices = batch.images, batch.labels, batch.indices
         ctx, loss = self.ctx, self.ctx.params.loss
         u = clip_lib.class_text_features(ctx.student, ctx.task.prompts())
         if self.head is None:  # first task with kd_first_task = none: no base classes, no teacher class b

@@ -66,12 +66,12 @@ class ZSCL(Method):
         # Own stream, seeded by the seed and the task: reference batches are the same on every run and do not
         # shift the batches of the task (which come from the trainer's own seeded order).
         self.generator = torch.Generator().manual_seed(stable_seed(ctx.params.train.seed, ctx.name, "zscl"))
-        self.step = 0  # steps taken so far
+        self.steps_taken = 0
         self.every = ctx.params.loss.zscl_ensemble_every
         self.average = floating_state(ctx.student.model) if self.every else None
         self.snapshots = 1  # the initial weights count as the first snapshot
         # L_l2's reference: the weights the task starts from (E_{m-1}), as ZSCL's `l2_model` (a copy at the start)
-        self.start = {n: p.detach().clone() for n, p in ctx.student.model.named_parameters()} if ctx.params.loss.zscl_l2 else None
+        self.start_weights = {n: p.detach().clone() for n, p in ctx.student.model.named_parameters()} if ctx.params.loss.zscl_l2 else None
 
     def weights(self):
         loss = self.ctx.params.loss
@@ -86,7 +86,8 @@ class ZSCL(Method):
         images = runtime.to_device(self.images[idx], self.ctx.device)
         return images, (self.pool if not self.oracle else [self.corpus.captions[i] for i in idx.tolist()])
 
-    def terms(self, images, labels, indices):
+    def terms(self, batch):
+        images, labels = batch.images, batch.labels
         ctx, loss = self.ctx, self.ctx.params.loss
         v, u = ctx.student_features(images)
         ref_images, captions = self.reference_batch()
@@ -101,16 +102,16 @@ class ZSCL(Method):
             "ce": clip_ce(v, u, labels, ctx.student.logit_scale, loss.label_smoothing),
             "zscl": zscl_distillation(student, teacher, loss.kd_temperature),
         }
-        if self.start is not None:
-            out["l2"] = sum(weight_l2(p, self.start[n]) for n, p in ctx.student.model.named_parameters())
+        if self.start_weights is not None:
+            out["l2"] = sum(weight_l2(p, self.start_weights[n]) for n, p in ctx.student.model.named_parameters())
         return out
 
     def after_step(self):
         # 0-based index of the step just taken, as ZSCL's `iteration`: the first step is always averaged in.
-        if self.every and self.step % self.every == 0:
+        if self.every and self.steps_taken % self.every == 0:
             self.average = running_average(self.average, floating_state(self.ctx.student.model), self.snapshots)
             self.snapshots += 1
-        self.step += 1
+        self.steps_taken += 1
 
     def finish(self):
         if self.average is not None:

@@ -8,7 +8,7 @@ vary from run to run).
   chain (so the dual teacher has both teachers and, with `loss.dis_scope: seen`, two tasks' prototypes),
   `--classes` classes with params.yaml's prompt templates, random uint8 images; ZSCL's reference pairs from
   a random caption corpus. Each method is built through the registry on a TaskContext and stepped by the
-  continual trainer's own `TaskTraining.step` (pipeline/continual/trainer.py), with params.yaml's loss and
+  project's one trainer's `Trainer.step` (pipeline/training.py, fed by pipeline/continual/trainer.py), with params.yaml's loss and
   optimiser settings: the step timed is the step trained. After `--warmup` steps (the first computes
   E_{m-1}'s features), `--steps` steps are timed one by one, the device synchronised around each; the median
   gives images/s. Peak memory: `torch.cuda.max_memory_allocated`, reset before each method (teacher
@@ -103,10 +103,11 @@ def bench_training(params: Params, args, device: torch.device) -> dict:
         ctx = SyntheticContext(params, task_name, tasks[task_name], student, device, all_tasks=tasks, e0=model,
                                stage_outputs=outputs, reference=corpus)
         run = prepare(get_method(name)(ctx))
-        order = optim.batches(len(ctx.task.train_labels), args.batch, args.warmup + args.steps, 0)
+        order = enumerate(optim.batches(len(ctx.task.train_labels), args.batch, args.warmup + args.steps, 0))
 
         def step():
-            run.step(next(order))
+            i, indices = next(order)
+            run.step(i, (indices, None))  # the trainer's step: the batch, the method's step, its after_step
             run.schedule.step()
 
         timed(step, args.warmup, device)

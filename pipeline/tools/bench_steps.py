@@ -30,7 +30,8 @@ from pipeline.compression import data as D
 from pipeline.params.compression import ALONE
 from pipeline.compression.run import cohort_method, student_method
 from pipeline.compression.teachers import load_teacher
-from pipeline.compression.trainer import Training, prepare
+from pipeline.compression.trainer import prepare
+from pipeline.training import Trainer
 from pipeline.params import LIBRARIES
 from pipeline.data import load_task
 from pipeline.errors import InputError
@@ -50,7 +51,7 @@ def quartiles(times: list[float]) -> dict:
     return {"median_ms": round(1000 * median, 2), "q1_ms": round(1000 * q1, 2), "q3_ms": round(1000 * q3, 2)}
 
 
-def periodic_work(run: Training, images: int) -> tuple[str, Callable[[], object], int] | None:
+def periodic_work(run: Trainer, images: int) -> tuple[str, Callable[[], object], int] | None:
     """What a method does every so many steps besides its step, as (name, a call doing it once, the steps
     between two): channel matching's rematching, L-MCL's meta-optimisation; None for the others."""
     method, recipe = run.method, run.method.ctx.params
@@ -62,7 +63,7 @@ def periodic_work(run: Training, images: int) -> tuple[str, Callable[[], object]
     return None
 
 
-def bench(runs: dict[str, Training], warmup: int, rounds: int, repeats: int, images: int, baseline: str) -> dict:
+def bench(runs: dict[str, Trainer], warmup: int, rounds: int, repeats: int, images: int, baseline: str) -> dict:
     """Median step time of every run, stepped in turns; periodic work timed apart and amortised; `per_<baseline>`:
     each amortised time over the run `baseline`'s."""
     periodic = {}
@@ -76,7 +77,7 @@ def bench(runs: dict[str, Training], warmup: int, rounds: int, repeats: int, ima
     numbers = (i for i in range(1, 10**9) if all(i % every for _, _, every in periodic.values()))
     step_numbers = [next(numbers) for _ in range(warmup + rounds)]
 
-    def step(run: Training, i: int) -> float:
+    def step(run: Trainer, i: int) -> float:
         batch = run.batch(next(run.order))
         return timed(lambda: run.method.step(i, batch, run.optimizer))
 
