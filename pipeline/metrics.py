@@ -1,5 +1,5 @@
 """Top-1 accuracy, the one accuracy function of both branches, and accuracy matrix -> Transfer / Average / Last
-(MTIL protocol of ZSCL, ICCV 2023; spec/dual_teacher.md).
+(MTIL protocol of ZSCL, ICCV 2023; docs/methods/dual_teacher.md).
 
 The matrix A has T + 1 rows and T columns: row 0 is E0 zero-shot, row j the model after task j, column i
 task i (both in training order), entries in percent."""

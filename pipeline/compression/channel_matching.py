@@ -1,4 +1,4 @@
-"""Method `channel_matching` (shared/spec/channel_matching.md; closest paper: Matching Guided Distillation, Yue,
+"""Method `channel_matching` (docs/methods/channel_matching.md; closest paper: Matching Guided Distillation, Yue,
 Deng, Zhou, ECCV 2020): the teacher's m channels at each site pair are matched to the student's n <= m channels,
 without any learnable adapter, and a distance loss (`distill.feature.loss`) is put on every matched pair.
 

@@ -1,4 +1,4 @@
-"""Method `lmcl`: layer-wise mutual contrastive learning (spec/mutual_contrastive.md, "Layer-wise MCL"; Yang et
+"""Method `lmcl`: layer-wise mutual contrastive learning (docs/methods/mcl.md, "Layer-wise MCL"; Yang et
 al., "Online Knowledge Distillation via Mutual Contrastive Learning for Visual Recognition", TPAMI 2023; the
 authors' main_layer_mcl_cifar_meta.py).
 

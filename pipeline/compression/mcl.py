@@ -1,4 +1,4 @@
-"""Method `mcl` (spec/mutual_contrastive.md; Yang et al., "Mutual Contrastive Learning for Visual Representation
+"""Method `mcl` (docs/methods/mcl.md; Yang et al., "Mutual Contrastive Learning for Visual Representation
 Learning", AAAI 2022): a cohort trained together, each network's embedding contrasted inside itself (VCL) and
 against the others' (ICL), and each network's contrastive distributions aligned to the others' (soft VCL, soft
 ICL): sum_a CE_a + alpha VCL + beta ICL + gamma soft VCL + lam soft ICL. No teacher; the projection heads are

@@ -1,4 +1,4 @@
-"""Method `token` (shared/spec/token_distillation.md): the DeiT-style student learns the labels through its
+"""Method `token` (docs/methods/token.md): the DeiT-style student learns the labels through its
 class token and the teacher through its distillation token (soft or hard distillation, spec step 6); the FT
 layers' theta is learned by learning-to-learn every `l2l_every` steps (l2l.py, the patent's "first
 training"), the model weights by AdamW on every step. Without a teacher, both heads learn the labels

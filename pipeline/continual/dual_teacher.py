@@ -1,4 +1,4 @@
-"""Dual-teacher prototype distillation (spec/dual_teacher.md; MulKI, arXiv 2411.06764).
+"""Dual-teacher prototype distillation (docs/methods/dual_teacher.md; MulKI, arXiv 2411.06764).
 
 Teachers E0 and E_{m-1} (frozen, features cached per task); class prototypes from E0 updated by a sliding
 average of the student's batch features; L = ce_weight L_ce + con_weight L_con + dis_weight L_dis.

@@ -1,5 +1,5 @@
 """Grad-CAM inputs from an open_clip image tower: the last feature map A, kept in the autograd graph, and the
-gradient of a class score with respect to it (LwM, shared/spec/attention_distillation.md, "L_AD").
+gradient of a class score with respect to it (LwM, docs/methods/lwm.md, "L_AD").
 
 The map is captured with a hook during the model's own forward pass, so the features are exactly those of
 `clip_lib.encode_images` and nothing of open_clip's forward is re-implemented:

@@ -1,4 +1,4 @@
-"""Learning without Memorizing (Dhar et al., CVPR 2019; shared/spec/attention_distillation.md) for CLIP:
+"""Learning without Memorizing (Dhar et al., CVPR 2019; docs/methods/lwm.md) for CLIP:
 
     L = ce_weight L_C + lwm_beta L_D + lwm_gamma L_AD.
 

@@ -1,4 +1,4 @@
-"""Class prototypes of the dual-teacher method (shared/spec/dual_teacher.md, steps 1 and 3): pure functions.
+"""Class prototypes of the dual-teacher method (docs/methods/dual_teacher.md, steps 1 and 3): pure functions.
 
 Prototypes are buffers, never parameters: every result here is detached. Features are L2-normalised per row
 before averaging, so raw encoder outputs and normalised features give the same prototypes.

@@ -1,5 +1,5 @@
 """Attention distillation of LwM (Dhar et al., "Learning without Memorizing", CVPR 2019, Sec. 3;
-shared/spec/attention_distillation.md, "Loss"): Grad-CAM maps and the L1 distance between normalised maps.
+docs/methods/lwm.md, "Loss"): Grad-CAM maps and the L1 distance between normalised maps.
 
 Pure functions of tensors: the feature map A and the gradient dy_b/dA are computed by the caller (see
 pipeline/continual/gradcam.py), which decides whether the gradient carries a graph (student) or not (teacher).

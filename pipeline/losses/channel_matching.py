@@ -1,4 +1,4 @@
-"""Feature distillation by channel matching, with no learnable adapter (shared/spec/channel_matching.md; the
+"""Feature distillation by channel matching, with no learnable adapter (docs/methods/channel_matching.md; the
 closest paper is Matching Guided Distillation, Yue, Deng & Zhou, ECCV 2020, arXiv 2008.09958, Sec. 3).
 
 The teacher's m channels at a distillation site are matched to the student's n <= m channels by an assignment

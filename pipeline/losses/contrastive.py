@@ -1,4 +1,4 @@
-"""Mutual contrastive learning's losses (spec/mutual_contrastive.md; Yang et al., AAAI 2022, TPAMI 2023): pure
+"""Mutual contrastive learning's losses (docs/methods/mcl.md; Yang et al., AAAI 2022, TPAMI 2023): pure
 functions of L2-normalised embeddings and labels, supervised and in-batch.
 
 Notation: v^a (B, d), the embeddings of a batch by network a; S_ab = v^a (v^b)^T / tau (B x B), row i the

@@ -1,4 +1,4 @@
-"""Losses of the distillation-token student (shared/spec/token_distillation.md, step 6).
+"""Losses of the distillation-token student (docs/methods/token.md, step 6).
 
 DeiT (Touvron et al., ICML 2021, section 4, "soft" and "hard-label" distillation). ``z_s``: class-token
 logits, ``z_d``: distillation-token logits, ``z_t``: teacher logits, all (B, K); ``labels``: (B,) int64 in

@@ -1,4 +1,4 @@
-"""Losses of the dual-teacher prototype distillation method (shared/spec/dual_teacher.md, step 4).
+"""Losses of the dual-teacher prototype distillation method (docs/methods/dual_teacher.md, step 4).
 
 Reconstruction of a 2024 Tianjin University patent; closest paper: MulKI (arXiv 2411.06764). The adaptive
 teacher weighting follows "Select and Distill" (arXiv 2403.09296). All features are compared by cosine, so

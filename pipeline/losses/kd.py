@@ -125,7 +125,7 @@ def lwm_distillation(
     student_logits: Tensor, teacher_logits: Tensor, form: str = "sigmoid", temperature: float = 2.0
 ) -> Tensor:
     """L_D of LwM (Dhar et al., "Learning without Memorizing", CVPR 2019, Sec. 3;
-    shared/spec/attention_distillation.md, "Loss") over the base-class logits y (teacher M_{t-1}) and y_hat
+    docs/methods/lwm.md, "Loss") over the base-class logits y (teacher M_{t-1}) and y_hat
     (student M_t):
 
     - ``sigmoid`` (the paper): ``-sum_i sigmoid(y_i) log sigmoid(y_hat_i)``. This is only the positive half of

@@ -1,4 +1,4 @@
-"""A cohort of networks trained together (online distillation: DML, MCL; spec/mutual_contrastive.md): M
+"""A cohort of networks trained together (online distillation: DML, MCL; docs/methods/mcl.md): M
 classifiers built by name, each with a projection head on its pooled feature (Linear -> ReLU -> Linear to
 `embed_dim`, L2-normalised, as in the authors' code) that only training uses.
 

@@ -1,5 +1,5 @@
 """Distillation sites: where teacher and student feature maps are taken, decided by the network family
-(shared/spec/channel_matching.md, "Distillation sites"; Matching Guided Distillation, Yue et al. ECCV 2020).
+(docs/methods/channel_matching.md, "Distillation sites"; Matching Guided Distillation, Yue et al. ECCV 2020).
 
 One site per block, named by the block's dotted path (``layer2.1``, ``blocks.4.2``, ``stage3.7``):
 - ResNet (timm BasicBlock / Bottleneck): after the residual addition, before the block's final ReLU. timm's

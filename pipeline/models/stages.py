@@ -1,5 +1,5 @@
 """The stages of a CNN built by name (pipeline/models/cnn.py): where layer-wise MCL takes its stage features and
-where an auxiliary branch starts (spec/mutual_contrastive.md, "Layer-wise MCL").
+where an auxiliary branch starts (docs/methods/mcl.md, "Layer-wise MCL").
 
 A network is read as  stem -> stages -> neck -> pool -> classifier,  per architecture class:
 - timm ResNet: stem conv1/bn1/act1/maxpool, stages layer1-4, no neck; pooled by `forward_head(pre_logits)`.

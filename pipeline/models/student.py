@@ -1,4 +1,4 @@
-"""DeiT-style student with a distillation token (shared/spec/token_distillation.md, steps 2-5 and 7).
+"""DeiT-style student with a distillation token (docs/methods/token.md, steps 2-5 and 7).
 
 Touvron et al., "Training data-efficient image transformers & distillation through attention" (ICML 2021),
 extended as in the patent with global + sliding-window attention, feature-wise transformation layers

@@ -1,4 +1,4 @@
-"""Encoder block of the distillation-token student (shared/spec/token_distillation.md, step 4).
+"""Encoder block of the distillation-token student (docs/methods/token.md, step 4).
 
 Token layout everywhere: ``[cls, patch_1 .. patch_N, dist]`` (B, N + 2, d), patches in raster (row-major)
 order of a (gh, gw) grid. Pieces:

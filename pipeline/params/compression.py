@@ -107,7 +107,7 @@ class TokenStudentParams(Section):
 
 
 class TokenParams(Section):
-    """Method `token` (spec/token_distillation.md): DeiT-style distillation through a distillation token."""
+    """Method `token` (docs/methods/token.md): DeiT-style distillation through a distillation token."""
 
     mode: Literal["soft", "hard"] = "soft"
     lam: float = Field(0.5, ge=0, le=1)  # soft: (1 - lam) CE + lam tau^2 KL
@@ -146,7 +146,7 @@ class FeatureParams(Section):
 
 
 class MatchingParams(Section):
-    """Method `channel_matching` (spec/channel_matching.md): teacher channels matched to student channels."""
+    """Method `channel_matching` (docs/methods/channel_matching.md): teacher channels matched to student channels."""
 
     rule: Literal["sparse", "random", "maxpool"] = "sparse"
     distance: Literal["l2", "cosine"] = "l2"  # of the spatially normalised channel maps, summed over images
@@ -187,7 +187,7 @@ ALONE = "alone"  # cohort.method: every network of the cohort on the labels alon
 
 
 class MCLParams(Section):
-    """Method `mcl` (spec/mutual_contrastive.md): sum_a CE_a + alpha VCL + beta ICL + gamma soft VCL + lam soft
+    """Method `mcl` (docs/methods/mcl.md): sum_a CE_a + alpha VCL + beta ICL + gamma soft VCL + lam soft
     ICL; defaults: the authors' README."""
 
     alpha: float = Field(0.1, ge=0)  # VCL, inside each network
