@@ -17,12 +17,13 @@ import yaml
 from conftest import rejected_params, run_in
 from pipeline.compression.data import per_class_batches
 from pipeline.compression.registry import MODULES
+from pipeline.compression.run import cohort_method
 from pipeline.names import SUPERVISED
 from pipeline.params import Params
 from pipeline.data import load_task
 from pipeline.data.benchmarks import build_task
 from pipeline.data.fashion_mnist import FILES, build_fashion_mnist_task, check_files, fit_images, per_class_indices
-from pipeline.errors import MissingInput
+from pipeline.errors import InputError, MissingInput
 from pipeline.tools.get_data import from_gz
 from pipeline.models import classifier
 from test_compression_methods import _context, one_step
@@ -188,3 +189,11 @@ def test_every_method_runs_one_step_on_the_fixture_target(name, fixture_task, te
     positive), for every method alike."""
     idx = next(per_class_batches(fixture_task.train_labels, 8, 1, seed=0, per_class=2))
     one_step(_context(name, teacher10, task=fixture_task), name, teacher10, idx)
+
+
+def test_a_cohort_batch_needing_more_classes_than_the_target_has_is_one_line(micro_params, fixture_root, fixture_task):
+    """32 at 2 a class needs 16 classes; Fashion-MNIST has 10: named before any network is built."""
+    raw = _fashion_params(micro_params, fixture_root)
+    raw["cohort"].update(batch_size=32, per_class=2)
+    with pytest.raises(InputError, match=r"cohort.batch_size: 32 at cohort.per_class 2 needs 16 classes .* has 10"):
+        cohort_method(Params.from_dict(raw), fixture_task, torch.device("cpu"))

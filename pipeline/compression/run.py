@@ -16,6 +16,7 @@ from pipeline.compression.teachers import Teacher
 from pipeline.compression.trainer import fit
 from pipeline.params import Params
 from pipeline.data import TaskData
+from pipeline.errors import InputError
 from pipeline.models import classifier, cohort
 from pipeline.models.classifier import image_input
 
@@ -44,9 +45,21 @@ def student_method(params: Params, task: TaskData, teacher: Teacher | None, devi
                                            precision=params.runtime.precision))
 
 
+def check_cohort_batches(cp, task: TaskData) -> None:
+    """Before any model is built: a per-class batch needs batch_size / per_class classes of the target."""
+    if cp.balance != "per_class":
+        return
+    needed, present = cp.batch_size // cp.per_class, len(torch.unique(task.train_labels))
+    if needed > present:
+        raise InputError(f"cohort.batch_size: {cp.batch_size} at cohort.per_class {cp.per_class} needs {needed} "
+                         f"classes a batch, and target {task.name} has {present}: raise cohort.per_class or lower "
+                         f"cohort.batch_size")
+
+
 def cohort_method(params: Params, task: TaskData, device: torch.device) -> DistillMethod:
     """`cohort.method` on a fresh cohort of `params.cohort` (`alone`: `supervised`, each network on the labels)."""
     cp = params.cohort
+    check_cohort_batches(cp, task)
     torch.manual_seed(runtime.stable_seed(cp.seed, "cohort init"))  # every method starts from the same weights
     model = cohort.build(cp.networks, len(task.classes), cp.stem_stride, cp.embed_dim)
     for arch, network in zip(cp.networks, model.networks):
