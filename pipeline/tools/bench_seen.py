@@ -105,10 +105,11 @@ def main(argv):
         ctx = SyntheticContext(mtil_params(params, sets), last, tasks[last], student, device, all_tasks=tasks,
                                e0=model, stage_outputs=outputs)
         run = prepare(get_method(sets["train.method"])(ctx))
-        order = optim.batches(len(ctx.task.train_labels), args.batch, args.warmup + args.steps, 0)
+        order = enumerate(optim.batches(len(ctx.task.train_labels), args.batch, args.warmup + args.steps, 0))
 
         def step():
-            run.step(next(order))
+            i, indices = next(order)
+            run.step(i, (indices, None))  # the trainer's step: the batch, the method's step, its after_step
             run.schedule.step()
 
         timed(step, args.warmup, device)
