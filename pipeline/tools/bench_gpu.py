@@ -72,6 +72,22 @@ def summary(times: list[float], images: int, device: torch.device) -> dict:
             "q1_ms": round(1000 * q1, 2), "q3_ms": round(1000 * q3, 2), "peak_mb": runtime.peak_memory_mb(device)}
 
 
+def timed_task_steps(method, args, device: torch.device) -> list[float]:
+    """Seconds of each of `args.steps` training steps of a continual `method` on its task (batch `args.batch`),
+    after `args.warmup` untimed ones: the trainer's own step (the batch, the method's step, its after_step)
+    and the schedule's, so the step timed is the step trained."""
+    run = prepare(method)
+    order = enumerate(optim.batches(len(method.ctx.task.train_labels), args.batch, args.warmup + args.steps, 0))
+
+    def step():
+        i, indices = next(order)
+        run.step(i, (indices, None))
+        run.schedule.step()
+
+    timed(step, args.warmup, device)
+    return timed(step, args.steps, device)
+
+
 def fresh_peak(device: torch.device) -> None:
     """Free what the previous measurement left and restart CUDA's peak (the CPU's peak RSS cannot restart)."""
     gc.collect()
@@ -102,17 +118,8 @@ def bench_training(params: Params, args, device: torch.device) -> dict:
         student.model.to(device)
         ctx = SyntheticContext(params, task_name, tasks[task_name], student, device, all_tasks=tasks, e0=model,
                                stage_outputs=outputs, reference=corpus)
-        run = prepare(get_method(name)(ctx))
-        order = enumerate(optim.batches(len(ctx.task.train_labels), args.batch, args.warmup + args.steps, 0))
-
-        def step():
-            i, indices = next(order)
-            run.step(i, (indices, None))  # the trainer's step: the batch, the method's step, its after_step
-            run.schedule.step()
-
-        timed(step, args.warmup, device)
-        results[name] = summary(timed(step, args.steps, device), args.batch, device)
-        del run, ctx, student, step
+        results[name] = summary(timed_task_steps(get_method(name)(ctx), args, device), args.batch, device)
+        del ctx, student
         print(f"  {name:14s} {results[name]['images_per_s']:9.1f} images/s  step {results[name]['median_ms']:8.2f} ms"
               f"  peak {results[name]['peak_mb']:9.1f} MB")
     task = tasks[task_name]

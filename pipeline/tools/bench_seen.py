@@ -27,12 +27,11 @@ import platform
 
 import torch
 
-from pipeline import io, optim, paths
-from pipeline.tools.bench_gpu import fresh_peak, summary, timed
+from pipeline import io, paths
+from pipeline.tools.bench_gpu import fresh_peak, summary, timed_task_steps
 from pipeline.tools.bench_synthetic import SyntheticContext, synthetic_task
 from pipeline.params import LIBRARIES, Params, TaskLink
 from pipeline.continual import get_method
-from pipeline.continual.trainer import prepare
 from pipeline.data.mtil_names import ORDER_I, TEMPLATES
 from pipeline.models import clip as clip_lib
 from pipeline.stages.common import load_params, setup_runtime, stage
@@ -104,16 +103,8 @@ def main(argv):
         student = copy.deepcopy(model)
         ctx = SyntheticContext(mtil_params(params, sets), last, tasks[last], student, device, all_tasks=tasks,
                                e0=model, stage_outputs=outputs)
-        run = prepare(get_method(sets["train.method"])(ctx))
-        order = enumerate(optim.batches(len(ctx.task.train_labels), args.batch, args.warmup + args.steps, 0))
-
-        def step():
-            i, indices = next(order)
-            run.step(i, (indices, None))  # the trainer's step: the batch, the method's step, its after_step
-            run.schedule.step()
-
-        timed(step, args.warmup, device)
-        results[name] = summary(timed(step, args.steps, device), args.batch, device)
+        times = timed_task_steps(get_method(sets["train.method"])(ctx), args, device)
+        results[name] = summary(times, args.batch, device)
         print(f"  {name:28s} step {results[name]['median_ms']:10.1f} ms", flush=True)
     base = results["finetune"]["median_ms"]
     for entry in results.values():
