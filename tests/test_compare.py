@@ -8,6 +8,7 @@ import pytest
 
 from pipeline import io, paths
 from pipeline.tools import compare, compare_tables
+from pipeline.errors import InputError
 from pipeline.params import Params, ParamsError
 
 CL, DISTILL, TOKEN, COHORT = (compare.BRANCHES[b] for b in ("cl", "distill", "token", "cohort"))
@@ -70,7 +71,12 @@ def test_overrides_add_the_branch_seed():
     with pytest.raises(ParamsError, match="compare.seed_keys"):
         Params.from_dict(raw)
     params = params_with("token_variants", {"hard": {"distill.token.mode": "hard"}})
-    assert compare.overrides(params, "hard", 2, TOKEN) == {"distill.token.mode": "hard", "distill.seed": 2}
+    # A seed of a compression comparison redraws the target's images, the teacher and the student ...
+    assert compare.overrides(params, "hard", 2, TOKEN) == {"distill.token.mode": "hard", "data.seed": 2,
+                                                           "teacher.seed": 2, "distill.seed": 2}
+    # ... which reruns the target and teacher stages, never the continual branch's (data.seed feeds it too)
+    assert TOKEN.targets == ("distill", "student_alone") and compare.BRANCHES["cohort"].targets == ("cohort",)
+    assert {"target", "teacher"} <= set(compare.BRANCHES["distill"].allowed_to_run(params))
     assert compare.experiment_name(TOKEN, "hard", 2) == "cmp-token-hard-s2"
 
 
@@ -136,9 +142,11 @@ def test_the_distill_setting_is_under_every_variant_and_lets_its_stages_run():
     params = Params.from_dict(raw)
     assert compare.overrides(params, "kd", 1, DISTILL) == {
         "teacher.stem_stride": 1, "distill.lr": 0.01, "distill.stem_stride": 1,  # the variant's own value wins
-        "distill.student": "shufflenet_v2_x0_5", "distill.method": "kd", "distill.seed": 1}
-    assert DISTILL.allowed_to_run(params) == ("distill", "student_alone", "teacher")
-    assert TOKEN.allowed_to_run(params) == ("distill", "student_alone")  # the token ablation has no setting
+        "distill.student": "shufflenet_v2_x0_5", "distill.method": "kd", "data.seed": 1, "teacher.seed": 1,
+        "distill.seed": 1}
+    # a seed redraws the target's images and the teacher: those stages run in every experiment, nothing upstream
+    assert DISTILL.allowed_to_run(params) == ("distill", "student_alone", "teacher", "target")
+    assert TOKEN.allowed_to_run(params) == ("distill", "student_alone", "target", "teacher")
     raw["compare"]["distill_setting"] = {"teacher.stem_stride": 3}
     with pytest.raises(ParamsError, match="compare.distill_variants.kd.*stem_stride"):
         compare.check_variants(Params.from_dict(raw), DISTILL)
@@ -190,13 +198,24 @@ def _distill_run(method, student, accuracy, alone, step, added=0, rule=None):
             "cost": {"step_seconds": step}, "alone_cost": {"step_seconds": step / 2}}
 
 
+def test_paired_gains_carry_the_student_t_interval():
+    # hand-computed: mean 2, sample std 1, t(0.975, 2) = 4.3027, half-width 4.3027 / sqrt(3) = 2.4841
+    entry = compare_tables.paired([1.0, 2.0, 3.0])
+    assert (entry["mean"], entry["std"], entry["ci95"], entry["inside_noise"]) == (2.0, 1.0, [-0.48, 4.48], True)
+    entry = compare_tables.paired([1.0, 1.2, 1.1])  # a steady gain: the interval clears 0
+    assert entry["ci95"] == [0.85, 1.35] and entry["inside_noise"] is False
+    assert compare_tables.paired([0.5])["ci95"] is None  # one seed: no interval, never called significant
+    assert compare_tables._gain_cell(entry) == "+1.10 [+0.85, +1.35]"
+
+
 def test_token_summary_and_table():
     runs = {"soft": [_distill_run("token", "token", 80.0, 60.0, 0.1), _distill_run("token", "token", 82.0, 61.0, 0.1)]}
     summary = compare_tables.summarise_token(runs, [0, 1])
     entry = summary["variants"]["soft"]
     assert entry["gain"]["values"] == [20.0, 21.0] and entry["gain"]["mean"] == 20.5
     table = compare_tables.markdown_token(summary | {"reference": runs["soft"][0], "seconds": 3})
-    assert "| soft | 1,234 | 80.00 ± 1.41 | 82.00 ± 1.41 | 81.00 ± 1.41 | 60.50 ± 0.71 | 20.50 ± 0.71 |" in table
+    # the gain paired by seed with its 95 % interval: 20.5 +- t(0.975, 1) 0.7071 / sqrt(2) = 20.5 +- 6.35
+    assert "| soft | 1,234 | 80.00 ± 1.41 | 82.00 ± 1.41 | 81.00 ± 1.41 | 60.50 ± 0.71 | +20.50 [+14.15, +26.85] |" in table
     assert "cnn resnet18" in table and "88.00 %" in table
 
 
@@ -212,8 +231,9 @@ def test_distill_summary_and_table_side_by_side():
     assert summary["alone"]["mbv2"]["accuracy"]["mean"] == 61.0 and summary["variants"]["fitnet"]["step_ms"] == 21.0
     table = compare_tables.markdown_distill(summary | {"reference": runs["kd"][0], "seconds": 3})
     assert "| mbv2 (1,234) | alone | 61.00 ± 1.41 | | 0 | 5.5 | |" in table
-    assert "| | fitnet | 72.00 ± 1.41 | 11.00 ± 0.00 | 500 | 21.0 | 1.00 |" in table
-    assert "| | channel_matching (sparse) | 74.00 ± 0.00 | 13.00 ± 1.41 | 0 | 22.0 | 1.05 |" in table
+    # gains paired by seed, 95 % interval mean +- t(0.975, 1) std / sqrt(2): [11, 11] -> no spread; [14, 12] -> 13 +- 12.71
+    assert "| | fitnet | 72.00 ± 1.41 | +11.00 [+11.00, +11.00] | 500 | 21.0 | 1.00 |" in table
+    assert "| | channel_matching (sparse) | 74.00 ± 0.00 | +13.00 [+0.29, +25.71] | 0 | 22.0 | 1.05 |" in table
     # the runs' own teacher and the setting under every row; the command as it is typed
     table = compare_tables.markdown_distill(summary | {"reference": {"distill": {}}, "seconds": 3,
                                                        "command": "make compare-distill",
@@ -265,13 +285,14 @@ def test_cohort_summary_pairs_each_seed_with_the_cohort_alone(tmp_path):
     table = compare_tables.markdown_cohort(summary | {"seconds": 3, "setting": {"cohort.epochs": 9}})
     assert "| method | a (10) | b (2,000) | mean network | gain over alone | ensemble |" in table
     assert "| alone | 61.00 ± 1.41 | 71.00 ± 1.41 | 66.00 ± 1.41 |  | 73.00 ± 1.41 | 11.0 | 1.00 | 900 |" in table
-    assert ("| mcl | 65.00 ± 1.41 (+4.00) | 74.00 ± 0.00 (+3.00) | 69.50 ± 0.71 | 3.50 ± 2.12 | 75.50 ± 0.71 | 21.0 | 1.91 "
-            "| 900 |") in table
+    # paired gains with their 95 % interval: network a [6, 2] -> 4 +- 25.41, b [4, 2] -> 3 +- 12.71, mean [5, 2] -> 3.5 +- 19.06
+    assert ("| mcl | 65.00 ± 1.41 (+4.00 [-21.41, +29.41]) | 74.00 ± 0.00 (+3.00 [-9.71, +15.71]) | 69.50 ± 0.71 | "
+            "+3.50 [-15.56, +22.56] | 75.50 ± 0.71 | 21.0 | 1.91 | 900 |") in table
     assert "Setting (every row): `cohort.epochs: 9`." in table and "(3 s)" in table
     assert mcl["network_gain"][0]["values"] == [6.0, 2.0]  # 66 - 60, 64 - 62
     runs["mcl_icl_positive"] = runs["mcl"]  # an ablation of a method: its row is named by the variant
     table = compare_tables.markdown_cohort(compare_tables.summarise_cohort(runs, [0, 1]))
-    assert "| mcl | " in table and "| mcl_icl_positive | 65.00 ± 1.41 (+4.00) |" in table
+    assert "| mcl | " in table and "| mcl_icl_positive | 65.00 ± 1.41 (+4.00 [" in table
     compare_tables.plot_cohort(summary | {"task": "count+colour"}, tmp_path / "cohort.png")
     assert (tmp_path / "cohort.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -304,3 +325,14 @@ def test_a_comparison_records_its_machine_and_commit():
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     (commit,) = compare._commits(None)
     assert len(commit) >= 7 and int(commit, 16) >= 0  # HEAD's short hash
+
+
+def test_the_up_to_date_check_reads_only_the_branch_targets_and_their_upstream(monkeypatch):
+    calls = []
+    monkeypatch.setattr(compare, "_dvc", lambda *args: calls.append(args) or '{"teacher": [], "cohort": []}')
+    with pytest.raises(InputError, match=r"stage teacher changed\): run `dvc repro distill student_alone` first"):
+        compare.check_up_to_date(("distill", "student_alone"))
+    assert calls == [("status", "--json", "distill", "student_alone", "--with-deps")]
+    monkeypatch.setattr(compare, "_dvc", lambda *args: calls.append(args) or '{"cohort": []}')
+    compare.check_up_to_date()  # the cohort alone stale: no experiment reruns an upstream stage for it
+    assert calls[-1] == ("status", "--json")

@@ -8,7 +8,8 @@ Four comparisons share the runner:
   E0's pretraining's and the batch order's: a seed redraws the tasks' images, E0 and the batches); Transfer / Average / Last, training wall time
   per task and peak memory (metrics/cost/), and the average accuracy after each task (a figure, compare_tables).
 - `ablation`: `compare.ablation_variants` (variants of the headline method, dual_teacher), as `cl`.
-- `distill`: `compare.distill_variants` (the methods of the compression branch), seeds set `distill.seed`;
+- `distill`: `compare.distill_variants` (the methods of the compression branch), seeds set `data.seed` (the
+  target's images where it draws them), `teacher.seed` and `distill.seed`: each seed trains its own teacher;
   the student's accuracy, its gain over the same student alone, added parameters and step time.
 - `token`: `compare.token_variants` (the token student's ablation), as `distill`.
 
@@ -46,7 +47,10 @@ from pipeline.tools import compare_plots, docs
 class Branch:
     name: str
     variants_key: str  # attribute of params.compare holding the variants
-    seed_key: str | None  # the dotted key each seed sets; None: every key of compare.seed_keys
+    # The dotted keys each seed sets; None: every key of compare.seed_keys (the continual branches). The compression
+    # branches' seeds redraw the target's images (data.seed: which N a class), the networks' initial weights and
+    # their batches, the teacher's too, so a seed's spread is the whole run's, not the student's init alone.
+    seed_key: tuple[str, ...] | None
     collect: Callable[[tables.Reader], dict]  # one run's results, from a reader of its metrics files
     summarise: Callable[[dict[str, list[dict]], list[int]], dict]
     markdown: Callable[[dict], str]
@@ -63,17 +67,21 @@ class Branch:
         return getattr(params.compare, self.setting_key) if self.setting_key else {}
 
     def seed_keys(self, params: Params) -> tuple[str, ...]:
-        return (self.seed_key,) if self.seed_key else tuple(params.compare.seed_keys)
+        return self.seed_key if self.seed_key else tuple(params.compare.seed_keys)
 
     def allowed_to_run(self, params: Params) -> tuple[str, ...]:
         """`may_run`, the stages of the sections the setting changes (run once, then restored by DVC), and the
         stages a seed redraws (data.seed: the tasks and E0's corpus; pretrain.seed: E0)."""
         sections = {key.split(".")[0] for key in self.setting(params)}
         redrawn = {key.split(".")[0] for key in self.seed_keys(params)}
-        upstream = {"data": ("prepare", "pretrain", "prototypes"), "pretrain": ("pretrain", "prototypes")}
-        return self.may_run + tuple(sorted(sections & {"target", "teacher"})) + \
-            tuple(sorted({stage for section in redrawn for stage in upstream.get(section, ())}))
+        upstream = ({"data": ("prepare", "pretrain", "prototypes"), "pretrain": ("pretrain", "prototypes")}
+                    if self.seed_key is None else  # the continual branches; the compression branches' below
+                    {"data": ("target", "teacher"), "teacher": ("teacher",)})
+        return tuple(dict.fromkeys(self.may_run + tuple(sorted(sections & {"target", "teacher"})) +
+                                   tuple(sorted({stage for section in redrawn for stage in upstream.get(section, ())}))))
 
+
+DISTILL_SEEDS = ("data.seed", "teacher.seed", "distill.seed")
 
 BRANCHES = {
     # Experiments reproduce `evaluate` and what it needs only: data.seed also feeds the compression branch's
@@ -86,16 +94,18 @@ BRANCHES = {
     "ablation": Branch("ablation", "ablation_variants", None, tables.collect_cl, tables.summarise_cl,
                        tables.markdown_cl, (paths.COMPARE_ABLATION, paths.COMPARE_ABLATION_TABLE), ("train@*", "evaluate"),
                        plots=((compare_plots.ablation_dots, compare_plots.ABLATION),), targets=("evaluate",)),
-    "distill": Branch("distill", "distill_variants", "distill.seed", tables.collect_distill, tables.summarise_distill,
+    "distill": Branch("distill", "distill_variants", DISTILL_SEEDS, tables.collect_distill, tables.summarise_distill,
                       tables.markdown_distill, (paths.COMPARE_DISTILL, paths.COMPARE_DISTILL_TABLE),
                       ("distill", "student_alone"), setting_key="distill_setting",
-                      plots=((compare_plots.gains, compare_plots.DISTILL_GAINS),)),
-    "cohort": Branch("cohort", "cohort_variants", "cohort.seed", tables.collect_cohort, tables.summarise_cohort,
+                      plots=((compare_plots.gains, compare_plots.DISTILL_GAINS),), targets=("distill", "student_alone")),
+    "cohort": Branch("cohort", "cohort_variants", ("data.seed", "cohort.seed"), tables.collect_cohort, tables.summarise_cohort,
                      tables.markdown_cohort, (paths.COMPARE_COHORT, paths.COMPARE_COHORT_TABLE), ("cohort",),
                      setting_key="cohort_setting", plots=((tables.plot_cohort, paths.COMPARE_COHORT_PLOT),
-                                                          (compare_plots.gains, compare_plots.COHORT_GAINS))),
-    "token": Branch("token", "token_variants", "distill.seed", tables.collect_distill, tables.summarise_token,
-                    tables.markdown_token, (paths.COMPARE_TOKEN, paths.COMPARE_TOKEN_TABLE), ("distill", "student_alone")),
+                                                          (compare_plots.gains, compare_plots.COHORT_GAINS)),
+                     targets=("cohort",)),
+    "token": Branch("token", "token_variants", DISTILL_SEEDS, tables.collect_distill, tables.summarise_token,
+                    tables.markdown_token, (paths.COMPARE_TOKEN, paths.COMPARE_TOKEN_TABLE), ("distill", "student_alone"),
+                    targets=("distill", "student_alone")),
 }
 
 
@@ -166,16 +176,18 @@ def _dvc(*args: str) -> str:
     return subprocess.run(["dvc", *args], check=True, capture_output=True, text=True).stdout
 
 
-def check_up_to_date() -> None:
+def check_up_to_date(targets: tuple[str, ...] = ()) -> None:
     """Queued experiments check the upstream outputs out of the cache as dvc.lock records them: a stale
-    workspace pipeline would make every experiment re-run its changed stages."""
-    changed = json.loads(_dvc("status", "--json") or "{}")
+    workspace pipeline would make every experiment re-run its changed stages. Only `targets` and what they
+    need are checked (the whole DAG where none are named): a compression table needs no continual chain."""
+    changed = json.loads(_dvc("status", "--json", *((*targets, "--with-deps") if targets else ())) or "{}")
     # The cohort stage is outside `make repro` (`make cohort`) and upstream of no stage: stale, it costs no
     # experiment an upstream run (the cohort's own experiments re-run it anyway).
     changed.pop("cohort", None)
     if changed:
+        how = f"dvc repro {' '.join(targets)}" if targets else "make repro"
         raise InputError(f"the pipeline is not up to date (stage {', '.join(sorted(changed))} changed): "
-                         f"run `make repro` first")
+                         f"run `{how}` first")
 
 
 def queue_status() -> dict[str, str]:
@@ -306,7 +318,7 @@ def main(argv: list[str]) -> None:
     names = {(v, s): experiment_name(branch, v, s, args.tag) for v in variants for s in seeds}
     start = time.perf_counter()
     if not args.collect:
-        check_up_to_date()
+        check_up_to_date(branch.targets)
         run_queued({names[v, s]: overrides(params, v, s, branch, extra) for v, s in names},
                    args.jobs or default_jobs(params), branch.targets)
     seconds = None if args.collect else round(time.perf_counter() - start)  # a collected run's time is unknown here

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from scipy import stats
 
 from pipeline import io, paths
 
@@ -24,8 +25,37 @@ def mean_std(values) -> dict:
     return {"mean": round(float(values.mean()), 2), "std": round(std, 2), "values": values.tolist()}
 
 
+def paired(differences) -> dict:
+    """Paired differences over seeds (a method minus its baseline, seed by seed): `mean_std` plus the 95 %
+    interval of the mean, mean ± t_{0.975, n-1} std / sqrt(n) (Student's t: n is 3 to 5 here, far from normal),
+    and whether it holds 0 (`inside_noise`: the gap is not told apart from seed noise). One value: no interval."""
+    entry = mean_std(differences)
+    n = len(entry["values"])
+    if n < 2:
+        return entry | {"ci95": None, "inside_noise": True}
+    values = np.asarray(entry["values"], dtype=np.float64)
+    half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
+    low, high = float(values.mean()) - half, float(values.mean()) + half
+    return entry | {"ci95": [round(low, 2), round(high, 2)], "inside_noise": bool(low <= 0 <= high)}
+
+
 def _cell(entry: dict) -> str:
     return f"{entry['mean']:.2f} ± {entry['std']:.2f}"
+
+
+def _gain_cell(entry: dict) -> str:
+    """A paired gain: its mean and 95 % interval over seeds, e.g. `+1.20 [0.31, 2.09]` (the std where an older
+    summary has no interval)."""
+    if entry.get("ci95") is None:
+        return f"{entry['mean']:+.2f} ± {entry['std']:.2f}"
+    low, high = entry["ci95"]
+    return f"{entry['mean']:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def _seeds_clause(summary: dict, default: str) -> str:
+    """What a seed of the table redraws, from the keys its runs set (an older summary: `default`)."""
+    keys = summary.get("seed_keys")
+    return ", ".join(f"`{k}`" for k in keys) if keys else default
 
 
 # --- continual learning ------------------------------------------------------------------------------------
@@ -166,7 +196,7 @@ def summarise_token(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
             "seeds": seeds, "student_params": results[0]["distill"]["parameters"],
             "student": {h: mean_std([r["distill"]["heads"][h] for r in results]) for h in heads},
             "alone": mean_std([r["alone"]["accuracy"] for r in results]),
-            "gain": mean_std([r["distill"]["accuracy"] - r["alone"]["accuracy"] for r in results]),
+            "gain": paired([r["distill"]["accuracy"] - r["alone"]["accuracy"] for r in results]),
         }
     return {"seeds": seeds, "variants": variants}
 
@@ -176,10 +206,14 @@ def _reference_line(summary: dict, what: str) -> str:
     ref = summary.get("teacher") or summary["reference"]["distill"]
     seeds = ", ".join(map(str, summary["seeds"]))
     setting = ", ".join(f"`{k}: {'null' if v is None else v}`" for k, v in summary.get("setting", {}).items())
+    over_seeds = ref.get("teacher_accuracy_over_seeds")
+    redrawn = summary.get("seed_keys") and "teacher.seed" in summary["seed_keys"]
+    accuracy = f"{_cell(over_seeds)} % (a teacher per seed)" if redrawn and over_seeds else f"{ref['teacher_accuracy']:.2f} %"
+    seeds_set = _seeds_clause(summary, "`distill.seed`; the teacher is the same in every run")
     return (f"Target `{ref['task']}` ({ref['classes']} classes); teacher `{ref['teacher']}` ({ref['teacher_parameters']:,} "
-            f"parameters) at {ref['teacher_accuracy']:.2f} %." + (f" Setting (every row): {setting}." if setting else "") +
-            f" Mean ± sample std over seeds {seeds} (`distill.seed`; the "
-            f"teacher is the same in every run), test accuracy in %. {what} " + _runs_clause(summary))
+            f"parameters) at {accuracy}." + (f" Setting (every row): {setting}." if setting else "") +
+            f" Mean ± sample std over seeds {seeds} ({seeds_set}), test accuracy in %; gains paired by seed, "
+            f"with their 95 % interval (Student's t). {what} " + _runs_clause(summary))
 
 
 def _runs_clause(summary: dict) -> str:
@@ -195,7 +229,7 @@ def markdown_token(summary: dict) -> str:
     for variant, e in summary["variants"].items():
         s = e["student"]
         lines.append(f"| {variant} | {e['student_params']:,} | {_cell(s['class'])} | {_cell(s['dist'])} | "
-                     f"{_cell(s['fused'])} | {_cell(e['alone'])} | {_cell(e['gain'])} |")
+                     f"{_cell(s['fused'])} | {_cell(e['alone'])} | {_gain_cell(e['gain'])} |")
     lines += ["", _reference_line(summary, '"Alone": the same student, seed, initial weights and budget trained on '
                                           'the labels alone (stage `student_alone`).')]
     if "throughput" in summary:
@@ -220,7 +254,7 @@ def summarise_distill(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
             "seeds": seeds, "student": d["student"], "method": d["method"], "rule": d.get("rule"),
             "select_per": d.get("select_per"),
             "accuracy": mean_std([r["distill"]["accuracy"] for r in results]),
-            "gain": mean_std([r["distill"]["accuracy"] - r["alone"]["accuracy"] for r in results]),
+            "gain": paired([r["distill"]["accuracy"] - r["alone"]["accuracy"] for r in results]),
             "added_parameters": d["added_parameters"],
             "step_ms": round(1000 * float(np.median([r["cost"]["step_seconds"] for r in results])), 2),
         }
@@ -229,8 +263,10 @@ def summarise_distill(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
             "accuracy": mean_std([r["alone"]["accuracy"] for r in results]),
             "step_ms": round(1000 * float(np.median([r["alone_cost"]["step_seconds"] for r in results])), 2),
         })
-    first = next(iter(runs.values()))[0]["distill"]
-    teacher = {k: first[k] for k in ("task", "classes", "teacher", "teacher_parameters", "teacher_accuracy")}
+    first = next(iter(runs.values()))
+    teacher = {k: first[0]["distill"][k] for k in ("task", "classes", "teacher", "teacher_parameters", "teacher_accuracy")}
+    # Each seed's own teacher where the seeds redraw it (compare.DISTILL_SEEDS): its accuracy over those seeds.
+    teacher["teacher_accuracy_over_seeds"] = mean_std([r["distill"]["teacher_accuracy"] for r in first])
     return {"seeds": seeds, "variants": variants, "alone": alone, "teacher": teacher}
 
 
@@ -246,7 +282,7 @@ def markdown_distill(summary: dict) -> str:
             per_image = ", per image" if e.get("select_per") == "sample" else ""
             name = e["method"] + (f" ({e['rule']}{per_image})" if e["rule"] else "")
             ratio = f"{e['step_ms'] / fitnet[0]:.2f}" if fitnet else ""
-            lines.append(f"| | {name} | {_cell(e['accuracy'])} | {_cell(e['gain'])} | {e['added_parameters']:,} | "
+            lines.append(f"| | {name} | {_cell(e['accuracy'])} | {_gain_cell(e['gain'])} | {e['added_parameters']:,} | "
                          f"{e['step_ms']:.1f} | {ratio} |")
     lines += ["", _reference_line(summary, '"Alone": the same student, seed, initial weights and budget on the labels '
                                           'alone. Step: median over seeds of the training wall time per step '
@@ -279,8 +315,8 @@ def summarise_cohort(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
             "peak_memory_mb": round(float(np.median([r["cost"]["peak_memory_mb"] for r in results])), 1),
         }
         if alone is not None:
-            entry["gain"] = mean_std([r["cohort"]["accuracy"] - a["cohort"]["accuracy"] for r, a in zip(results, alone)])
-            entry["network_gain"] = [mean_std([r["cohort"]["network_accuracy"][i] - a["cohort"]["network_accuracy"][i]
+            entry["gain"] = paired([r["cohort"]["accuracy"] - a["cohort"]["accuracy"] for r, a in zip(results, alone)])
+            entry["network_gain"] = [paired([r["cohort"]["network_accuracy"][i] - a["cohort"]["network_accuracy"][i]
                                                for r, a in zip(results, alone)]) for i in range(len(c["networks"]))]
         variants[variant] = entry
     return {"seeds": seeds, "variants": variants, "task": alone[0]["cohort"]["task"] if alone else None}
@@ -296,9 +332,9 @@ def markdown_cohort(summary: dict) -> str:
              "|---" * (len(names) + 7) + "|"]
     for variant, e in variants.items():  # by the variant's name: an ablation of a method reads apart from it
         ratio = f"{e['step_ms'] / alone_ms:.2f}" if alone_ms else ""
-        gain = _cell(e["gain"]) if "gain" in e and e["method"] != "alone" else ""
+        gain = _gain_cell(e["gain"]) if "gain" in e and e["method"] != "alone" else ""
         network_gains = e.get("network_gain") if e["method"] != "alone" else None
-        cells = [_cell(a) + (f" ({g['mean']:+.2f})" if network_gains else "")
+        cells = [_cell(a) + (f" ({_gain_cell(g)})" if network_gains else "")
                  for a, g in zip(e["network_accuracy"], network_gains or e["network_accuracy"])]
         lines.append(f"| {variant} | " + " | ".join(cells) +
                      f" | {_cell(e['accuracy'])} | {gain} | {_cell(e['ensemble'])} | {e['step_ms']:.1f} | {ratio} | "
@@ -306,9 +342,10 @@ def markdown_cohort(summary: dict) -> str:
     seeds = ", ".join(map(str, summary["seeds"]))
     setting = ", ".join(f"`{k}: {'null' if v is None else v}`" for k, v in summary.get("setting", {}).items())
     lines += ["", f"Target `{summary.get('task')}`." + (f" Setting (every row): {setting}." if setting else "") +
-              f" Mean ± sample std over seeds {seeds} (`cohort.seed`: the same initial weights and batches for "
-              f"every method), test accuracy in %, in brackets each network's mean gain over itself alone (paired "
-              f"by seed); ensemble: the mean of the networks' softmax. Step: median over "
+              f" Mean ± sample std over seeds {seeds} ("
+              + _seeds_clause(summary, "`cohort.seed`") + ": the same images, initial weights and batches for "
+              f"every method at a seed), test accuracy in %, in brackets each network's mean gain over itself alone "
+              f"(paired by seed, with its 95 % interval, Student's t); ensemble: the mean of the networks' softmax. Step: median over "
               f"seeds of the training wall time per step of the whole cohort. "
               + _runs_clause({"command": "make compare-cohort", **summary})]
     return "\n".join(lines) + "\n"

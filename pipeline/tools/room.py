@@ -48,10 +48,14 @@ def plan(params: Params, seeds: list[int], extra: dict) -> list[tuple[str, str, 
     distill, cohort = compare.BRANCHES["distill"], compare.BRANCHES["cohort"]
     runs = []
     for seed in seeds:
-        runs.append(("teacher", "teacher", seed, {**distill.setting(params), **extra, "teacher.seed": seed}))
+        # Seeded as the tables' runs are (compare.DISTILL_SEEDS, the cohort's seed keys): a seed redraws the
+        # target's images too. (The committed probe of 2026-12-06 ran before that, at data.seed 0 for every seed.)
+        runs.append(("teacher", "teacher", seed, {**distill.setting(params), **extra,
+                                                  **{key: seed for key in distill.seed_keys(params)}}))
         for label, variant in student_variants(params).items():
             runs.append((f"alone {label}", "student", seed, compare.overrides(params, variant, seed, distill, extra)))
-        sets = {**cohort.setting(params), **extra, "cohort.method": "alone", "cohort.seed": seed}
+        sets = {**cohort.setting(params), **extra, "cohort.method": "alone",
+                **{key: seed for key in cohort.seed_keys(params)}}
         runs.append(("cohort alone", "cohort", seed, sets))
     return runs
 

@@ -96,7 +96,7 @@ def main(argv: list[str]) -> None:
     runs = search_runs(params, variants, args.seeds or params.compare.seeds)
     start = time.perf_counter()
     if not args.collect:
-        compare.check_up_to_date()
+        compare.check_up_to_date(("evaluate",))
         compare.run_queued({n: r[3] for n, r in runs.items()}, args.jobs or compare.default_jobs(params), ("evaluate",))
     found = compare.experiments(args.rev)
     missing = [n for n in runs if n not in found]
