@@ -336,3 +336,20 @@ def test_the_up_to_date_check_reads_only_the_branch_targets_and_their_upstream(m
     monkeypatch.setattr(compare, "_dvc", lambda *args: calls.append(args) or '{"cohort": []}')
     compare.check_up_to_date()  # the cohort alone stale: no experiment reruns an upstream stage for it
     assert calls[-1] == ("status", "--json")
+
+
+def test_continual_variants_are_paired_with_the_headline_seed_by_seed():
+    def run(transfer, average, last):
+        return {"method": "m", "transfer": transfer, "average": average, "last": last, "seconds_per_task": 1.0,
+                "peak_memory_mb": 1.0, "zero_shot_transfer": 50.0, "matrix": [[1.0, 2.0], [3.0, 4.0]]}
+
+    runs = {"dual_teacher": [run(50, 60, 70), run(52, 61, 69), run(51, 62, 71)],
+            "zscl": [run(51, 60, 70), run(53, 60, 70), run(52, 62, 72)]}
+    summary = compare_tables.summarise_cl(runs, [0, 1, 2])
+    assert summary["headline"] == "dual_teacher" and "vs_headline" not in summary["variants"]["dual_teacher"]
+    diff = summary["variants"]["zscl"]["vs_headline"]
+    # Transfer: +1 at every seed: no spread, outside the noise; Average: [0, -1, 0] -> -0.33 +- 4.3027 * 0.5774 / sqrt(3)
+    assert diff["transfer"]["ci95"] == [1.0, 1.0] and diff["transfer"]["inside_noise"] is False
+    assert diff["average"]["mean"] == -0.33 and diff["average"]["ci95"] == [-1.77, 1.1] and diff["average"]["inside_noise"]
+    table = compare_tables.markdown_paired(summary)
+    assert "| zscl | +1.00 [+1.00, +1.00] | -0.33 [-1.77, +1.10] (noise) |" in table

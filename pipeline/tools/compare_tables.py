@@ -13,6 +13,7 @@ from scipy import stats
 from pipeline import io, paths
 
 CL_KEYS = ("transfer", "average", "last")
+HEADLINE = "dual_teacher"  # the variant every other is paired against (the ablation: its first variant)
 # Reads one metrics file of a run: from the workspace (the committed default run) or from an experiment's
 # commit (pipeline.tools.compare.reader).
 Reader = Callable[[Path], dict]
@@ -91,7 +92,25 @@ def summarise_cl(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
         # The accuracy matrix, mean over seeds (row 0 = E0): what the regime checks and per-task tables read.
         entry["matrix"] = np.round(np.mean([r["matrix"] for r in results], axis=0), 2).tolist()
         variants[variant] = entry
-    return {"seeds": seeds, "variants": variants}
+    headline = HEADLINE if HEADLINE in runs else next(iter(runs), None)
+    for variant, results in runs.items():
+        if variant != headline and len(results) == len(runs[headline]):
+            # Seed by seed against the headline: the same data, E0 and batches at a seed, so the seed's noise cancels.
+            variants[variant]["vs_headline"] = {k: paired([r[k] - h[k] for r, h in zip(results, runs[headline])])
+                                                for k in CL_KEYS}
+    return {"seeds": seeds, "variants": variants, "headline": headline}
+
+
+def markdown_paired(summary: dict) -> str:
+    """Each variant minus the headline, seed by seed: mean and 95 % interval; "inside the noise" where it holds 0."""
+    rows = [(v, e["vs_headline"]) for v, e in summary["variants"].items() if "vs_headline" in e]
+    if not rows:
+        return ""
+    lines = [f"| variant - {summary['headline']} | Transfer | Average | Last |", "|---|---|---|---|"]
+    for variant, diff in rows:
+        cells = [_gain_cell(diff[k]) + (" (noise)" if diff[k].get("inside_noise") else "") for k in CL_KEYS]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def regime_checks(summary: dict) -> dict:
@@ -150,6 +169,11 @@ def markdown_cl(summary: dict) -> str:
            f"Runs of `{summary.get('command', 'make compare')}` ({summary['seconds']} s in all); "
            f"{', '.join(summary['merged'])} re-run later (`--merge`), so its time is from another run."),
     ]
+    paired_table = markdown_paired(summary)
+    if paired_table:
+        lines += ["", f"Differences from `{summary['headline']}`, paired by seed (each seed's runs share data, E0 and "
+                  "batches): mean and 95 % interval over seeds (Student's t); \"noise\": the interval holds 0.", "",
+                  paired_table.rstrip("\n")]
     if summary.get("checks"):
         lines += ["", "Is the benchmark in the MTIL regime, and do the baselines rank as published (`pipeline/tools/regime.py`, "
                   "from the mean matrices above)?", "", markdown_checks(summary["checks"]).rstrip("\n")]
