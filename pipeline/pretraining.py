@@ -6,6 +6,7 @@ import math
 from functools import partial
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline import optim, runtime
 from pipeline.params import PretrainParams
@@ -23,8 +24,10 @@ class Contrastive(Method):
 
     name = "contrastive"
 
-    def __init__(self, clip: clip_lib.Clip, tokens: torch.Tensor, device: torch.device, precision: str = "fp32"):
+    def __init__(self, clip: clip_lib.Clip, tokens: torch.Tensor, device: torch.device, precision: str = "fp32",
+                 ema: float | None = None):
         self.clip, self.tokens, self.device, self.precision = clip, tokens, device, precision
+        self.ema, self.average = ema, None  # `pretrain.ema`: E0 becomes the moving average of the weights
 
     def weights(self) -> dict[str, float]:
         return {"contrastive": 1.0}
@@ -47,9 +50,19 @@ class Contrastive(Method):
         text = torch.nn.functional.normalize(model.encode_text(runtime.to_device(self.tokens[batch.indices], self.device)), dim=-1)
         return {"contrastive": clip_contrastive(image, text, model.logit_scale)}
 
+    def start(self, optimizer: torch.optim.Optimizer, steps: int) -> None:
+        if self.ema is not None:  # torch's EMA (parameters and buffers); its first update copies the weights
+            self.average = AveragedModel(self.clip.model, multi_avg_fn=get_ema_multi_avg_fn(self.ema), use_buffers=True)
+
     def after_step(self) -> None:
         with torch.no_grad():
             self.clip.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        if self.average is not None:
+            self.average.update_parameters(self.clip.model)
+
+    def finish(self) -> None:
+        if self.average is not None:  # E0 is the average, not the last step's weights
+            self.clip.model.load_state_dict(self.average.module.state_dict())
 
     def curves(self) -> dict[str, float]:
         return {"logit_scale": self.clip.model.logit_scale.exp().item()}
@@ -72,7 +85,7 @@ def pretrain(clip: clip_lib.Clip, corpus: CaptionCorpus, cfg: PretrainParams, de
              precision: str = "fp32") -> float:
     """Train `clip` in place; returns the final loss. Forward passes and the loss run under `precision`'s
     autocast (runtime.autocast: none at all in fp32), backward and the optimiser step outside it."""
-    method = Contrastive(clip, caption_tokens(clip, corpus.captions), device, precision)
+    method = Contrastive(clip, caption_tokens(clip, corpus.captions), device, precision, cfg.ema)
     order = list(optim.batches(len(corpus.captions), cfg.batch_size, cfg.steps, cfg.seed))
     items = zip(order, loader.batches(corpus.images, order))
     trainer = Trainer.build(method, cfg, cfg.steps, items, partial(batch_of, device))

@@ -152,3 +152,34 @@ def test_pretraining_steps_through_the_one_trainer():
     before = {k: v.clone() for k, v in clip.model.state_dict().items()}
     assert set(_one_step(run)) == {"contrastive", "total"}
     assert _changed(before, clip.model) and clip.model.logit_scale.item() <= MAX_LOGIT_SCALE
+
+
+def test_pretraining_with_ema_ends_on_the_moving_average_of_the_weights():
+    """pretrain.ema: E0 is torch's EMA of the weights over the steps. Hand-computed for decay d over 3 steps
+    with weights w1, w2, w3 after each: the average is w1 after the first update (a copy), then
+    d w1 + (1 - d) w2, then d (d w1 + (1 - d) w2) + (1 - d) w3."""
+    from pipeline.pretraining import Contrastive, batch_of, caption_tokens
+
+    torch.manual_seed(0)
+    clip = clip_lib.build("synth-rn-tiny", 32)
+    captions = ["a red square", "a blue circle", "a red square", "a green star"]
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    decay = 0.5
+    method = Contrastive(clip, caption_tokens(clip, captions), torch.device("cpu"), ema=decay)
+    recipe = PretrainParams(steps=3, batch_size=4, warmup_steps=1, ema=decay)
+    items = [(torch.arange(4), images)] * 3
+    run = Trainer.build(method, recipe, 3, items, lambda item: batch_of(torch.device("cpu"), item))
+    after = []
+    for i, item in enumerate(items):
+        run.step(i, item)
+        after.append({k: v.detach().clone() for k, v in clip.model.named_parameters()})
+    with torch.no_grad():
+        method.finish()
+    for name, value in clip.model.named_parameters():
+        w1, w2, w3 = (a[name] for a in after)
+        expected = decay * (decay * w1 + (1 - decay) * w2) + (1 - decay) * w3
+        torch.testing.assert_close(value, expected, msg=name)
+    assert any(not torch.equal(after[0][n], after[2][n]) for n in after[0])  # the steps moved the weights
+    assert any(not torch.equal(value, after[2][n]) for n, value in clip.model.named_parameters())  # not the last step's
+    with pytest.raises(Exception, match="ema"):
+        PretrainParams(ema=1.0)  # a decay of 1 would never move from the first step's weights

@@ -124,6 +124,10 @@ class PretrainParams(Section):
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(50, ge=0)
     seed: int = 0
+    # E0 as the exponential moving average of its weights over the steps (decay per step; null: the last
+    # step's weights). An average over the last ~1 / (1 - ema) steps lands E0 nearer the same place whatever the
+    # seed and CPU (issue: E0's zero-shot spread), at no extra forward or backward.
+    ema: float | None = Field(None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _warmup(self) -> "PretrainParams":
