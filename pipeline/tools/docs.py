@@ -74,10 +74,9 @@ def short_distill(summary: dict) -> str:
     students = list(summary["alone"])
     rows: dict[str, dict[str, str]] = {"alone": {s: tables._cell(a["accuracy"]) for s, a in summary["alone"].items()}}
     for e in summary["variants"].values():
-        g = e["gain"]
-        rows.setdefault(_method_name(e), {})[e["student"]] = (f"{tables._cell(e['accuracy'])} "
-                                                               f"({g['mean']:+.2f} ± {g['std']:.2f})")
-    lines = ["| method | " + " | ".join(f"{s} (gain over alone)" for s in students) + " |",
+        rows.setdefault(_method_name(e), {})[e["student"]] = f"{tables._cell(e['accuracy'])} ({tables._gain_cell(e['gain'])})"
+    spread = "95 % interval" if all(e["gain"].get("ci95") for e in summary["variants"].values()) else "± std"
+    lines = ["| method | " + " | ".join(f"{s} (gain over alone, {spread})" for s in students) + " |",
              "|---" * (len(students) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(cells.get(s, "") for s in students) + " |" for name, cells in rows.items()]
     return "\n".join(lines) + "\n"
@@ -86,7 +85,7 @@ def short_distill(summary: dict) -> str:
 def short_cohort(summary: dict) -> str:
     lines = ["| method | mean network | gain over alone | ensemble |", "|---|---|---|---|"]
     for variant, e in summary["variants"].items():
-        gain = tables._cell(e["gain"]) if "gain" in e and e["method"] != "alone" else ""
+        gain = tables._gain_cell(e["gain"]) if "gain" in e and e["method"] != "alone" else ""
         lines.append(f"| {variant} | {tables._cell(e['accuracy'])} | {gain} | {tables._cell(e['ensemble'])} |")
     return "\n".join(lines) + "\n"
 
