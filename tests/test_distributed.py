@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import make_project, pipeline_params, rejected_params, run_captured
-from pipeline import distributed
+from pipeline import distributed, paths
 from pipeline.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -299,11 +300,16 @@ def test_dual_teacher_on_two_processes_matches_one(chain, tmp_path):
     _train(chain, "shape", "dual_teacher", 1)
     _train(chain, "colour", "dual_teacher", 1)
     one = _outputs(chain, "colour")
+    shutil.rmtree(chain.root / paths.FEATURE_CACHE)  # E_{m-1}'s features: computed again, by rank 0 alone
     out = _train(chain, "colour", "dual_teacher", 2, audit=tmp_path / "audit")
     two = _outputs(chain, "colour")
     assert set(two["state"]) == {"prototypes", "prototypes/shape"}
     _compare(one, two, features=2e-3, losses=1e-3, state=5e-5, weights=3e-4)
     _only_rank0_wrote(tmp_path / "audit", "colour", out)
+    # the cache of E_{m-1}'s features of colour: one file, written by rank 0 (rank 1 read it after the barrier)
+    cached = [line for line in (tmp_path / "audit" / "writes.0").read_text().splitlines()
+              if line.startswith(f"os.rename {paths.FEATURE_CACHE}/")]
+    assert len(cached) == 1 and cached[0].endswith(".npy"), cached
 
 
 # --- ZSCL, LwM and a compression student through their trainers: one spawn of two processes for all -------
@@ -385,12 +391,23 @@ def spawned(chain, tmp_path_factory):
     return one, [torch.load(folder / f"rank{r}.pt") for r in range(2)]
 
 
-def _close(two: dict, one: dict, atol: float) -> None:
+def _key_bias(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """Mask of the attention's key bias in a weight (the middle third of an `in_proj_bias`, [q; k; v]): softmax
+    ignores it, so its gradient is rounding noise, which AdamW scales up to steps of ~lr (see `_outputs`)."""
+    mask = torch.zeros_like(tensor, dtype=torch.bool)
+    if name.endswith("in_proj_bias"):
+        d = len(tensor) // 3
+        mask[d : 2 * d] = True
+    return mask
+
+
+def _close(two: dict, one: dict, atol: float, key_bias: float) -> None:
+    """Every weight within `atol`, the attention's key bias within `key_bias`."""
     assert two.keys() == one.keys()
-    print("MAXDIFF", max((two[k].float() - v.float()).abs().max().item() for k, v in one.items()),
-          max(v.float().abs().max().item() for v in one.values()))
     for name, tensor in one.items():
-        torch.testing.assert_close(two[name], tensor, rtol=0, atol=atol, msg=name)
+        key = _key_bias(name, tensor)
+        torch.testing.assert_close(two[name][~key], tensor[~key], rtol=0, atol=atol, msg=name)
+        torch.testing.assert_close(two[name][key], tensor[key], rtol=0, atol=key_bias, msg=f"{name} (key bias)")
 
 
 def test_the_student_is_trained_through_distributed_data_parallel(spawned):
@@ -413,9 +430,11 @@ def test_ranks_have_their_own_torch_seed_and_the_same_global_batches(spawned):
 
 
 def test_zscl_lwm_and_the_token_student_on_two_processes_match_one(spawned):
-    """Weights after 3 steps, two processes against one. Measured: ZSCL within TODO, LwM within TODO, the token
-    student within TODO. Asserted: TODO."""
+    """Weights after 3 steps, two processes against one (entries up to 4). Measured: ZSCL within 1.2e-6 but
+    the text tower's attention key bias (4.6e-6); LwM (Grad-CAM's double backward through DDP) within 6.1e-7
+    but the key bias (5.7e-5, as large as the 3 steps' largest move, 6.0e-5: rounding noise scaled by AdamW,
+    see `_key_bias`); the token student within 3.6e-7 (entries up to 1). Asserted: weights 1e-5, the key bias
+    2e-4 (a few steps of ~lr either way)."""
     one, (rank0, _) = spawned
-    _close(rank0["zscl"], one["zscl"], atol=1e-4)
-    _close(rank0["lwm"], one["lwm"], atol=1e-4)
-    _close(rank0["token"], one["token"], atol=1e-4)
+    for name in ("zscl", "lwm", "token"):
+        _close(rank0[name], one[name], atol=1e-5, key_bias=2e-4)
