@@ -51,8 +51,12 @@ def prepare(method: Method) -> Trainer:
     items = zip(order, loader.batches(ctx.task.train_images, order, augment))
     trainer = Trainer.build(method, train, train.steps, items, partial(make_batch, method),
                             reduce=partial(distributed.mean_of, device=ctx.device))
-    # LwM's Grad-CAM takes a gradient inside the step (torch.autograd.grad with create_graph, with respect to the
-    # feature map, not the parameters): DDP's default mode handles it, its static_graph mode does not (lwm.py).
+    # DDP's default mode, not static_graph. LwM's Grad-CAM takes a gradient inside the step (torch.autograd.grad
+    # with create_graph, with respect to the feature map the forward module returns): that runs no parameter's
+    # gradient accumulation, so no DDP hook fires before the one backward of the total, and two processes match
+    # one (tests/test_distributed.py). static_graph=True fails at LwM's first step: DDP then passes the module's
+    # outputs through an autograd function of its own (_DDPSink), so the returned map is no longer an ancestor
+    # of the features ("The differentiated Tensor ... appears to not have been used in the graph").
     method.student_forward = distributed.wrap(method.student_forward, ctx.device)
     return trainer
 

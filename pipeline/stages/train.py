@@ -20,7 +20,8 @@ from pipeline.stages.common import live, load_params, setup_runtime, stage
 from pipeline.errors import InputError
 
 # Read by this stage, as in dvc.yaml; runtime.workers too, but it never changes an output (the loader's batches
-# are the same for any count), so it is no DVC param: changing it reruns nothing.
+# are the same for any count), so it is no DVC param: changing it reruns nothing. Nor are runtime.nodes,
+# runtime.node_rank and runtime.rdzv_endpoint (where the processes run, not what they compute).
 PARAMS = ["loss", "train", "eval.batch_size", "runtime.device", "runtime.threads", "runtime.precision", "runtime.nproc", "tasks"]
 
 
