@@ -176,7 +176,8 @@ def wrap(module: nn.Module, device: torch.device, sync_batchnorm: bool = False, 
     trained parameter must take part in every step's forward (no `find_unused_parameters`: the methods' graphs
     use the whole student). `sync_batchnorm`: BatchNorm layers that train become SyncBatchNorm on CUDA (the
     global batch's statistics); torch has no CPU SyncBatchNorm, so gloo runs keep per-rank statistics.
-    `static_graph`: DDP's option for graphs that are the same every step (see pipeline/continual/lwm.py)."""
+    `static_graph`: DDP's option for graphs that are the same every step (the compression students: some parameters
+    never used; not LwM, whose Grad-CAM it breaks: pipeline/continual/trainer.py)."""
     if world_size() == 1:
         return module
     if sync_batchnorm and device.type == "cuda":
