@@ -172,9 +172,9 @@ def shard(indices: Tensor, rank_: int | None = None, world: int | None = None) -
 
 def wrap(module: nn.Module, device: torch.device, sync_batchnorm: bool = False, static_graph: bool = False) -> nn.Module:
     """`module` as this rank trains it: itself with one process; else inside DistributedDataParallel, which
-    broadcasts rank 0's parameters and buffers now and averages the gradients during each backward. Every
-    trained parameter must take part in every step's forward (no `find_unused_parameters`: the methods' graphs
-    use the whole student). `sync_batchnorm`: BatchNorm layers that train become SyncBatchNorm on CUDA (the
+    broadcasts rank 0's parameters and buffers now and averages the gradients during each backward. Without
+    `static_graph`, every parameter that requires a gradient must take part in every step's forward (no
+    `find_unused_parameters`: the continual methods' graphs use the whole student). `sync_batchnorm`: BatchNorm layers that train become SyncBatchNorm on CUDA (the
     global batch's statistics); torch has no CPU SyncBatchNorm, so gloo runs keep per-rank statistics.
     `static_graph`: DDP's option for graphs that are the same every step (the compression students: some parameters
     never used; not LwM, whose Grad-CAM it breaks: pipeline/continual/trainer.py)."""
