@@ -29,11 +29,11 @@ StepFn = Callable[[int, Any], dict[str, float]]  # (step, batch: its indices, or
 MAX_CURVE_POINTS = 200
 
 
-def weighted_step(terms: Terms, weights: dict[str, float], optimizer: torch.optim.Optimizer, owner: str = "method",
-                  after_backward: Callable[[], None] | None = None) -> dict[str, float]:
-    """total = sum_k weights[k] * terms[k]; backward; `after_backward()` if given (several processes: the
-    mean of their gradients, pipeline/distributed.py); one optimiser step. Returns every term and the total
-    as floats. A term without a weight is a bug of its method, not a zero: it raises."""
+def weighted_step(terms: Terms, weights: dict[str, float], optimizer: torch.optim.Optimizer,
+                  owner: str = "method") -> dict[str, float]:
+    """total = sum_k weights[k] * terms[k]; backward (several processes: DistributedDataParallel averages the
+    gradients during it, pipeline/distributed.py); one optimiser step. Returns every term and the total as
+    floats. A term without a weight is a bug of its method, not a zero: it raises."""
     unknown = set(terms) - set(weights)
     if unknown:
         raise KeyError(f"{owner} returned terms without a weight: {sorted(unknown)}")
@@ -43,8 +43,6 @@ def weighted_step(terms: Terms, weights: dict[str, float], optimizer: torch.opti
     # as in fp16 (pipeline/runtime.py, `autocast`).
     optimizer.zero_grad(set_to_none=True)
     total.backward()
-    if after_backward is not None:
-        after_backward()
     optimizer.step()
     return {k: v.item() for k, v in terms.items()} | {"total": total.item()}
 
@@ -138,15 +136,13 @@ class Method:
     def on_epoch(self, epoch: int) -> None:
         """Called before the first step of every epoch (0, 1, ...), where the trainer has epochs."""
 
-    def step(self, step: int, batch: Batch, optimizer: torch.optim.Optimizer,
-             after_backward: Callable[[], None] | None = None) -> dict[str, float]:
+    def step(self, step: int, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, float]:
         """One update: the weighted sum of `terms` (computed under `autocast()`; backward and the optimiser
         step outside it), one optimiser step. A method overriding this runs its own forward passes under
         `autocast()` too."""
         with self.autocast():
             terms = self.terms(batch)
-        return weighted_step(terms, self.weights(), optimizer, owner=f"method {self.name!r}",
-                             after_backward=after_backward)
+        return weighted_step(terms, self.weights(), optimizer, owner=f"method {self.name!r}")
 
     def after_step(self) -> None:
         """Called after every optimiser step."""
@@ -178,9 +174,6 @@ class Trainer:
     order: Iterable[Any]
     batch: Callable[[Any], Batch]
     per_epoch: int | None = None  # steps per epoch: `method.on_epoch` runs before the first step of each
-    # Between backward and the optimiser's step: the mean of the ranks' gradients (pipeline/distributed.py);
-    # None with one process.
-    after_backward: Callable[[], None] | None = None
     # The logged values of a step as the global batch's (several processes: their mean over ranks).
     reduce: Callable[[dict[str, float]], dict[str, float]] | None = None
 
@@ -200,7 +193,7 @@ class Trainer:
         method = self.method
         if self.per_epoch and i % self.per_epoch == 0:
             method.on_epoch(i // self.per_epoch)
-        logged = method.step(i, self.batch(item), self.optimizer, self.after_backward)
+        logged = method.step(i, self.batch(item), self.optimizer)
         method.after_step()
         return logged if self.reduce is None else self.reduce(logged)
 

@@ -66,10 +66,16 @@ class DistillMethod(Method):
     `step`. With `ctx.teacher` None a method trains the same student on the labels alone."""
 
     name: ClassVar[str]  # listed in registry.MODULES
+    # Whether every trained forward of the method goes through `net` (its one module call per step), as several
+    # processes need (pipeline/compression/trainer.py refuses the others there): not where the method trains
+    # added modules beside the student, forward hooks, or a second update.
+    runs_distributed: ClassVar[bool] = False
 
     def __init__(self, ctx: DistillContext):
         self.ctx = ctx
         self.added = nn.ModuleList()
+        # The student's forward: the student itself, or inside DistributedDataParallel (several processes).
+        self.net: nn.Module = ctx.student
 
     def weights(self) -> dict[str, float]:
         return {"ce": 1.0}

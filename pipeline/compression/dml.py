@@ -11,10 +11,11 @@ from pipeline.losses.mutual import cohort_ce, mutual_learning
 @register_method
 class DeepMutualLearning(DistillMethod):
     name = "dml"
+    runs_distributed = True  # its one forward (the whole cohort) goes through `self.net`
 
     def weights(self) -> dict[str, float]:
         return {"ce": 1.0, "dml": 1.0}
 
     def terms(self, batch: Batch):
-        logits = self.ctx.student(batch.images)  # (M, B, K)
+        logits = self.net(batch.images)  # (M, B, K)
         return {"ce": cohort_ce(logits, batch.labels), "dml": mutual_learning(logits, self.ctx.params.dml.temperature)}

@@ -122,9 +122,7 @@ class LayerwiseMCL(DistillMethod):
             **self._mcl(embeddings, features, batch.labels, weights),
         }
 
-    def step(self, step: int, batch: Batch, optimizer: torch.optim.Optimizer, after_backward=None) -> dict[str, float]:
-        if after_backward is not None:  # the meta-network's step would need its own averaging
-            raise NotImplementedError("L-MCL runs in one process only")
+    def step(self, step: int, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, float]:
         logged = super().step(step, batch, optimizer)
         if step % self.ctx.params.lmcl.meta_every == 0:
             self.meta_step(batch, optimizer.param_groups[0]["lr"] / self.ctx.params.lr)

@@ -13,12 +13,13 @@ from pipeline.losses import knowledge_distillation
 @register_method
 class LogitKD(DistillMethod):
     name = "kd"
+    runs_distributed = True  # its one forward goes through `self.net`
 
     def weights(self) -> dict[str, float]:
         w = self.ctx.params.kd.weight
         return {"ce": 1.0 - w, "kd": w}
 
     def terms(self, batch: Batch):
-        z_s = self.ctx.student(batch.images)
+        z_s = self.net(batch.images)
         return {"ce": F.cross_entropy(z_s, batch.labels),
                 "kd": knowledge_distillation(z_s, self.ctx.teacher_logits_of(batch), self.ctx.params.kd.tau)}

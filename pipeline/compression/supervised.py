@@ -18,6 +18,7 @@ from pipeline.models.cohort import Cohort
 @register_method
 class Supervised(DistillMethod):
     name = SUPERVISED
+    runs_distributed = True  # its one forward goes through `self.net`
 
     def __init__(self, ctx: DistillContext):
         super().__init__(ctx)
@@ -25,7 +26,7 @@ class Supervised(DistillMethod):
         self.class_weights = D.class_weights(labels, k).to(ctx.device) if ctx.params.balance == "weights" else None
 
     def terms(self, batch: Batch):
-        logits = self.ctx.student(batch.images)
+        logits = self.net(batch.images)
         if isinstance(self.ctx.student, Cohort):  # (M, B, K)
             return {"ce": cohort_ce(logits, batch.labels)}
         return {"ce": F.cross_entropy(logits, batch.labels, weight=self.class_weights)}

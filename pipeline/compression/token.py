@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from pipeline import distributed
 from pipeline.compression.base import Batch, DistillContext, DistillMethod
 from pipeline.compression.l2l import learning_to_learn_step, split_classes
 from pipeline.compression.registry import register_method
@@ -17,6 +18,7 @@ from pipeline.losses import hard_distillation, soft_distillation, student_ce
 @register_method
 class TokenDistillation(DistillMethod):
     name = "token"
+    runs_distributed = True  # through `self.net` (a learning-to-learn episode excepted: one process only)
 
     def __init__(self, ctx: DistillContext):
         super().__init__(ctx)
@@ -54,9 +56,9 @@ class TokenDistillation(DistillMethod):
 
     def terms(self, batch: Batch):
         z_t = self.ctx.teacher_logits_of(batch) if self.ctx.teacher is not None else None
-        return {self.loss_name: self.loss(self.ctx.student(batch.images), (batch.images, batch.labels, z_t))}
+        return {self.loss_name: self.loss(self.net(batch.images), (batch.images, batch.labels, z_t))}
 
-    def step(self, step: int, batch: Batch, optimizer, after_backward=None) -> dict[str, float]:
+    def step(self, step: int, batch: Batch, optimizer) -> dict[str, float]:
         unseen = None
         if self.use_l2l and step % self.tp.l2l_every == 0:
             _, unseen_classes = split_classes(len(self.ctx.task.classes), self.tp.l2l_unseen_classes, self.ctx.generator)
@@ -64,8 +66,8 @@ class TokenDistillation(DistillMethod):
             if unseen.all() or not unseen.any():  # an episode needs both parts; a plain step instead
                 unseen = None
         if unseen is None:
-            return super().step(step, batch, optimizer, after_backward)
-        if after_backward is not None:  # the episode's two updates would each need their own averaging
+            return super().step(step, batch, optimizer)
+        if distributed.world_size() > 1:  # the episode's two updates reach the student outside DDP's forward
             raise NotImplementedError("learning-to-learn episodes run in one process only")
         z_t = self.ctx.teacher_logits_of(batch) if self.ctx.teacher is not None else batch.labels
         parts = (batch.images, batch.labels, z_t)

@@ -9,6 +9,7 @@ import torch
 
 from pipeline import checkpoint, io, paths, runtime, training
 from pipeline.params import E0, Params
+from pipeline.continual.forward import StudentForward
 from pipeline.continual.teacher_cache import Rows, TeacherRows, cached_array, digest, images_key, load_array
 from pipeline.data import CaptionCorpus, TaskData, load_corpus
 from pipeline.data.benchmarks import load_tasks
@@ -200,6 +201,12 @@ class Method(training.Method):
 
     def __init__(self, ctx: TaskContext):
         self.ctx = ctx
+
+    @functools.cached_property
+    def student_forward(self) -> torch.nn.Module:
+        """The student's one forward per step (pipeline/continual/forward.py): images and prompts in, features
+        out. Several processes: the trainer puts it inside DistributedDataParallel (pipeline/distributed.py)."""
+        return StudentForward(self.ctx.student)
 
     def weights(self) -> dict[str, float]:
         return {"ce": self.ctx.params.loss.ce_weight}

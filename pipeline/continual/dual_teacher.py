@@ -25,7 +25,6 @@ import warnings
 import torch
 
 from pipeline import distributed, paths
-from pipeline.models import clip as clip_lib
 from pipeline.runtime import stable_seed
 from pipeline.continual.base import Method, TaskContext
 from pipeline.continual.prototypes import update_prototypes
@@ -114,9 +113,10 @@ class DualTeacher(Method):
         rows = None  # with dis_seen_sample: the seen classes in this step's U, as rows of the seen stacking
         if seen and self.seen_sample is not None:
             prompts, rows = self.sampled_seen()
-            v, u_dis = clip_lib.encode_images(ctx.student, images), clip_lib.tasks_class_text_features(ctx.student, prompts)
+            v, u_dis = self.student_forward([images], [prompts])
         else:
-            v, u_dis = ctx.student_features(images, seen=seen)  # U of this task, or of tasks 1..m (this one last)
+            # U of this task, or of tasks 1..m (this one last)
+            v, u_dis = self.student_forward([images], [[t.prompts() for t in (ctx.seen_tasks if seen else [ctx.task])]])
         # E_{m-1}'s features only where they enter the loss (the e0-only ablation must not pay for them). The
         # teachers' rows of this rank's images: cached, or the teachers run on the (augmented) images.
         e0, prev = ctx.e0_features, None if loss.dis_teachers == "e0" else ctx.prev_features

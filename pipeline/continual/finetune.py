@@ -11,6 +11,6 @@ class Finetune(Method):
     name = "finetune"
 
     def terms(self, batch):
-        v, u = self.ctx.student_features(batch.images)
+        v, u = self.student_forward([batch.images], [[self.ctx.task.prompts()]])
         loss = self.ctx.params.loss
         return {"ce": clip_ce(v, u, batch.labels, self.ctx.student.logit_scale, loss.label_smoothing)}

@@ -102,14 +102,16 @@ class LwM(Method):
     def terms(self, batch):
         images, labels, indices = batch.images, batch.labels, batch.indices
         ctx, loss = self.ctx, self.ctx.params.loss
-        u = clip_lib.class_text_features(ctx.student, ctx.task.prompts())
         if self.head is None:  # first task with kd_first_task = none: no base classes, no teacher class b
-            v = clip_lib.encode_images(ctx.student, images)
+            v, u = self.student_forward([images], [[ctx.task.prompts()]])
             zero = v.new_zeros(())
             return {"ce": clip_ce(v, u, labels, ctx.student.logit_scale, loss.label_smoothing), "kd": zero, "ad": zero}
-        student_text = u if self.head.is_current else self.head.student_text(ctx.student)
-        # One forward for L_C, L_D and L_AD; y_hat (B, C_b) as the teacher's y (base_forward).
-        a, features, y_hat = base_forward(ctx.student, images, student_text, loss.lwm_stage)
+        # One forward for L_C, L_D and L_AD (one call of the student's module: DDP); y_hat (B, C_b) as the
+        # teacher's y (base_forward: the same two functions, feature_map_and_features and cosine_logits).
+        base = [] if self.head.is_current else [[t.prompts()] for t in self.head.tasks]
+        u, *base_u, a, features = self.student_forward(prompts=[[ctx.task.prompts()], *base], cam=(images, loss.lwm_stage))
+        student_text = u if self.head.is_current else torch.cat(base_u)  # BaseHead.student_text
+        y_hat = cosine_logits(features, student_text, ctx.student.logit_scale)
         if self.teacher_logits is None:  # augmented images: the teacher on this batch
             y, b, q = self.teacher_outputs(images)
         else:

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline import io, paths
+from pipeline import distributed, io, paths
 
 Rows = np.ndarray | torch.Tensor  # a (memory-mapped) array of one row per training image
 
@@ -83,9 +83,12 @@ def images_key(images) -> object:
 
 
 def cached_array(key: str, compute: Callable[[], torch.Tensor], folder: Path = paths.FEATURE_CACHE) -> np.ndarray:
-    """The array cached under `key` in `folder`, computed and written first if it is not there yet."""
+    """The array cached under `key` in `folder`, computed and written first if it is not there yet. Several
+    processes: rank 0 alone computes and writes it, the others wait at a barrier (every rank reaches it, cache
+    there or not, so none waits for a rank that skipped it) and then read the same file."""
     path = Path(folder) / f"{key}.npy"
-    if not path.is_file():
+    if distributed.is_main() and not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         save_array(path, compute())
+    distributed.barrier()
     return load_array(path)

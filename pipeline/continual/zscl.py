@@ -89,15 +89,18 @@ class ZSCL(Method):
     def terms(self, batch):
         images, labels = batch.images, batch.labels
         ctx, loss = self.ctx, self.ctx.params.loss
-        v, u = ctx.student_features(images)
         ref_images, captions = self.reference_batch()
+        # One forward of the student (DDP): the task's batch and the reference batch, the class texts and, with
+        # zscl_text student, its own caption features.
+        own_text = [] if loss.zscl_text == "e0" else [captions]
+        v, ref_v, u, *student_text = self.student_forward([images, ref_images], [[ctx.task.prompts()]], own_text)
         # Image->text logits s * V_ref U_ref^T (B, B); E0's and the student's logit scale are equal (frozen
         # after pretraining). E0's caption features are computed once and, with zscl_text e0, serve both sides.
         with torch.no_grad():
             e0_text = clip_lib.encode_texts(self.e0, captions) if self.oracle else self.pool_e0_text
             teacher = cosine_logits(clip_lib.encode_images(self.e0, ref_images), e0_text, self.e0.logit_scale)
-        text = e0_text if loss.zscl_text == "e0" else clip_lib.encode_texts(ctx.student, captions)
-        student = cosine_logits(clip_lib.encode_images(ctx.student, ref_images), text, ctx.student.logit_scale)
+        text = e0_text if loss.zscl_text == "e0" else student_text[0]
+        student = cosine_logits(ref_v, text, ctx.student.logit_scale)
         out = {
             "ce": clip_ce(v, u, labels, ctx.student.logit_scale, loss.label_smoothing),
             "zscl": zscl_distillation(student, teacher, loss.kd_temperature),

@@ -237,6 +237,23 @@ class RuntimeParams(Section):
     # train@*: processes training each task (one GPU each, or gloo processes on the CPU), started by torchrun;
     # each takes an equal share of every batch (pipeline/distributed.py). 1: one process, no torchrun
     nproc: int = Field(1, ge=1)
+    # train@* across several machines (docs/real-scale.md, "Several nodes"): `nodes` of `nproc` processes each,
+    # this machine's `node_rank` (0: the one that runs DVC and writes the outputs) and node 0's `host:port`, where
+    # torchrun's rendezvous meets. None of them changes an output beyond rounding, so none is a DVC param.
+    nodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    rdzv_endpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _nodes(self) -> "RuntimeParams":
+        if self.node_rank >= self.nodes:
+            raise ValueError(f"runtime.node_rank: {self.node_rank} is not below runtime.nodes {self.nodes}")
+        if self.nodes > 1:
+            host, _, port = (self.rdzv_endpoint or "").rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"runtime.rdzv_endpoint: {self.rdzv_endpoint!r} with runtime.nodes {self.nodes} "
+                                 f"must be node 0's host:port (e.g. node0.example.org:29500)")
+        return self
 
     @field_validator("precision")
     @classmethod
@@ -326,9 +343,11 @@ class Params(Section):
         if self.distill.teacher not in ("cnn", E0, *self.tasks):
             raise ValueError(f"distill.teacher: {self.distill.teacher!r} is neither 'cnn' nor a model of the chain "
                              f"({', '.join([E0, *self.tasks])})")
-        if self.train.batch_size % self.runtime.nproc:
-            raise ValueError(f"runtime.nproc: {self.runtime.nproc} processes cannot share train.batch_size "
-                             f"{self.train.batch_size} equally (make it a multiple of runtime.nproc)")
+        world = self.runtime.nproc * self.runtime.nodes
+        if self.train.batch_size % world:
+            raise ValueError(f"runtime.nproc: {self.runtime.nproc} processes on each of runtime.nodes "
+                             f"{self.runtime.nodes} cannot share train.batch_size {self.train.batch_size} equally "
+                             f"(make it a multiple of {world})")
         patch = self.distill.token.student.patch_size
         if self.distill.student == TOKEN and self.data.image_size % patch:
             raise ValueError(f"distill.token.student.patch_size: {patch} does not divide data.image_size {self.data.image_size}")

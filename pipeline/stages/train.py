@@ -1,8 +1,9 @@
 """Stage `train@<task>`: train one task from the previous model with the configured continual method, then
 evaluate the new model on every task (one row of the accuracy matrix).
 
-With `runtime.nproc` > 1 the stage re-executes itself under torchrun (pipeline/distributed.py): every worker
-trains on its share of each batch; rank 0 alone logs, evaluates and writes the outputs."""
+With `runtime.nproc` > 1 or `runtime.nodes` > 1 the stage re-executes itself under torchrun
+(pipeline/distributed.py): every worker trains on its share of each batch through DistributedDataParallel;
+rank 0 alone logs, evaluates and writes the outputs."""
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +20,8 @@ from pipeline.stages.common import live, load_params, setup_runtime, stage
 from pipeline.errors import InputError
 
 # Read by this stage, as in dvc.yaml; runtime.workers too, but it never changes an output (the loader's batches
-# are the same for any count), so it is no DVC param: changing it reruns nothing.
+# are the same for any count), so it is no DVC param: changing it reruns nothing. Nor are runtime.nodes,
+# runtime.node_rank and runtime.rdzv_endpoint (where the processes run, not what they compute).
 PARAMS = ["loss", "train", "eval.batch_size", "runtime.device", "runtime.threads", "runtime.precision", "runtime.nproc", "tasks"]
 
 
@@ -30,10 +32,11 @@ def main(argv):
     params, name = load_params("open_clip"), argv[0]
     if name not in params.tasks:
         raise InputError(f"tasks.{name}: no such task in params.yaml")
-    if params.runtime.nproc > 1 and not distributed.launched():
-        distributed.relaunch(params.runtime.nproc, "pipeline.stages.train", argv)  # params checked: no return
-    device = setup_runtime(params.runtime, runtime.stable_seed(params.train.seed, name))
-    device = distributed.init(device, params.runtime.nproc)  # one process: `device` as it was
+    if distributed.wanted(params.runtime):
+        distributed.relaunch(params.runtime, "pipeline.stages.train", argv)  # params checked: no return
+    # A torch seed per rank (one process: the seed it always had); the batch order has its own, the same on all.
+    device = setup_runtime(params.runtime, distributed.rank_seed(runtime.stable_seed(params.train.seed, name)))
+    device = distributed.init(device, params.runtime.nproc, params.runtime.nodes)  # one process: `device` as it was
     try:
         train(params, name, device)
     finally:
