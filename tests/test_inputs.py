@@ -29,11 +29,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def world():
-    """Two synthetic tasks ('a', then 'b'), a random tiny CLIP standing for E0 and E_a, and every optional input
-    of task 'b' computed here from it, in memory."""
+    """Two synthetic tasks (a = 'aircraft', then b = 'shapes': names of the default benchmark, which params
+    check), a random tiny CLIP standing for E0 and E_a, and every optional input of b computed from it, in
+    memory."""
     generator = torch.Generator().manual_seed(0)
-    a = synthetic_task("a", 3, 8, 32, ["a {}."], generator)
-    b = synthetic_task("b", 4, 8, 32, ["a photo of {}.", "{}"], generator)
+    a = synthetic_task("aircraft", 3, 8, 32, ["a {}."], generator)
+    b = synthetic_task("shapes", 4, 8, 32, ["a photo of {}.", "{}"], generator)
     torch.manual_seed(0)
     model = clip_lib.build("synth-vit-tiny", 32)
     teacher = clip_lib.freeze(copy.deepcopy(model))
@@ -47,7 +48,7 @@ def world():
         "e0_features": features, "prev_features": features,
         "prototypes": initial_prototypes(image, b.train_labels, 4),
         "seen_e0_text": torch.cat([text_a, text_b]), "seen_prev_text": torch.cat([text_a, text_b]),
-        "prev_state": {}, "earlier_prototypes": {"a": initial_prototypes(image_a, a.train_labels, 3)},
+        "prev_state": {}, "earlier_prototypes": {"aircraft": initial_prototypes(image_a, a.train_labels, 3)},
         "base_head": BaseHead((a,), False, text_a, rows), "prev_teacher": teacher, "e0_teacher": teacher,
         "reference": ReferenceSet(images=a.train_images, captions=["a caption", "another caption"]),
     }
@@ -64,7 +65,7 @@ def _inputs(world, method: str, **given) -> TaskInputs:
     a, b, model, values = world
     recipe = _recipe()
     reads = get_method(method).reads(recipe.loss, first=False)
-    return TaskInputs(name="b", prev_name="a", task=b, base_tasks=(a,), student=copy.deepcopy(model), params=recipe,
+    return TaskInputs(name="shapes", prev_name="aircraft", task=b, base_tasks=(a,), student=copy.deepcopy(model), params=recipe,
                       device=CPU, **({k: values[k] for k in reads} | given))
 
 
@@ -138,12 +139,11 @@ class _NoSource:
 def test_the_assembler_reads_nothing_a_method_does_not_name(world, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     a, b, model, _ = world
-    raw = Params().model_dump(mode="json")
-    raw["tasks"] = {"a": {"prev": "e0"}, "b": {"prev": "a"}}
-    params = Params.model_validate(raw)
-    inputs = assemble(params, "b", {"a": a, "b": b}, model, CPU, frozenset(), source=_NoSource())
-    assert inputs.assembled == frozenset() and inputs.base_tasks == (a,) and inputs.prev_name == "a"
+    params = Params.model_validate({"tasks": {"aircraft": {"prev": "e0"}, "shapes": {"prev": "aircraft"}}})
+    tasks = {"aircraft": a, "shapes": b}
+    inputs = assemble(params, "shapes", tasks, model, CPU, frozenset(), source=_NoSource())
+    assert inputs.assembled == frozenset() and inputs.base_tasks == (a,) and inputs.prev_name == "aircraft"
     assert inputs.params.loss is params.loss and inputs.precision == params.runtime.precision
     with pytest.raises(KeyError, match="no such continual input"):
-        assemble(params, "b", {"a": a, "b": b}, model, CPU, {"nonsense"}, source=_NoSource())
+        assemble(params, "shapes", tasks, model, CPU, {"nonsense"}, source=_NoSource())
     assert set(ORDER) == INPUTS and len(ORDER) == len(INPUTS)
