@@ -209,3 +209,19 @@ class Trainer:
             self.method.finish()
         self.method.eval_mode()
         return logged | {"step_seconds": seconds / self.steps}
+
+
+class Inputs:
+    """What a method of either branch is given, the one context type of the engine: a frozen dataclass deriving
+    from this (pipeline/continual/inputs.py `TaskInputs`, pipeline/compression/base.py `DistillContext`) that
+    holds values, tensors and models built by its stage (nothing in it reads a file), among them the `device`
+    and the `precision` (runtime.precision) of the method's forward passes."""
+
+    device: torch.device
+    precision: str
+
+    def autocast(self):
+        """The context of forward passes and losses: `runtime.precision`'s (none at all in fp32)."""
+        from pipeline import runtime  # lazy only to keep this addition apart from the imports other work edits
+
+        return runtime.autocast(self.device, self.precision)

@@ -23,7 +23,7 @@ from tests.test_baselines import rn_workspace, workspace  # noqa: F401  (module 
 
 def student_at_first_step(params, form: str):
     """Task 1's LwM with the student a copy of its teacher E0, in the mode `train_task` trains it in."""
-    ctx = make_context(with_loss(params, lwm_form=form), "shape")
+    ctx = make_context(with_loss(params, lwm_form=form), "shape", "lwm")
     set_train_mode(ctx.student.model, params.train.freeze_bn)
     ctx.student.model.logit_scale.requires_grad_(False)
     return ctx, get_method("lwm")(ctx)
@@ -72,7 +72,7 @@ def test_zscl_trains_the_text_tower_only_with_the_students_caption_features(work
     root, params = workspace
     monkeypatch.chdir(root)
     assert params.loss.zscl_text == "e0"  # the default: ZSCL's own form
-    ctx = make_context(with_loss(params, zscl_text=zscl_text), "colour")  # the 'shape' model has drifted from E0
+    ctx = make_context(with_loss(params, zscl_text=zscl_text), "colour", "zscl")  # the 'shape' model has drifted from E0
     method = get_method("zscl")(ctx)
     encoded_by = []  # which model each encode_texts call ran
     monkeypatch.setattr(clip_lib, "encode_texts", counting(encoded_by, clip_lib.encode_texts))

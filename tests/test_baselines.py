@@ -11,7 +11,7 @@ import yaml
 from pipeline import paths
 from pipeline.params import Params, ParamsError
 from pipeline.continual import all_methods, get_method
-from pipeline.continual.base import TaskContext
+from pipeline.continual.inputs import TaskInputs
 from pipeline.continual.gradcam import class_grad_cam, feature_map_and_features
 from pipeline.continual.trainer import train_task
 from pipeline.continual.weights import floating_state
@@ -26,6 +26,7 @@ from pipeline.losses import attention_distillation, cosine_logits
 from pipeline.models import clip as clip_lib
 from pipeline.stages import prototypes as prototypes_stage
 from pipeline.training import Batch
+from tests.test_methods import make_context  # the train stage's assembly of a task's inputs
 
 TASKS = {"shape": {"prev": "e0"}, "colour": {"prev": "shape"}}
 BASELINES = ("lwf", "lwm", "zscl", "wise_ft")
@@ -55,7 +56,7 @@ def make_workspace(root, arch: str, image_size: int):
         clip_lib.save(clip_lib.build(arch, image_size), paths.model_dir("e0"), {"name": "e0"})
         prototypes_stage.main([])
         params = Params.load()
-        ctx = make_context(params, "shape")
+        ctx = make_context(params, "shape", "finetune")
         train_task(get_method("finetune")(ctx))
         clip_lib.save(ctx.student, paths.model_dir("shape"), {"name": "shape"})
     return root, params
@@ -72,9 +73,6 @@ def rn_workspace(tmp_path_factory):
     return make_workspace(tmp_path_factory.mktemp("baselines_rn"), "synth-rn-tiny", 64)
 
 
-def make_context(params: Params, name: str, **kw) -> TaskContext:
-    student = clip_lib.load(paths.model_dir(params.tasks[name].prev))
-    return TaskContext(params, name, load_task(paths.task_dir(name)), student, torch.device("cpu"), **kw)
 
 
 def with_loss(params: Params, train: dict | None = None, **changes) -> Params:
@@ -84,7 +82,7 @@ def with_loss(params: Params, train: dict | None = None, **changes) -> Params:
     return Params.from_dict(raw)
 
 
-def first_batch(ctx: TaskContext, n: int = 8):
+def first_batch(ctx: TaskInputs, n: int = 8):
     idx = torch.arange(n)
     return ctx.task.train_images[idx], ctx.task.train_labels[idx], idx
 
@@ -184,7 +182,7 @@ def test_vit_output_patch_tokens_get_no_gradient_so_the_map_is_the_last_blocks_i
 def test_every_registered_method_trains_a_first_and_a_second_task(workspace, monkeypatch, name, task):
     root, params = workspace
     monkeypatch.chdir(root)
-    ctx = make_context(params, task)
+    ctx = make_context(params, task, name)
     method = get_method(name)(ctx)
     before = copy.deepcopy(ctx.student.model.state_dict())
     logged = train_task(method)
@@ -201,7 +199,7 @@ def test_first_task_distillation_starts_at_zero(workspace, monkeypatch, name):
     """Task 1 with kd_first_task=current: the student is E0 and so is the teacher, so L_kd (and L_AD) are 0."""
     root, params = workspace
     monkeypatch.chdir(root)
-    ctx = make_context(with_loss(params, lwm_form="softmax"), "shape")
+    ctx = make_context(with_loss(params, lwm_form="softmax"), "shape", name)
     method = get_method(name)(ctx)
     assert method.head.is_current and method.head.teacher_text.shape[0] == len(ctx.task.classes)
     terms = method.terms(Batch(*first_batch(ctx)))
@@ -214,7 +212,7 @@ def test_first_task_distillation_starts_at_zero(workspace, monkeypatch, name):
 def test_kd_first_task_none_is_finetuning_on_task_one(workspace, monkeypatch, name):
     root, params = workspace
     monkeypatch.chdir(root)
-    ctx = make_context(with_loss(params, kd_first_task="none"), "shape")
+    ctx = make_context(with_loss(params, kd_first_task="none"), "shape", name)
     method = get_method(name)(ctx)
     assert method.head is None
     terms = method.terms(Batch(*first_batch(ctx)))
@@ -226,8 +224,8 @@ def test_second_task_distils_over_the_previous_tasks_classes(workspace, monkeypa
     root, params = workspace
     monkeypatch.chdir(root)
     shape = load_task(paths.task_dir("shape"))
-    ctx = make_context(params, "colour", all_tasks={"shape": shape})
-    assert ctx.base_tasks == [shape]  # taken from all_tasks, not read again
+    ctx = make_context(params, "colour", name, tasks={"shape": shape})
+    assert ctx.base_tasks == (shape,)  # taken from the tasks given, not read again
     method = get_method(name)(ctx)
     head = method.head
     assert not head.is_current and head.teacher_text.shape[0] == len(shape.classes)
@@ -252,7 +250,7 @@ def test_lwm_attention_term_alone_trains_a_resnet_student(rn_workspace, monkeypa
     root, params = rn_workspace
     monkeypatch.chdir(root)
     for task, stage, cells in (("shape", 4, 4), ("colour", 3, 16)):
-        ctx = make_context(with_loss(params, ce_weight=0.0, lwm_beta=0.0, lwm_stage=stage), task)
+        ctx = make_context(with_loss(params, ce_weight=0.0, lwm_beta=0.0, lwm_stage=stage), task, "lwm")
         method = get_method("lwm")(ctx)
         assert method.teacher_maps.shape[1] == cells
         images, labels, idx = first_batch(ctx)
@@ -272,18 +270,18 @@ def test_zscl_reference_distillation(workspace, monkeypatch, source):
     root, params = workspace
     monkeypatch.chdir(root)
     params = with_loss(params, zscl_reference=source)
-    first = get_method("zscl")(make_context(params, "shape"))
+    first = get_method("zscl")(make_context(params, "shape", "zscl"))
     assert first.terms(Batch(*first_batch(first.ctx)))["zscl"].item() == pytest.approx(0.0, abs=1e-4)  # student is E0
-    second = get_method("zscl")(make_context(params, "colour"))
+    second = get_method("zscl")(make_context(params, "colour", "zscl"))
     images, labels, idx = first_batch(second.ctx)
     terms = second.terms(Batch(images, labels, idx))
     assert terms["zscl"].item() > 0  # the 'shape' model has drifted from E0 on the corpus
     weighted_total(second, terms).backward()
     assert all(p.grad is None for p in second.e0.model.parameters())
     # Reference batches are seeded by train.seed and the task: a fresh method draws the same ones.
-    again = get_method("zscl")(make_context(params, "colour"))
+    again = get_method("zscl")(make_context(params, "colour", "zscl"))
     images, captions = again.reference_batch()
-    same_images, same_captions = get_method("zscl")(make_context(params, "colour")).reference_batch()
+    same_images, same_captions = get_method("zscl")(make_context(params, "colour", "zscl")).reference_batch()
     assert torch.equal(images, same_images) and captions == same_captions
     # As published, every image is scored against the whole unpaired pool; the oracle pairs each with its caption.
     assert len(captions) == (12 if source == "reference" else len(images))
@@ -295,7 +293,7 @@ def test_zscl_l2_is_the_squared_distance_from_the_tasks_starting_weights(workspa
     root, params = workspace
     monkeypatch.chdir(root)
     assert params.loss.zscl_l2 == 1.0
-    ctx = make_context(params, "colour")
+    ctx = make_context(params, "colour", "zscl")
     method = get_method("zscl")(ctx)
     batch = first_batch(ctx)
     assert method.terms(Batch(*batch))["l2"].item() == 0.0 and method.weights()["l2"] == 1.0
@@ -308,7 +306,7 @@ def test_zscl_l2_is_the_squared_distance_from_the_tasks_starting_weights(workspa
     ctx.student.model.zero_grad(set_to_none=True)
     l2.backward()
     torch.testing.assert_close(weight.grad, 2 * delta, rtol=1e-3, atol=1e-6)
-    off = get_method("zscl")(make_context(with_loss(params, zscl_l2=0.0), "colour"))
+    off = get_method("zscl")(make_context(with_loss(params, zscl_l2=0.0), "colour", "zscl"))
     assert "l2" not in off.terms(Batch(*batch)) and "l2" not in off.weights()
 
 
@@ -316,7 +314,7 @@ def test_zscl_weight_ensemble_is_the_mean_of_the_snapshots(workspace, monkeypatc
     """ensemble_every=1, 2 steps: theta_hat = mean(theta_0 (start), theta_1, theta_2) (ZSCL's merge_we)."""
     root, params = workspace
     monkeypatch.chdir(root)
-    ctx = make_context(with_loss(params, train={"steps": 2, "warmup_steps": 2}, zscl_ensemble_every=1), "colour")
+    ctx = make_context(with_loss(params, train={"steps": 2, "warmup_steps": 2}, zscl_ensemble_every=1), "colour", "zscl")
     method = get_method("zscl")(ctx)
     snapshots = [floating_state(ctx.student.model)]
     step = method.after_step
@@ -340,7 +338,7 @@ def test_zscl_weight_ensemble_is_the_mean_of_the_snapshots(workspace, monkeypatc
 def test_wise_ft_interpolates_with_the_previous_model(workspace, monkeypatch, alpha):
     root, params = workspace
     monkeypatch.chdir(root)
-    ctx = make_context(with_loss(params, wise_alpha=alpha), "colour")
+    ctx = make_context(with_loss(params, wise_alpha=alpha), "colour", "wise_ft")
     prev = copy.deepcopy(ctx.student.model.state_dict())
     method = get_method("wise_ft")(ctx)
     finetuned = {}

@@ -4,6 +4,8 @@ properties of the channel-matching method itself (no added parameter, the assign
 leaves the networks as they were) and of the shared loop."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -182,7 +184,7 @@ def test_feature_methods_refuse_a_teacher_without_feature_maps(teacher_cnn):
     from pipeline.errors import InputError
 
     ctx = _context("fitnet", teacher_cnn)
-    ctx.teacher = Teacher("zero-shot", ctx.teacher.logits, 0)
+    ctx = dataclasses.replace(ctx, teacher=Teacher("zero-shot", ctx.teacher.logits, 0))
     with pytest.raises(InputError, match="distill.teacher"):
         all_methods()["fitnet"](ctx)
 
@@ -201,13 +203,13 @@ def test_default_sites_leave_out_a_student_site_wider_than_the_teachers(teacher_
 
     ctx = _context("fitnet", teacher_cnn)
     torch.manual_seed(0)
-    ctx.student = classifier.build_cnn("tf_mobilenetv3_small_minimal_100", K, stem_stride=1)
+    ctx = dataclasses.replace(ctx, student=classifier.build_cnn("tf_mobilenetv3_small_minimal_100", K, stem_stride=1))
     for name in ("fitnet", "channel_matching"):
         method = all_methods()[name](ctx)
         assert method.sites.channels and all(n <= m for n, m in method.sites.channels)
         assert ["layer3.1", "blocks.5.0"] not in method.sites.names()
-    ctx.params = _params("channel_matching", "tf_mobilenetv3_small_minimal_100",
-                         feature={"sites": [["layer3.1", "blocks.5.0"]]})
+    ctx = dataclasses.replace(ctx, params=_params("channel_matching", "tf_mobilenetv3_small_minimal_100",
+                                                  feature={"sites": [["layer3.1", "blocks.5.0"]]}))
     assert all_methods()["fitnet"](ctx).sites.channels == [(576, 256)]  # an adapter maps any width
     with pytest.raises(InputError, match=r"pair \(layer3.1, blocks.5.0\): the student site has 576 channels"):
         all_methods()["channel_matching"](ctx)

@@ -120,7 +120,7 @@ def _one_step(run: Trainer) -> dict[str, float]:
 def test_every_continual_method_steps_through_the_one_trainer(name, workspace, monkeypatch):  # noqa: F811
     root, params = workspace
     monkeypatch.chdir(root)
-    method = continual_methods()[name](make_context(params, "colour"))  # the second task: both teachers differ
+    method = continual_methods()[name](make_context(params, "colour", name))  # 2nd task, its reads
     run = continual_trainer.prepare(method)
     assert isinstance(run, Trainer) and type(run) is training.Trainer
     model = method.ctx.student.model

@@ -14,7 +14,8 @@ from conftest import REPO
 from pipeline import io, paths
 from pipeline.params import Params
 from pipeline.continual import all_methods, dual_teacher, get_method
-from pipeline.continual.base import TaskContext
+from pipeline.continual.assemble import StageOutputs, assemble
+from pipeline.continual.inputs import TaskInputs
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.teacher_cache import load_array
 from pipeline.continual.trainer import train_task
@@ -53,17 +54,28 @@ def workspace(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         params = make_workspace(root, TASKS)
-        ctx = make_context(params, "shape")
+        ctx = make_context(params, "shape", "finetune")
         train_task(get_method("finetune")(ctx))
         clip_lib.save(ctx.student, paths.model_dir("shape"), {"name": "shape"})
         yield root, params
 
 
-def make_context(params: Params, name: str) -> TaskContext:
+def make_context(params: Params, name: str, method: str | None = None,
+                 tasks: dict | None = None) -> TaskInputs:
+    """Task `name`'s inputs as the train stage assembles them: those `method` reads (`train.method` by
+    default); the student is the previous model; earlier tasks not in `tasks` are read from data/tasks."""
     from pipeline.data import load_task
 
     student = clip_lib.load(paths.model_dir(params.tasks[name].prev))
-    return TaskContext(params, name, load_task(paths.task_dir(name)), student, torch.device("cpu"))
+    first = params.tasks[name].prev == "e0"
+    reads = get_method(method or params.train.method).reads(params.loss, first)
+    return assemble(params, name, {**(tasks or {}), name: load_task(paths.task_dir(name))}, student,
+                    torch.device("cpu"), reads)
+
+
+def load_teacher(name: str) -> clip_lib.Clip:
+    """Model `name` as a frozen teacher (what the stage gives a method)."""
+    return clip_lib.freeze(clip_lib.load(paths.model_dir(name)))
 
 
 def with_loss(params: Params, **changes) -> Params:
@@ -72,7 +84,7 @@ def with_loss(params: Params, **changes) -> Params:
     return Params.from_dict(raw)
 
 
-def first_batch(ctx: TaskContext, n: int = 8):
+def first_batch(ctx: TaskInputs, n: int = 8):
     idx = torch.arange(n)
     return ctx.task.train_images[idx], ctx.task.train_labels[idx], idx
 
@@ -230,7 +242,7 @@ def test_cached_teacher_features_equal_recomputed_ones(workspace, monkeypatch):
     for name, rows in (("e0", ctx.e0_features.image), ("shape", ctx.prev_features.image)):
         assert isinstance(rows.cached, np.memmap)
         with torch.no_grad():
-            recomputed = clip_lib.encode_images(ctx.load_teacher(name), images)
+            recomputed = clip_lib.encode_images(load_teacher(name), images)
         assert torch.equal(rows(images, idx), recomputed), name
     cache = sorted(paths.FEATURE_CACHE.glob("*.npy"))
     assert len(cache) == 1
@@ -238,8 +250,7 @@ def test_cached_teacher_features_equal_recomputed_ones(workspace, monkeypatch):
     again = make_context(params, "colour").prev_features.image
     assert Path(again.cached.filename).resolve() == cache[0].resolve() and cache[0].stat().st_mtime_ns == stamp
     # Another producer (E0 in E_{m-1}'s place) gets its own file.
-    other = make_context(params, "colour")
-    other.teacher_image_rows(other.load_teacher("e0"), "e0")
+    StageOutputs().teacher_image_features("e0", make_context(params, "colour"), lambda: torch.zeros(1, 1))
     assert len(list(paths.FEATURE_CACHE.glob("*.npy"))) == 2
 
 
@@ -254,7 +265,7 @@ def test_augmented_training_runs_the_teachers_on_the_batch(workspace, monkeypatc
     for name, rows in (("e0", ctx.e0_features.image), ("shape", ctx.prev_features.image)):
         assert rows.cached is None
         with torch.no_grad():
-            expected = clip_lib.encode_images(ctx.load_teacher(name), shifted)
+            expected = clip_lib.encode_images(load_teacher(name), shifted)
         assert torch.equal(rows(shifted, idx), expected), name
 
 
@@ -338,18 +349,20 @@ def test_seen_scope_rows_and_columns(chain, monkeypatch, weighting):
     image features and its class texts of the three tasks. L_ce and L_con stay on the current task."""
     root, params = chain
     monkeypatch.chdir(root)
+    reads = []
+    load = clip_lib.load
+    monkeypatch.setattr(clip_lib, "load", lambda directory: reads.append(Path(directory).name) or load(directory))
     ctx = make_context(with_loss(params, dis_scope="seen", teacher_weighting=weighting), "fill")
     method = get_method("dual_teacher")(ctx)
     seen = {}  # the arguments the losses are called with
     monkeypatch.setattr(dual_teacher, "dual_teacher_distillation", lambda *args: seen.setdefault("args", args) and 0.0)
     monkeypatch.setattr(dual_teacher, "prototype_contrastive", lambda v, y, u, p, tau: seen.setdefault("con", (u, p)) and 0.0)
-    reads = []
-    load = clip_lib.load
-    monkeypatch.setattr(clip_lib, "load", lambda directory: reads.append(Path(directory).name) or load(directory))
     images, labels, idx = first_batch(ctx)
     method.terms(Batch(images, labels, idx))
     method.terms(Batch(images, labels, idx))
-    assert reads == ["colour"]  # E_{m-1}: one read of its checkpoint for the task, none per step
+    # The student, then E_{m-1}: one read of its checkpoint for the task (its image rows, its class texts of
+    # this task and of the seen ones), none per step; E0 none (its features come from the prototypes stage).
+    assert reads == ["colour", "colour"]
     monkeypatch.setattr(clip_lib, "load", load)
     rows, prototypes, e0_rows, prev_rows, w, k, b = seen["args"]
     assert w == weighting and (k, b) == (params.loss.adaptive_k, params.loss.adaptive_b)
@@ -362,7 +375,7 @@ def test_seen_scope_rows_and_columns(chain, monkeypatch, weighting):
     with torch.no_grad():
         v = clip_lib.encode_images(ctx.student, images)
         u = [clip_lib.class_text_features(ctx.student, t.prompts()) for t in ctx.seen_tasks]
-        teacher = ctx.load_teacher("colour")
+        teacher = load_teacher("colour")
         prev_u = [clip_lib.class_text_features(teacher, t.prompts()) for t in ctx.seen_tasks]
     torch.testing.assert_close(rows, torch.cat([v, *u]))
     stage = {n: io.load_tensors(paths.prototypes_file(n)) for n in CHAIN}

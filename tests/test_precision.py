@@ -15,7 +15,8 @@ from conftest import REPO, rejected_params
 from pipeline import runtime
 from pipeline.data import loader
 from pipeline.stages.common import setup_runtime
-from pipeline.tools.bench_synthetic import SyntheticContext, synthetic_corpus, synthetic_task
+from pipeline.continual.inputs import TaskInputs
+from pipeline.tools.bench_synthetic import SyntheticOutputs, synthetic_corpus, synthetic_inputs, synthetic_task
 from pipeline.params import Params, RuntimeParams
 from pipeline.continual import get_method
 from pipeline.continual.trainer import train_task
@@ -144,7 +145,7 @@ def test_a_stage_sets_the_loaders_from_its_runtime_section(cuda_flags, monkeypat
 
 
 # ----------------------------------------------------------- fp32 training: no autocast, the same weights
-def synthetic_context(params: Params) -> SyntheticContext:
+def synthetic_context(params: Params, method: str) -> TaskInputs:
     """Task `digits` after `shapes`, synthetic, on a random synth-rn-tiny (pipeline/tools/bench_synthetic.py)."""
     from pipeline.models import clip as clip_lib
     from pipeline.stages.prototypes import e0_outputs
@@ -155,8 +156,8 @@ def synthetic_context(params: Params) -> SyntheticContext:
     model = clip_lib.build("synth-rn-tiny", 32)
     e0 = clip_lib.freeze(copy.deepcopy(model))
     outputs = {n: e0_outputs(e0, t, 8, params.runtime.precision) for n, t in tasks.items()}
-    return SyntheticContext(params, "digits", tasks["digits"], copy.deepcopy(model), CPU, all_tasks=tasks, e0=model,
-                            stage_outputs=outputs, reference=synthetic_corpus(8, 32, generator))
+    return synthetic_inputs(params, method, "digits", tasks, copy.deepcopy(model), CPU,
+                            SyntheticOutputs(model, outputs, synthetic_corpus(8, 32, generator)))
 
 
 @pytest.mark.parametrize("method", ["dual_teacher", "zscl"])
@@ -164,7 +165,7 @@ def test_an_fp32_task_enters_no_autocast_and_trains_as_without_the_key(no_autoca
     weights = []
     for keys in ({}, {"precision": "fp32"}):
         params = Params.from_dict(raw_params(**keys), libraries=())
-        ctx = synthetic_context(params)
+        ctx = synthetic_context(params, method)
         train_task(get_method(method)(ctx))
         weights.append(ctx.student.model.state_dict())
     assert weights[0].keys() == weights[1].keys()

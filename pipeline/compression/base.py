@@ -10,20 +10,20 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from pipeline import runtime
 from pipeline.params.compression import Recipe
 from pipeline.compression.teachers import Teacher, training_logits
 from pipeline.data import TaskData
-from pipeline.training import Batch, Method
+from pipeline.training import Batch, Inputs, Method
 
 __all__ = ["Batch", "DistillContext", "DistillMethod"]
 
 
-@dataclass
-class DistillContext:
-    """One training of the branch: the student, the task, the recipe (DistillParams, or TeacherParams when the
-    CNN teacher itself is trained), the frozen teacher (None: the student alone, on the labels) and the one
-    random stream of the run: flips are drawn from it first each step, then whatever the method draws."""
+@dataclass(frozen=True, eq=False)
+class DistillContext(Inputs):
+    """One training of the branch, the engine's one context type (pipeline/training.py, `Inputs`): the student,
+    the task, the recipe (DistillParams, or TeacherParams when the CNN teacher itself is trained), the frozen
+    teacher (None: the student alone, on the labels) and the one random stream of the run: flips are drawn
+    from it first each step, then whatever the method draws. Frozen: `dataclasses.replace` makes a variant."""
 
     student: nn.Module
     task: TaskData
@@ -36,7 +36,7 @@ class DistillContext:
 
     def __post_init__(self) -> None:
         if self.generator is None:
-            self.generator = torch.Generator().manual_seed(self.params.seed)
+            object.__setattr__(self, "generator", torch.Generator().manual_seed(self.params.seed))
 
     @functools.cached_property
     def teacher_logits(self) -> Tensor:
@@ -46,10 +46,6 @@ class DistillContext:
             raise RuntimeError("the student alone has no teacher")
         with self.autocast():  # fp32 logits whatever the precision (D.predict returns them as float)
             return training_logits(self.teacher, self.task, self.eval_batch_size, self.device)
-
-    def autocast(self):
-        """The context of forward passes and losses: `runtime.precision`'s (none at all in fp32)."""
-        return runtime.autocast(self.device, self.precision)
 
     def teacher_logits_of(self, batch: Batch) -> Tensor:
         """The teacher's logits of the batch: looked up (flips only), or a forward pass on its crops."""

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.params import E0
 from pipeline.continual.teacher_cache import TeacherRows
 from pipeline.data import TaskData
 from pipeline.models import clip as clip_lib
@@ -43,24 +42,11 @@ class BaseHead:
         return torch.cat([clip_lib.class_text_features(student, t.prompts()) for t in self.tasks])
 
 
-def base_head(ctx, teacher: clip_lib.Clip | None = None, teacher_images: bool = True) -> BaseHead | None:
-    """The base head of task `ctx.name`, or None on the first task with `kd_first_task: none`.
-
-    `teacher` is E_{m-1} if the caller has it loaded already (frozen); otherwise it is loaded here when needed
-    (on the first task E0's features come from the prototypes stage, without any model). `teacher_images=False`
-    skips the teacher's pass over the training images (`teacher_image` is then None).
-    """
-    if ctx.prev_name == E0:
-        if ctx.params.loss.kd_first_task == "none":
-            return None
-        if teacher is None:
-            e0 = ctx.e0_features
-            return BaseHead((ctx.task,), True, e0.text, e0.image)
-        tasks = (ctx.task,)
-    else:
-        tasks = tuple(ctx.base_tasks)
-    teacher = teacher if teacher is not None else ctx.load_teacher(ctx.prev_name)
-    with torch.no_grad(), ctx.autocast():  # fp32 whatever the precision (`.float()`: a no-op in fp32)
+def base_head(inputs, teacher: clip_lib.Clip, image: TeacherRows | None) -> BaseHead:
+    """The base head of task `inputs.name` (TaskInputs) with `teacher`'s text features: E_{m-1} (frozen), E0
+    on the first task (`kd_first_task: current`, E0 plays E_{m-1}). `image`: the teacher's rows of the training
+    batches, or None where the caller computes the teacher's logits itself (LwM)."""
+    tasks = (inputs.task,) if inputs.first else tuple(inputs.base_tasks)
+    with torch.no_grad(), inputs.autocast():  # fp32 whatever the precision (`.float()`: a no-op in fp32)
         text = torch.cat([clip_lib.class_text_features(teacher, t.prompts()) for t in tasks]).float()
-    image = ctx.teacher_image_rows(teacher, ctx.prev_name) if teacher_images else None
-    return BaseHead(tasks, ctx.prev_name == E0, text, image)
+    return BaseHead(tasks, inputs.first, text, image)

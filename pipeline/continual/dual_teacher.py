@@ -26,7 +26,8 @@ import torch
 
 from pipeline import distributed, paths
 from pipeline.runtime import stable_seed
-from pipeline.continual.base import Method, TaskContext
+from pipeline.continual.base import Method
+from pipeline.continual.inputs import TaskInputs
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.registry import register_method
 from pipeline.losses import clip_ce, dual_teacher_distillation, prototype_contrastive
@@ -40,7 +41,7 @@ def earlier_key(task: str) -> str:
     return f"{PROTOTYPES}/{task}"
 
 
-def carried_prototypes(ctx: TaskContext) -> dict[str, torch.Tensor]:
+def carried_prototypes(ctx: TaskInputs) -> dict[str, torch.Tensor]:
     """P_1..P_{m-1}, each as its task ended, by task name in training order (empty on the first task).
 
     train@<task> depends on models/<prev> only, so they travel along the chain: the previous task's own
@@ -48,12 +49,12 @@ def carried_prototypes(ctx: TaskContext) -> dict[str, torch.Tensor]:
     previous task left no state file or lacks a key (it was trained by another method, or before prototypes
     were carried), E0's initial prototypes of that task from the prototypes stage
     (data/prototypes/<task>.safetensors) stand in; with `loss.dis_scope: seen`, where they enter the loss,
-    a warning names those tasks."""
+    a warning names those tasks. From the inputs `prev_state` and `earlier_prototypes` (E0's initial P_k)."""
     path = paths.method_state(ctx.prev_name)  # named in the messages
-    state = ctx.prev_method_state()
+    state = ctx.prev_state
     carried, fallback = {}, []
     for name in ctx.base_names:
-        initial = ctx.prototypes_stage_tensor(name, "prototypes")  # E0's initial P_k
+        initial = ctx.earlier_prototypes[name]  # E0's initial P_k
         key = PROTOTYPES if name == ctx.prev_name else earlier_key(name)
         if key not in state:
             fallback.append(name)
@@ -72,6 +73,14 @@ def carried_prototypes(ctx: TaskContext) -> dict[str, torch.Tensor]:
 @register_method
 class DualTeacher(Method):
     name = "dual_teacher"
+
+    @classmethod
+    def reads(cls, loss, first):
+        # E_{m-1}'s features only where they enter the loss (the e0-only ablation must not pay for them).
+        prev = {"prev_features"} | ({"seen_prev_text"} if loss.dis_scope == "seen" else set())
+        return frozenset({"prototypes", "prev_state", "earlier_prototypes", "e0_features"}
+                         | ({"seen_e0_text"} if loss.dis_scope == "seen" else set())
+                         | (prev if loss.dis_teachers != "e0" else set()))
 
     def __init__(self, ctx):
         super().__init__(ctx)

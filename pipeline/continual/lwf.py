@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.continual.base import Method
-from pipeline.continual.base_head import BaseHead, base_head
+from pipeline.continual.base_head import BaseHead
 from pipeline.continual.registry import register_method
 from pipeline.losses import clip_ce, cosine_logits, knowledge_distillation
 
@@ -18,9 +18,13 @@ from pipeline.losses import clip_ce, cosine_logits, knowledge_distillation
 class LwF(Method):
     name = "lwf"
 
+    @classmethod
+    def reads(cls, loss, first):
+        return frozenset({"base_head"})
+
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.head: BaseHead | None = base_head(ctx)  # teacher features computed once per task
+        self.head: BaseHead | None = ctx.base_head  # teacher features computed once per task, by the stage
 
     def weights(self):
         loss = self.ctx.params.loss

@@ -21,7 +21,6 @@ import warnings
 
 import torch
 
-from pipeline.params import E0
 from pipeline.continual.base import Method
 from pipeline.continual.base_head import BaseHead, base_head
 from pipeline.continual.gradcam import class_grad_cam, feature_map_and_features
@@ -74,12 +73,16 @@ def teacher_attention(
 class LwM(Method):
     name = "lwm"
 
+    @classmethod
+    def reads(cls, loss, first):
+        return frozenset() if first and loss.kd_first_task == "none" else frozenset({"prev_teacher"})
+
     def __init__(self, ctx):
         super().__init__(ctx)
         self.head: BaseHead | None = None
-        if ctx.prev_name != E0 or ctx.params.loss.kd_first_task == "current":
-            self.teacher = ctx.load_teacher(ctx.prev_name)  # E0 on the first task
-            self.head = base_head(ctx, self.teacher, teacher_images=False)  # y comes from teacher_attention
+        if not ctx.first or ctx.params.loss.kd_first_task == "current":
+            self.teacher = ctx.prev_teacher  # E0 on the first task
+            self.head = base_head(ctx, self.teacher, image=None)  # y comes from teacher_attention
             # Without augmentation the teacher's y, b and Grad-CAM maps of every training image are computed once;
             # with it, on each batch (`teacher_outputs`).
             if ctx.params.train.augment:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import torch
 
 from pipeline import runtime
-from pipeline.params import E0
 from pipeline.continual.base import Method
 from pipeline.continual.registry import register_method
 from pipeline.continual.weights import assign, floating_state, running_average
@@ -50,15 +49,19 @@ from pipeline.runtime import stable_seed
 class ZSCL(Method):
     name = "zscl"  # in registry.CORPUS_METHODS: reads E0's corpus with loss.zscl_reference: corpus_oracle
 
+    @classmethod
+    def reads(cls, loss, first):
+        return frozenset({"e0_teacher", "reference"})
+
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.e0 = ctx.load_teacher(E0)  # the reference model stays E0 on every task, as in ZSCL
+        self.e0 = ctx.e0_teacher  # the reference model stays E0 on every task, as in ZSCL
         self.oracle = ctx.params.loss.zscl_reference == "corpus_oracle"
-        if self.oracle:
-            self.corpus = ctx.load_corpus(needed_by=f"train.method: {self.name} with loss.zscl_reference: corpus_oracle")
+        if self.oracle:  # `reference` is E0's caption corpus
+            self.corpus = ctx.reference
             self.images, self.pool = self.corpus.images, None
-        else:
-            ref = ctx.load_reference(needed_by=f"train.method: {self.name}")
+        else:  # the reference set: images and an unpaired caption pool
+            ref = ctx.reference
             self.images, self.pool = ref.images, ref.captions
             # E0 is frozen: its features of the fixed pool are the same every step (ZSCL's code recomputes them).
             with torch.no_grad(), ctx.autocast():

@@ -11,11 +11,12 @@ import time
 
 from pipeline import distributed, io, paths, runtime
 from pipeline.continual import get_method
-from pipeline.continual.base import TaskContext
+from pipeline.continual.assemble import assemble
 from pipeline.continual.trainer import train_task
 from pipeline.data.benchmarks import load_tasks
 from pipeline.evaluation import accuracy_row
 from pipeline.models import clip as clip_lib
+from pipeline.params import E0
 from pipeline.stages.common import live, load_params, setup_runtime, stage
 from pipeline.errors import InputError
 
@@ -48,7 +49,10 @@ def train(params, name: str, device) -> None:
     tasks = load_tasks(params.task_names)
     student = clip_lib.load(paths.model_dir(params.tasks[name].prev))
     student.model.to(device)
-    method = get_method(params.train.method)(TaskContext(params, name, tasks[name], student, device, all_tasks=tasks))
+    cls = get_method(params.train.method)
+    # What the method reads of the earlier stages' outputs, and nothing more (pipeline/continual/assemble.py).
+    reads = cls.reads(params.loss, first=params.tasks[name].prev == E0)
+    method = cls(assemble(params, name, tasks, student, device, reads))
     start = time.perf_counter()
     main_rank = distributed.is_main()
     with (live(paths.train_live(name)) if main_rank else contextlib.nullcontext()) as logger:

@@ -7,10 +7,10 @@ vary from run to run).
   by default), on synthetic data (pipeline/tools/bench_synthetic.py): the task after the first of params.yaml's
   chain (so the dual teacher has both teachers and, with `loss.dis_scope: seen`, two tasks' prototypes),
   `--classes` classes with params.yaml's prompt templates, random uint8 images; ZSCL's reference pairs from
-  a random caption corpus. Each method is built through the registry on a TaskContext and stepped by the
+  a random caption corpus. Each method is built through the registry on its TaskInputs and stepped by the
   project's one trainer's `Trainer.step` (pipeline/training.py, fed by pipeline/continual/trainer.py), with params.yaml's loss and
-  optimiser settings: the step timed is the step trained. After `--warmup` steps (the first computes
-  E_{m-1}'s features), `--steps` steps are timed one by one, the device synchronised around each; the median
+  optimiser settings: the step timed is the step trained. After `--warmup` steps (E_{m-1}'s features are
+  computed with the inputs, before them), `--steps` steps are timed one by one, the device synchronised around each; the median
   gives images/s. Peak memory: `torch.cuda.max_memory_allocated`, reset before each method (teacher
   features and ZSCL's E0 included, as in training).
 - Inference: the token student (patch `--token-patch`, the rest as `distill.token.student`) and the CNN
@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 
 from pipeline import io, optim, paths, runtime
-from pipeline.tools.bench_synthetic import SyntheticContext, synthetic_corpus, synthetic_task
+from pipeline.tools.bench_synthetic import SyntheticOutputs, synthetic_corpus, synthetic_inputs, synthetic_task
 from pipeline.compression import students
 from pipeline.params.compression import TOKEN
 from pipeline.params import LIBRARIES, Params
@@ -111,13 +111,13 @@ def bench_training(params: Params, args, device: torch.device) -> dict:
     del e0
     # zscl as published scores each batch against the whole caption pool (data.reference_captions)
     corpus = synthetic_corpus(max(4 * params.loss.zscl_ref_batch, params.data.reference_captions), args.image_size, generator)
+    stage = SyntheticOutputs(model, outputs, corpus, device)
     results = {}
     for name in METHODS:
         fresh_peak(device)
         student = copy.deepcopy(model)
         student.model.to(device)
-        ctx = SyntheticContext(params, task_name, tasks[task_name], student, device, all_tasks=tasks, e0=model,
-                               stage_outputs=outputs, reference=corpus)
+        ctx = synthetic_inputs(params, name, task_name, tasks, student, device, stage)
         results[name] = summary(timed_task_steps(get_method(name)(ctx), args, device), args.batch, device)
         del ctx, student
         print(f"  {name:14s} {results[name]['images_per_s']:9.1f} images/s  step {results[name]['median_ms']:8.2f} ms"
@@ -185,7 +185,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", default=str(paths.BENCH_GPU))
     args = parser.parse_args(argv)
     if args.steps < 2 or args.warmup < 1 or min(args.batch, args.classes, args.infer_batch, args.train_images) < 1:
-        parser.error("--steps must be >= 2 (quartiles), --warmup >= 1 (the first step computes E_{m-1}'s features), "
+        parser.error("--steps must be >= 2 (quartiles), --warmup >= 1 (the first step: allocations, kernel choices), "
                      "--batch, --classes, --infer-batch and --train-images >= 1")
     return args
 

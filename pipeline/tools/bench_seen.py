@@ -29,7 +29,7 @@ import torch
 
 from pipeline import io, paths
 from pipeline.tools.bench_gpu import fresh_peak, summary, timed_task_steps
-from pipeline.tools.bench_synthetic import SyntheticContext, synthetic_task
+from pipeline.tools.bench_synthetic import SyntheticOutputs, synthetic_inputs, synthetic_task
 from pipeline.params import LIBRARIES, Params, TaskLink
 from pipeline.continual import get_method
 from pipeline.data.mtil_names import ORDER_I, TEMPLATES
@@ -101,8 +101,8 @@ def main(argv):
     for name, sets in variants(args.samples).items():
         fresh_peak(device)
         student = copy.deepcopy(model)
-        ctx = SyntheticContext(mtil_params(params, sets), last, tasks[last], student, device, all_tasks=tasks,
-                               e0=model, stage_outputs=outputs)
+        ctx = synthetic_inputs(mtil_params(params, sets), sets["train.method"], last, tasks, student, device,
+                               SyntheticOutputs(model, outputs, device=device))
         times = timed_task_steps(get_method(sets["train.method"])(ctx), args, device)
         results[name] = summary(times, args.batch, device)
         print(f"  {name:28s} step {results[name]['median_ms']:10.1f} ms", flush=True)

@@ -1,27 +1,29 @@
 """Synthetic stand-ins for what a continual method reads from earlier stages, so a benchmark
-(pipeline/tools/bench_gpu.py) builds the real methods, through the registry and a TaskContext, with no data, no
-stage output and no download: random uint8 tasks with class prompts, a random caption corpus, and E0's
-features and prototypes computed here, by the prototypes stage's own function, from a random-weight model.
+(pipeline/tools/bench_gpu.py, bench_seen.py) builds the real methods, through the registry and their
+`TaskInputs`, with no data, no stage output and no download: random uint8 tasks with class prompts, a random
+caption corpus, and E0's features and prototypes computed here, by the prototypes stage's own function, from a
+random-weight model.
 
-`SyntheticContext` is a TaskContext whose disk reads are replaced, nothing else: the three reads of the
-prototypes stage's files, the teacher checkpoints, the previous task's method state and the corpus. Every
-feature a method computes itself (E_{m-1}'s features at the start of a task, the student's at each step)
-goes through TaskContext's own code, so the step a benchmark times is the step trained."""
+`SyntheticOutputs` holds, in memory, what the earlier stages would have written; `synthetic_inputs` builds a
+method's inputs from it with the train stage's own assembler (pipeline/continual/assemble.py), so every feature
+a method is given (E_{m-1}'s at the start of a task) and computes (the student's at each step) goes through
+the code that trains, and the step a benchmark times is the step trained."""
 from __future__ import annotations
 
 import copy
-import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from pipeline.params import E0
-from pipeline.continual.base import TaskContext
+from pipeline.continual import get_method
+from pipeline.continual.assemble import assemble
 from pipeline.continual.dual_teacher import PROTOTYPES, earlier_key
-from pipeline.continual.teacher_cache import TeacherRows
+from pipeline.continual.inputs import TaskInputs
 from pipeline.data import CaptionCorpus, TaskData
 from pipeline.data.reference import ReferenceSet
 from pipeline.models import clip as clip_lib
+from pipeline.params import E0, Params
 
 
 def synthetic_task(name: str, classes: int, images: int, image_size: int, templates: list[str],
@@ -44,52 +46,48 @@ def synthetic_corpus(pairs: int, image_size: int, generator: torch.Generator) ->
 
 
 @dataclass
-class SyntheticContext(TaskContext):
-    """A TaskContext over synthetic data: `e0` (on the CPU) stands for E0 and every earlier model, each
-    teacher a frozen copy of it on the device; `stage_outputs` holds, per task, what the prototypes stage
-    would have written (`prototypes`, `features`, `text_features`, from `pipeline.stages.prototypes.e0_outputs`);
-    each earlier task's carried prototypes are its initial ones; `reference` is the caption corpus."""
+class SyntheticOutputs:
+    """The earlier stages' outputs, in memory (the reads of pipeline/continual/assemble.py's `StageOutputs`):
+    `e0` (on the CPU) stands for E0 and every earlier model; `stage_outputs` holds, per task in training
+    order, what the prototypes stage would have written (`prototypes`, `features`, `text_features`, from
+    `pipeline.stages.prototypes.e0_outputs`); each earlier task's carried prototypes are its initial ones;
+    `reference` is the caption corpus (and, unpaired, ZSCL's reference set). Arrays are put on `device`."""
 
-    e0: clip_lib.Clip | None = None
-    stage_outputs: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-    reference: CaptionCorpus | None = None
+    e0: clip_lib.Clip
+    stage_outputs: dict[str, dict[str, torch.Tensor]]
+    reference_corpus: CaptionCorpus | None = None
+    device: torch.device = torch.device("cpu")
 
-    def load_teacher(self, name: str) -> clip_lib.Clip:
-        teacher = clip_lib.freeze(copy.deepcopy(self.e0))
-        teacher.model.to(self.device)
-        return teacher
+    def teacher(self, name: str) -> clip_lib.Clip:
+        return copy.deepcopy(self.e0)
 
-    @functools.cached_property
-    def _from_prototypes_stage(self) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device) for k, v in self.stage_outputs[self.name].items()}
+    def prototypes_file(self, task: str, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.stage_outputs[task].items() if keys is None or k in keys}
 
-    def prototypes_stage_tensor(self, task: str, key: str) -> torch.Tensor:
-        return self.stage_outputs[task][key].to(self.device)
+    def e0_image_features(self, task: str) -> torch.Tensor:
+        return self.stage_outputs[task]["features"].to(self.device)
 
-    @functools.cached_property
-    def _e0_image_rows(self) -> TeacherRows:
-        if self.params.train.augment:
-            return self.teacher_image_rows(self.load_teacher(E0), E0)
-        return TeacherRows(self.device, cached=self.stage_outputs[self.name]["features"].to(self.device))
-
-    def teacher_image_rows(self, teacher, name, cached=None) -> TeacherRows:
+    def teacher_image_features(self, name: str, inputs: TaskInputs, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """E_{m-1}'s rows computed here, on the device (the teachers have no checkpoint files to key a disk
         cache by); the same per-step work as in training: an index into cached features."""
-        if self.params.train.augment or cached is not None:
-            return super().teacher_image_rows(teacher, name, cached)
-        with torch.no_grad(), self.autocast():
-            features = clip_lib.encode_images_batched(teacher, self.task.train_images, self.params.eval.batch_size).float()
-        return TeacherRows(self.device, cached=features.to(self.device))
+        return compute().to(self.device)
 
-    def prev_method_state(self) -> dict[str, torch.Tensor]:
-        if self.prev_name == E0:
+    def method_state(self, name: str) -> dict[str, torch.Tensor]:
+        if name == E0:
             return {}
-        earlier = {earlier_key(n): self.stage_outputs[n]["prototypes"] for n in self.base_names[:-1]}
-        return {PROTOTYPES: self.stage_outputs[self.prev_name]["prototypes"], **earlier}
+        order = list(self.stage_outputs)
+        earlier = {earlier_key(n): self.stage_outputs[n]["prototypes"] for n in order[: order.index(name)]}
+        return {PROTOTYPES: self.stage_outputs[name]["prototypes"], **earlier}
 
-    def load_corpus(self, needed_by: str) -> CaptionCorpus:
-        return self.reference
+    def reference(self, oracle: bool, needed_by: str) -> CaptionCorpus | ReferenceSet:
+        """The random corpus; as ZSCL's reference set, its images and, unpaired, its captions (the cost is the same)."""
+        if oracle:
+            return self.reference_corpus
+        return ReferenceSet(images=self.reference_corpus.images, captions=list(self.reference_corpus.captions))
 
-    def load_reference(self, needed_by: str) -> ReferenceSet:
-        """ZSCL's reference set: the random corpus's images and, unpaired, its captions (the cost is the same)."""
-        return ReferenceSet(images=self.reference.images, captions=list(self.reference.captions))
+
+def synthetic_inputs(params: Params, method: str, name: str, tasks: dict[str, TaskData], student: clip_lib.Clip,
+                     device: torch.device, outputs: SyntheticOutputs) -> TaskInputs:
+    """Task `name`'s inputs for continual method `method`, from the synthetic `outputs`."""
+    reads = get_method(method).reads(params.loss, first=params.tasks[name].prev == E0)
+    return assemble(params, name, tasks, student, device, reads, source=outputs)
