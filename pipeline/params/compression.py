@@ -83,9 +83,9 @@ class TokenStudentParams(Section):
 
     patch_size: int = Field(4, ge=1)
     d_model: int = Field(64, ge=1)
-    n_layers: int = Field(3, ge=1)
+    n_layers: int = Field(4, ge=1)
     n_heads: int = Field(4, ge=1)
-    d_ff: int = Field(64, ge=1)
+    d_ff: int = Field(128, ge=1)
     emb_dropout: float = Field(0.0, ge=0, lt=1)  # patent 0.3; DeiT found dropout hurts
     dropout: float = Field(0.0, ge=0, lt=1)
     attn_window: int | None = Field(2, ge=0)  # patch tokens see patches within this radius; null = full
