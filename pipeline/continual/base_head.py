@@ -36,10 +36,11 @@ class BaseHead:
     teacher_text: torch.Tensor
     teacher_image: TeacherRows | None
 
-    def student_text(self, student: clip_lib.Clip) -> torch.Tensor:
-        """The student's base-class text features (C_b, d), with gradient: one prompt ensemble per task,
-        since tasks may differ in their number of templates."""
-        return torch.cat([clip_lib.class_text_features(student, t.prompts()) for t in self.tasks])
+    def prompt_groups(self) -> list[list]:
+        """What the student's one forward (continual/forward.py) needs for its base-class text features: one
+        prompt group per base task (tasks may differ in their number of templates), whose outputs concatenate
+        to (C_b, d); none where the base classes are the current task's (its text features serve)."""
+        return [] if self.is_current else [[t.prompts()] for t in self.tasks]
 
 
 def base_head(inputs, teacher: clip_lib.Clip, image: TeacherRows | None) -> BaseHead:

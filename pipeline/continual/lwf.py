@@ -33,14 +33,14 @@ class LwF(Method):
     def terms(self, batch):
         images, labels, indices = batch.images, batch.labels, batch.indices
         ctx, loss = self.ctx, self.ctx.params.loss
-        base = [] if self.head is None or self.head.is_current else [[t.prompts()] for t in self.head.tasks]
+        base = [] if self.head is None else self.head.prompt_groups()
         v, u, *base_u = self.student_forward([images], [[ctx.task.prompts()], *base])  # one forward: DDP
         scale = ctx.student.logit_scale
         terms = {"ce": clip_ce(v, u, labels, scale, loss.label_smoothing)}
         if self.head is None:  # first task with kd_first_task = none: nothing to distil from
             terms["kd"] = v.new_zeros(())
             return terms
-        student_text = u if self.head.is_current else torch.cat(base_u)  # BaseHead.student_text, from the one forward
+        student_text = u if self.head.is_current else torch.cat(base_u)  # the base tasks' texts, from the one forward
         student_logits = cosine_logits(v, student_text, scale)
         # The logit scale is frozen since pretraining, so E_{m-1}'s scale is the student's.
         teacher_logits = cosine_logits(self.head.teacher_image(images, indices), self.head.teacher_text, scale)

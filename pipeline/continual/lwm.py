@@ -111,9 +111,9 @@ class LwM(Method):
             return {"ce": clip_ce(v, u, labels, ctx.student.logit_scale, loss.label_smoothing), "kd": zero, "ad": zero}
         # One forward for L_C, L_D and L_AD (one call of the student's module: DDP); y_hat (B, C_b) as the
         # teacher's y (base_forward: the same two functions, feature_map_and_features and cosine_logits).
-        base = [] if self.head.is_current else [[t.prompts()] for t in self.head.tasks]
+        base = self.head.prompt_groups()
         u, *base_u, a, features = self.student_forward(prompts=[[ctx.task.prompts()], *base], cam=(images, loss.lwm_stage))
-        student_text = u if self.head.is_current else torch.cat(base_u)  # BaseHead.student_text
+        student_text = u if self.head.is_current else torch.cat(base_u)  # the base tasks' texts, from the one forward
         y_hat = cosine_logits(features, student_text, ctx.student.logit_scale)
         if self.teacher_logits is None:  # augmented images: the teacher on this batch
             y, b, q = self.teacher_outputs(images)
