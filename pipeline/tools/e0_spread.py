@@ -12,6 +12,10 @@ results depend on the CPU's kernels.
 
     python -m pipeline.tools.e0_spread                                   # today's recipe, seeds 0-4 (about 5 x 1-3 min)
     python -m pipeline.tools.e0_spread --set pretrain.steps=1800 --out metrics/e0_spread-steps1800.json
+    python -m pipeline.tools.e0_spread --set pretrain.steps=1800 --out metrics/e0_spread-steps1800.json --resume
+
+`--resume` keeps the seeds `--out` already holds when it was written with the same `--set` on the same machine
+(a screen on two seeds grows into the 5-seed run without repeating them); the others are pretrained.
 """
 from __future__ import annotations
 
@@ -45,12 +49,26 @@ def machine() -> dict:
             "capability": torch.backends.cpu.get_cpu_capability()}
 
 
+def previous_rows(path: str, sets: dict, seeds: list[int]) -> dict[int, dict[str, float]]:
+    """The per-task rows of `seeds` that `path` holds, if it was written with the same recipe change on this
+    machine (E0's floats depend on the CPU's kernels, so another machine's rows would not be this run's)."""
+    try:
+        old = io.read_json(path)
+    except FileNotFoundError:
+        return {}
+    if old.get("set") != sets or old.get("machine") != machine():
+        raise ParamsError(f"--resume: {path} was written with --set {old.get('set')} on {old.get('machine')}, "
+                          f"not --set {sets} on {machine()}: drop --resume or give another --out")
+    return {int(s): row["tasks"] for s, row in old["per_seed"].items() if int(s) in seeds}
+
+
 @stage
 def main(argv):
     parser = argparse.ArgumentParser(prog="python -m pipeline.tools.e0_spread", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a recipe change (repeatable)")
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--resume", action="store_true", help="keep the seeds --out holds (same --set, same machine)")
     args = parser.parse_args(argv)
     sets = {}
     for item in args.set:
@@ -65,8 +83,11 @@ def main(argv):
     names = base.task_names
     tasks = {n: build_task(base.data, n) for n in names}
     corpus = build_corpus(base.data, names)
-    rows = {}
+    rows = previous_rows(args.out, sets, args.seeds) if args.resume else {}
     for seed, params in runs.items():
+        if seed in rows:
+            print(f"seed {seed}: kept from {args.out}", flush=True)
+            continue
         start = time.perf_counter()
         device = setup_runtime(params.runtime, params.pretrain.seed)  # as the pretrain stage: init, then training
         clip = clip_lib.build(params.model.arch, params.data.image_size)
