@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -19,10 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from pipeline import io, paths
 from pipeline.stages.common import stage
+from pipeline.tools.machine import machine
 
 OUTPUT = paths.METRICS / "bench_repro.json"
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
@@ -78,8 +76,7 @@ def main(argv: list[str]) -> None:
         "target": f"make {args.target}", "commit": commit, "runs": runs,
         "median_s": round(statistics.median(r["seconds"] for r in runs), 1),
         "stage_median_s": {n: round(statistics.median(r["stages"].get(n, 0.0) for r in runs), 2) for n in names},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability()},
+        "machine": machine(),
         "command": "python -m pipeline.tools.bench_repro " + " ".join(argv)})
     print(f"make {args.target} from a fresh clone: median {statistics.median(r['seconds'] for r in runs):.0f} s "
           f"over {len(runs)} runs; wrote {args.out}")

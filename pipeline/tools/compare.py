@@ -24,7 +24,6 @@ import argparse
 import fnmatch
 import json
 import os
-import platform
 import re
 import subprocess
 import time
@@ -38,6 +37,7 @@ from pipeline.tools import compare_tables as tables
 from pipeline import io, paths
 from pipeline.params import LIBRARIES, Params, ParamsError
 from pipeline.errors import InputError
+from pipeline.tools.machine import machine
 from pipeline.tools.selection import order_overrides
 from pipeline.stages.common import load_params, stage
 from pipeline.tools import compare_plots, docs
@@ -378,20 +378,6 @@ def _commits(revs: list[str] | None) -> list[str]:
     """The commits the experiments were queued on: the --rev baselines, else HEAD (short hashes)."""
     return [subprocess.run(["git", "rev-parse", "--short", rev], check=True, capture_output=True, text=True).stdout.strip()
             for rev in revs or ["HEAD"]]
-
-
-def machine() -> dict[str, object]:
-    """What the figures were measured on (the CPU's model and kernels decide E0's rounding, hence its draw)."""
-    import torch
-
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
-    info = {"cpu": model or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def publish(branch: Branch, summary: dict, tag: str | None = None) -> None:

@@ -117,6 +117,8 @@ SHORT: dict[str, Callable[[dict], str]] = {"cl": short_cl, "ablation": short_cl,
 
 
 def _value(v: object) -> str:
+    if isinstance(v, list):  # the CPU's flags
+        return "+".join(map(str, v)) or "none"
     return "null" if v is None else str(v)
 
 

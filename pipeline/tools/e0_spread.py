@@ -20,11 +20,9 @@ results depend on the CPU's kernels.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
-import torch
 import yaml
 
 from pipeline import io, metrics, paths
@@ -34,6 +32,7 @@ from pipeline.evaluation import accuracy_row
 from pipeline.models import clip as clip_lib
 from pipeline.pretraining import pretrain
 from pipeline.stages.common import load_params, setup_runtime, stage
+from pipeline.tools.machine import machine
 
 OUT = paths.METRICS / "e0_spread.json"
 
@@ -42,11 +41,6 @@ def spread(values: list[float]) -> dict:
     v = np.asarray(values, dtype=np.float64)
     return {"mean": round(float(v.mean()), 2), "std": round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 2),
             "min": round(float(v.min()), 2), "max": round(float(v.max()), 2), "range": round(float(v.max() - v.min()), 2)}
-
-
-def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def previous_rows(path: str, sets: dict, seeds: list[int]) -> dict[int, dict[str, float]]:
