@@ -36,3 +36,14 @@ def test_each_seed_is_the_pretrain_stages_e0_and_the_spread_is_summarised(tmp_pa
     with pytest.raises(SystemExit) as info:
         e0_spread.main(["--seeds", "0", "--set", "pretrain.nope=1"])
     assert info.value.code == 2
+    # --resume pretrains only the seeds the file lacks and keeps the others' rows; another recipe is refused
+    trained = []
+    real = e0_spread.pretrain
+    monkeypatch.setattr(e0_spread, "pretrain", lambda clip, *a, **k: trained.append(1) or real(clip, *a, **k))
+    e0_spread.main(["--seeds", "0", "1", "2", "--out", "spread.json", "--resume"])
+    resumed = json.loads(Path("spread.json").read_text())
+    assert len(trained) == 1 and resumed["seeds"] == [0, 1, 2]
+    assert {s: resumed["per_seed"][s]["tasks"] for s in ("0", "1")} == {s: out["per_seed"][s]["tasks"] for s in ("0", "1")}
+    with pytest.raises(SystemExit) as info:
+        e0_spread.main(["--seeds", "0", "--set", "pretrain.lr=0.01", "--out", "spread.json", "--resume"])
+    assert info.value.code == 2 and len(trained) == 1

@@ -78,6 +78,7 @@ def main(argv):
     tasks = {n: build_task(base.data, n) for n in names}
     corpus = build_corpus(base.data, names)
     rows = previous_rows(args.out, sets, args.seeds) if args.resume else {}
+    losses: dict[int, float] = {}
     for seed, params in runs.items():
         if seed in rows:
             print(f"seed {seed}: kept from {args.out}", flush=True)
@@ -85,21 +86,31 @@ def main(argv):
         start = time.perf_counter()
         device = setup_runtime(params.runtime, params.pretrain.seed)  # as the pretrain stage: init, then training
         clip = clip_lib.build(params.model.arch, params.data.image_size)
-        pretrain(clip, corpus, params.pretrain, device, precision=params.runtime.precision)
+        losses[seed] = pretrain(clip, corpus, params.pretrain, device, precision=params.runtime.precision)
         rows[seed] = accuracy_row(clip, tasks, params.eval.batch_size, params.runtime.precision)
         print(f"seed {seed} ({time.perf_counter() - start:.0f} s): Transfer "
               f"{metrics.zero_shot_transfer(list(rows[seed].values())):.2f}", flush=True)
-    transfer = {s: round(metrics.zero_shot_transfer(list(r.values())), 4) for s, r in rows.items()}
-    mean_all = {s: round(float(np.mean(list(r.values()))), 4) for s, r in rows.items()}
-    io.write_json(args.out, {
-        "seeds": args.seeds, "set": sets, "tasks": names,
-        "per_seed": {str(s): {"transfer": transfer[s], "mean_all_tasks": mean_all[s], "tasks": rows[s]} for s in rows},
-        "transfer": spread(list(transfer.values())), "mean_all_tasks": spread(list(mean_all.values())),
-        "per_task": {n: spread([rows[s][n] for s in rows]) for n in names},
-        "machine": machine(), "threads": base.runtime.threads,
-        "command": "python -m pipeline.tools.e0_spread " + " ".join(argv)})
-    print(f"E0 Transfer over seeds {args.seeds}: {spread(list(transfer.values()))}; wrote {args.out}")
+        write(args.out, argv, args.seeds, sets, names, rows, losses, base.runtime.threads)  # a stopped run keeps its seeds
+    summary = write(args.out, argv, args.seeds, sets, names, rows, losses, base.runtime.threads)
+    print(f"E0 Transfer over seeds {sorted(rows)}: {summary['transfer']}; wrote {args.out}")
 
+
+def write(out: str, argv: list[str], planned: list[int], sets: dict, names: list[str], rows: dict[int, dict],
+          losses: dict[int, float], threads: int) -> dict:
+    """The file for the seeds done so far (`seeds`; `planned`: the run's --seeds), with their spread."""
+    done = sorted(rows)
+    transfer = {s: round(metrics.zero_shot_transfer(list(rows[s].values())), 4) for s in done}
+    mean_all = {s: round(float(np.mean(list(rows[s].values()))), 4) for s in done}
+    summary = {
+        "seeds": done, "planned": planned, "set": sets, "tasks": names,
+        "per_seed": {str(s): {"transfer": transfer[s], "mean_all_tasks": mean_all[s], "tasks": rows[s],
+                              **({"final_loss": round(losses[s], 4)} if s in losses else {})} for s in done},
+        "transfer": spread(list(transfer.values())), "mean_all_tasks": spread(list(mean_all.values())),
+        "per_task": {n: spread([rows[s][n] for s in done]) for n in names},
+        "machine": machine(), "threads": threads,
+        "command": "python -m pipeline.tools.e0_spread " + " ".join(argv)}
+    io.write_json(out, summary)
+    return summary
 
 if __name__ == "__main__":
     main()
