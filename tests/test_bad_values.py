@@ -217,7 +217,7 @@ def test_predict_names_a_model_that_was_never_trained(micro_params, tmp_path, mo
         predict.main(["--model", "student", "img.png"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1
-    assert "--model: no model 'student' in models/" in err and "--task" not in err
+    assert "--model: no model 'student' in models/" in err and "make compress" in err and "--task" not in err
 
 
 def test_check_reads_the_pretrained_file_against_the_architecture(micro_params, tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ timed one by one and the median gives images/s. The student's time includes both
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -20,6 +19,7 @@ from pipeline.data import load_task
 from pipeline.compression.teachers import load_teacher
 from pipeline.models import classifier
 from pipeline.stages.common import load_params, setup_runtime, stage
+from pipeline.tools.machine import machine
 
 
 def images_per_second(fn, images: torch.Tensor, warmup: int, repeats: int) -> dict:
@@ -60,7 +60,7 @@ def main(argv):
     results["speedup"] = round(results["student"]["images_per_s"] / results["teacher"]["images_per_s"], 2)
     results["parameter_ratio"] = round(results["student"]["parameters"] / results["teacher"]["parameters"], 4)
     results["setup"] = {"batch_size": args.batch_size, "threads": params.runtime.threads, "repeats": args.repeats,
-                        "torch": torch.__version__, "machine": platform.machine(), "cpus": torch.get_num_threads()}
+                        "torch": torch.__version__, "machine": machine()}
     io.write_json(paths.THROUGHPUT, results)
     t, s = results["teacher"], results["student"]
     print(f"teacher {t['images_per_s']:.0f} img/s ({t['parameters']:,} params) | student {s['images_per_s']:.0f} img/s "

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from pipeline import io, paths
 from pipeline.stages.common import stage
+from pipeline.tools.machine import machine
 
 TASK = "shapes"
 STAGES = (("prepare", []), ("pretrain", []), ("prototypes", []), ("train", [TASK]))
@@ -124,7 +125,7 @@ def main(argv):
               for key in runs[small] if isinstance(runs[small][key], dict)}
     settings = {k: v for k, v in vars(args).items() if k not in ("scratch", "out")}
     io.write_json(args.out, {"runs": runs, f"peak_ratio_{large}_vs_{small}": ratios, "settings": settings,
-                             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}})
+                             "machine": {**machine(), "python": platform.python_version()}})
     print(f"peak RSS ratio {large} / {small} images: " + ", ".join(f"{k} {v}x" for k, v in ratios.items()) + f" -> {args.out}")
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import platform
 
 import torch
 
@@ -36,6 +35,7 @@ from pipeline.data.mtil_names import ORDER_I, TEMPLATES
 from pipeline.models import clip as clip_lib
 from pipeline.stages.common import load_params, setup_runtime, stage
 from pipeline.stages.prototypes import e0_outputs
+from pipeline.tools.machine import machine
 
 OUT = paths.METRICS / "bench_seen.json"
 ARCH = "bench-vit-b-16-narrow"
@@ -115,8 +115,7 @@ def main(argv):
                     "seen_prompts": sum(prompts.values()), "task_prompts": prompts[last], "batch": args.batch,
                     "image_size": args.image_size, "vision_width": args.vision_width, "text_width": args.text_width,
                     "layers": args.layers, "steps": args.steps, "threads": params.runtime.threads,
-                    "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                                "capability": torch.backends.cpu.get_cpu_capability()},
+                    "machine": machine(),
                     "command": "python -m pipeline.tools.bench_seen " + " ".join(argv)},
         "methods": results})
     print(f"wrote {args.out}")

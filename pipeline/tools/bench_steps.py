@@ -18,7 +18,6 @@ meta-optimisation (every `meta_every` steps)."""
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from pipeline.params import LIBRARIES
 from pipeline.data import load_task
 from pipeline.errors import InputError
 from pipeline.stages.common import load_params, setup_runtime, stage
+from pipeline.tools.machine import machine
 
 BRANCHES = ("distill", "cohort")
 
@@ -146,7 +146,7 @@ def main(argv):
     # rematchings; a step's own cost does not depend on the set's size.
     images = len(task.classes) * cmp.distill_setting.get("target.train_per_class", params.target.train_per_class)
     out = {"setup": {"task": task.name, "rounds": args.rounds, "warmup": args.warmup, "repeats": args.repeats,
-                     "threads": params.runtime.threads, "torch": torch.__version__, "machine": platform.machine()}}
+                     "threads": params.runtime.threads, "torch": torch.__version__, "machine": machine()}}
     if "distill" in args.branches:
         setting = {k: v for k, v in cmp.distill_setting.items() if k.startswith("distill.")}
         teacher = load_teacher(params, task, device)
