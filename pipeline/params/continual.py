@@ -75,7 +75,7 @@ class ModelParams(Section):
 
 
 class PretrainParams(Section):
-    steps: int = Field(900, ge=1)
+    steps: int = Field(1350, ge=1)
     batch_size: int = Field(128, ge=2)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0)
