@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline import io, paths
-from pipeline.tools import compare, compare_tables
+from pipeline.tools import compare, compare_tables, exp_queue
 from pipeline.errors import InputError
 from pipeline.params import Params, ParamsError
 
@@ -307,10 +307,10 @@ def test_experiments_of_earlier_baselines_are_collected_by_rev(monkeypatch, caps
                 {"rev": "c2", "experiments": [{"revs": [{"name": "cmp-a-s0", "rev": "e2"}, {"name": "cmp-b-s0", "rev": "e3"}]}]}]
         return json.dumps(show)
 
-    monkeypatch.setattr(compare, "_dvc", fake_dvc)
-    assert compare.experiments(["c1", "c2"]) == {"cmp-a-s0": "e2", "cmp-b-s0": "e3"}
+    monkeypatch.setattr(exp_queue, "_dvc", fake_dvc)
+    assert exp_queue.experiments(["c1", "c2"]) == {"cmp-a-s0": "e2", "cmp-b-s0": "e3"}
     assert calls[-1] == ("exp", "show", "--json", "--rev", "c1", "--rev", "c2")
-    compare.experiments()
+    exp_queue.experiments()
     assert calls[-1] == ("exp", "show", "--json")
     with pytest.raises(SystemExit) as info:
         compare.main(["--branch", "distill", "--rev", "c1"])
@@ -331,12 +331,12 @@ def test_a_comparison_records_its_machine_and_commit():
 
 def test_the_up_to_date_check_reads_only_the_branch_targets_and_their_upstream(monkeypatch):
     calls = []
-    monkeypatch.setattr(compare, "_dvc", lambda *args: calls.append(args) or '{"teacher": [], "cohort": []}')
+    monkeypatch.setattr(exp_queue, "_dvc", lambda *args: calls.append(args) or '{"teacher": [], "cohort": []}')
     with pytest.raises(InputError, match=r"stage teacher changed\): run `dvc repro distill student_alone` first"):
-        compare.check_up_to_date(("distill", "student_alone"))
+        exp_queue.check_up_to_date(("distill", "student_alone"))
     assert calls == [("status", "--json", "distill", "student_alone", "--with-deps")]
-    monkeypatch.setattr(compare, "_dvc", lambda *args: calls.append(args) or '{"cohort": []}')
-    compare.check_up_to_date()  # the cohort alone stale: no experiment reruns an upstream stage for it
+    monkeypatch.setattr(exp_queue, "_dvc", lambda *args: calls.append(args) or '{"cohort": []}')
+    exp_queue.check_up_to_date()  # the cohort alone stale: no experiment reruns an upstream stage for it
     assert calls[-1] == ("status", "--json")
 
 

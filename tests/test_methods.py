@@ -188,7 +188,9 @@ def test_single_teacher_ablation_distils_from_that_teacher_alone(workspace, monk
     images, labels, idx = first_batch(ctx)
     dis = method.terms(Batch(images, labels, idx))["dis"]
     teacher = ctx.e0_features if teachers == "e0" else ctx.prev_features
-    v, u = ctx.student_features(images)
+    # the reference computation: the student's image features and this task's class text features, with gradient
+    v = clip_lib.encode_images(ctx.student, images)
+    u = clip_lib.tasks_class_text_features(ctx.student, [ctx.task.prompts()])
     expected = similarity_distillation(torch.cat([v, u]), torch.cat([teacher.image(images, idx), teacher.text]), method.prototypes)
     torch.testing.assert_close(dis, expected)
     both = second_task_dual_teacher(workspace, monkeypatch, dis_scope="current")[1].terms(Batch(images, labels, idx))["dis"]

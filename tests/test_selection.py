@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.tools import compare, search
+from pipeline.tools import exp_queue, search
 from pipeline.tools import selection as sel
 from pipeline.params import Params, ParamsError
 from pipeline.data.domains import build_domain_task
@@ -126,7 +126,7 @@ def test_a_search_run_is_read_from_its_own_params_and_validation_metrics_only(mo
             return yaml.safe_dump(_run("lwf", {}, 0, 0.0).params)
         return '{"transfer": 1.0, "average": 2.0, "last": 3.0}'
 
-    monkeypatch.setattr(compare, "git_text", git_text)
+    monkeypatch.setattr(exp_queue, "git_text", git_text)
     run = search.read_run("sel-lwf-defaults-s0", "abc1234", "lwf", {}, 0)
     assert asked == ["params.yaml", "metrics/cl.json"] and run.metrics["average"] == 2.0
     assert sel.choose([run], "average")["variants"]["lwf"]["score"] == 2.0

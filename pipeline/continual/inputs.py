@@ -136,14 +136,6 @@ class TaskInputs(training.Inputs):
         """Tasks 1..m: the earlier tasks, then this one."""
         return [*self.base_tasks, self.task]
 
-    def student_features(self, images: torch.Tensor, seen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """The student's image features V (B, d) and class text features U (C, d), with gradient. With
-        `seen`, U holds the classes of tasks 1..m, (sum_k C_k, d), this task's last: one text-tower forward
-        over every seen task's prompts."""
-        tasks = self.seen_tasks if seen else [self.task]
-        v = clip_lib.encode_images(self.student, images)
-        return v, clip_lib.tasks_class_text_features(self.student, [t.prompts() for t in tasks])
-
 
 # The inputs a method may name in `reads` (the keyword-only fields).
 INPUTS = frozenset(f.name for f in dataclasses.fields(TaskInputs) if f.kw_only)

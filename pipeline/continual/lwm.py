@@ -9,8 +9,9 @@ training image (no augmentation), so they are computed once per task; the studen
 with create_graph=True, which is what makes L_AD a loss at all (computed under no-grad it would silently turn
 LwM into LwF: spec, "L_AD").
 
-Teacher and student go through the same code (`base_forward`, `top_class_map`), so at student == teacher
-(the first step of task 1) their logits and maps agree bit for bit. This matters for L_AD: an L1 distance has
+Teacher and student compute their logits and maps with the same functions (`feature_map_and_features`,
+`cosine_logits`, `top_class_map`: the teacher through `base_forward`, the student in its one forward of the
+step), so at student == teacher (the first step of task 1) their logits and maps agree bit for bit. This matters for L_AD: an L1 distance has
 a full-sized gradient (sign(Q_hat_{t-1} - Q_hat_t)) for any difference however small, so a rounding-level
 mismatch between the two sides (an extra F.normalize on one of them gave ~1e-7) sent a gradient of norm ~746
 (ResNet) / ~45 (ViT) into a student that was already at its optimum.

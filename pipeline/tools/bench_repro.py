@@ -23,13 +23,14 @@ from pipeline.stages.common import stage
 from pipeline.tools.machine import machine
 
 OUTPUT = paths.METRICS / "bench_repro.json"
-STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
+# Anywhere in a line: a stage's progress bar ends in carriage returns, with no newline before DVC's next line
+STAGE_LINE = re.compile(r"(?:^|\r)Running stage '([^']+)'")
 
 
 def stage_seconds(stamped: list[tuple[float, str]], end: float) -> dict[str, float]:
     """Seconds of each stage from (time, line) pairs of make's output: from its 'Running stage' line to the
     next one, the last one to `end`."""
-    starts = [(t, m.group(1)) for t, line in stamped if (m := STAGE_LINE.match(line))]
+    starts = [(t, m.group(1)) for t, line in stamped if (m := STAGE_LINE.search(line))]
     bounds = [t for t, _ in starts[1:]] + [end]
     return {name: round(stop - start, 2) for (start, name), stop in zip(starts, bounds)}
 
@@ -51,7 +52,7 @@ def one_run(venv: Path, target: str) -> dict:
         tail = "\n".join(line for _, line in stamped[-20:])
         raise RuntimeError(f"make {target} failed with exit {rc} in the fresh clone:\n{tail}")
     stages = stage_seconds(stamped, total)
-    first = next((t for t, line in stamped if STAGE_LINE.match(line)), total)
+    first = next((t for t, line in stamped if STAGE_LINE.search(line)), total)
     return {"seconds": round(total, 1), "before_first_stage_s": round(first, 1), "stages": stages,
             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
 

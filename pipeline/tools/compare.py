@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import os
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable
 
 import yaml
@@ -37,6 +38,7 @@ from pipeline.tools import compare_tables as tables
 from pipeline import io, paths
 from pipeline.params import LIBRARIES, Params, ParamsError
 from pipeline.errors import InputError
+from pipeline.tools.exp_queue import check_up_to_date, experiments, reader, run_queued, stages_run
 from pipeline.tools.machine import machine
 from pipeline.tools.selection import order_overrides
 from pipeline.stages.common import load_params, stage
@@ -59,6 +61,8 @@ class Branch:
     setting_key: str | None = None  # attribute of params.compare: overrides every variant starts from
     plots: tuple[tuple[Callable[[dict, Path], None], Path], ...] = ()  # figures drawn from the summary, and their paths
     targets: tuple[str, ...] = ()  # the stages each experiment reproduces (with their upstream); (): the whole DAG
+    # The stages a seed reruns, by the section of each seed key (the rest of the upstream comes from the cache)
+    redrawn: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def variants(self, params: Params) -> dict[str, dict]:
         return getattr(params.compare, self.variants_key)
@@ -74,14 +78,15 @@ class Branch:
         stages a seed redraws (data.seed: the tasks and E0's corpus; pretrain.seed: E0)."""
         sections = {key.split(".")[0] for key in self.setting(params)}
         redrawn = {key.split(".")[0] for key in self.seed_keys(params)}
-        upstream = ({"data": ("prepare", "pretrain", "prototypes"), "pretrain": ("pretrain", "prototypes")}
-                    if self.seed_key is None else  # the continual branches; the compression branches' below
-                    {"data": ("target", "teacher"), "teacher": ("teacher",)})
         return tuple(dict.fromkeys(self.may_run + tuple(sorted(sections & {"target", "teacher"})) +
-                                   tuple(sorted({stage for section in redrawn for stage in upstream.get(section, ())}))))
+                                   tuple(sorted({stage for section in redrawn for stage in self.redrawn.get(section, ())}))))
 
 
 DISTILL_SEEDS = ("data.seed", "teacher.seed", "distill.seed")
+# data.seed redraws the tasks and E0's corpus, pretrain.seed E0 (and so the prototypes)
+CONTINUAL_REDRAWN = MappingProxyType({"data": ("prepare", "pretrain", "prototypes"), "pretrain": ("pretrain", "prototypes")})
+# data.seed redraws the target's images (and so the teacher trained on them), teacher.seed the teacher
+COMPRESSION_REDRAWN = MappingProxyType({"data": ("target", "teacher"), "teacher": ("teacher",)})
 
 BRANCHES = {
     # Experiments reproduce `evaluate` and what it needs only: data.seed also feeds the compression branch's
@@ -89,23 +94,26 @@ BRANCHES = {
     "cl": Branch("cl", "variants", None, tables.collect_cl, tables.summarise_cl, tables.markdown_cl,
                  (paths.COMPARE, paths.COMPARE_TABLE), ("train@*", "evaluate"),
                  plots=((tables.plot_curves, paths.COMPARE_PLOT), (compare_plots.cl_bars, compare_plots.BARS),
-                        (compare_plots.matrix_heatmaps, compare_plots.MATRICES)), targets=("evaluate",)),
+                        (compare_plots.matrix_heatmaps, compare_plots.MATRICES)), targets=("evaluate",),
+                 redrawn=CONTINUAL_REDRAWN),
     # The headline method's ablation: variants of dual_teacher, the same runs and table as `cl`.
     "ablation": Branch("ablation", "ablation_variants", None, tables.collect_cl, tables.summarise_cl,
                        tables.markdown_cl, (paths.COMPARE_ABLATION, paths.COMPARE_ABLATION_TABLE), ("train@*", "evaluate"),
-                       plots=((compare_plots.ablation_dots, compare_plots.ABLATION),), targets=("evaluate",)),
+                       plots=((compare_plots.ablation_dots, compare_plots.ABLATION),), targets=("evaluate",),
+                       redrawn=CONTINUAL_REDRAWN),
     "distill": Branch("distill", "distill_variants", DISTILL_SEEDS, tables.collect_distill, tables.summarise_distill,
                       tables.markdown_distill, (paths.COMPARE_DISTILL, paths.COMPARE_DISTILL_TABLE),
                       ("distill", "student_alone"), setting_key="distill_setting",
-                      plots=((compare_plots.gains, compare_plots.DISTILL_GAINS),), targets=("distill", "student_alone")),
+                      plots=((compare_plots.gains, compare_plots.DISTILL_GAINS),), targets=("distill", "student_alone"),
+                      redrawn=COMPRESSION_REDRAWN),
     "cohort": Branch("cohort", "cohort_variants", ("data.seed", "cohort.seed"), tables.collect_cohort, tables.summarise_cohort,
                      tables.markdown_cohort, (paths.COMPARE_COHORT, paths.COMPARE_COHORT_TABLE), ("cohort",),
                      setting_key="cohort_setting", plots=((tables.plot_cohort, paths.COMPARE_COHORT_PLOT),
                                                           (compare_plots.gains, compare_plots.COHORT_GAINS)),
-                     targets=("cohort",)),
+                     targets=("cohort",), redrawn=COMPRESSION_REDRAWN),
     "token": Branch("token", "token_variants", DISTILL_SEEDS, tables.collect_distill, tables.summarise_token,
                     tables.markdown_token, (paths.COMPARE_TOKEN, paths.COMPARE_TOKEN_TABLE), ("distill", "student_alone"),
-                    targets=("distill", "student_alone")),
+                    targets=("distill", "student_alone"), redrawn=COMPRESSION_REDRAWN),
 }
 
 
@@ -148,14 +156,6 @@ def outputs(branch: Branch, tag: str | None) -> tuple[Path, Path]:
     return tuple(Path(p).with_name(f"{Path(p).stem}-{tag}{Path(p).suffix}") for p in branch.outputs)
 
 
-def set_params(sets: dict[str, object]) -> list[str]:
-    """`dvc exp run` arguments setting dotted keys (Hydra grammar: None is `null`)."""
-    args = []
-    for key, value in sets.items():
-        args += ["--set-param", f"{key}={'null' if value is None else value}"]
-    return args
-
-
 def check_variants(params: Params, branch: Branch = BRANCHES["cl"], extra: dict[str, object] | None = None) -> None:
     """Every variant must give valid params: fail before the first (long) run, naming the variant."""
     for variant in branch.variants(params):
@@ -168,107 +168,6 @@ def default_jobs(params: Params) -> int:
     if params.compare.jobs is not None:
         return params.compare.jobs
     return max(1, (os.cpu_count() or 1) // params.runtime.threads)
-
-
-# --- DVC's experiment queue ---------------------------------------------------------------------------------
-
-def _dvc(*args: str) -> str:
-    return subprocess.run(["dvc", *args], check=True, capture_output=True, text=True).stdout
-
-
-def check_up_to_date(targets: tuple[str, ...] = ()) -> None:
-    """Queued experiments check the upstream outputs out of the cache as dvc.lock records them: a stale
-    workspace pipeline would make every experiment re-run its changed stages. Only `targets` and what they
-    need are checked (the whole DAG where none are named): a compression table needs no continual chain."""
-    changed = json.loads(_dvc("status", "--json", *((*targets, "--with-deps") if targets else ())) or "{}")
-    # The cohort stage is outside `make repro` (`make cohort`) and upstream of no stage: stale, it costs no
-    # experiment an upstream run (the cohort's own experiments re-run it anyway).
-    changed.pop("cohort", None)
-    if changed:
-        how = f"dvc repro {' '.join(targets)}" if targets else "make repro"
-        raise InputError(f"the pipeline is not up to date (stage {', '.join(sorted(changed))} changed): "
-                         f"run `{how}` first")
-
-
-def queue_status() -> dict[str, str]:
-    """Name -> status (Queued, Running, Success, Failed) of the tasks `dvc queue status` lists."""
-    status = {}
-    for line in _dvc("queue", "status").splitlines():
-        fields = line.split()
-        if len(fields) >= 3 and re.fullmatch(r"[0-9a-f]{7}", fields[0]):
-            status[fields[1]] = fields[-1]
-    return status
-
-
-def experiments(revs: list[str] | None = None) -> dict[str, str]:
-    """Name -> commit of each experiment of HEAD, or of the baseline commits `revs` (`dvc exp show --json
-    --rev ...`; a name in several: the last baseline's)."""
-    found = {}
-    for baseline in json.loads(_dvc("exp", "show", "--json", *(a for r in revs or [] for a in ("--rev", r)))):
-        for exp in baseline.get("experiments") or []:
-            for rev in exp.get("revs") or []:
-                if rev.get("name"):
-                    found[rev["name"]] = rev["rev"]
-    return found
-
-
-def git_text(rev: str, path: Path, name: str) -> str:
-    """A file of experiment `name`'s commit `rev`."""
-    proc = subprocess.run(["git", "show", f"{rev}:{Path(path).as_posix()}"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise InputError(f"experiment {name}: no {Path(path).as_posix()} in its commit {rev[:7]}")
-    return proc.stdout
-
-
-def reader(name: str, rev: str) -> tables.Reader:
-    """Reads a metrics file from an experiment's commit, whole: `dvc exp show` keeps only the numbers of a
-    metrics file, not the accuracy matrix's lists."""
-    def read(path: Path) -> dict:
-        return json.loads(git_text(rev, path, name))
-
-    return read
-
-
-def stages_run(name: str) -> list[str]:
-    """The stages an experiment ran (not checked out of the cache), from its log."""
-    return re.findall(r"^Running stage '([^']+)'", _dvc("queue", "logs", name), re.MULTILINE)
-
-
-# Between two looks at the queue: each `dvc queue status` costs about a second of CPU, which the experiments'
-# step times would pay for (every 5 s it was a fifth of a core on a 2-core machine).
-POLL_SECONDS = 30
-
-
-def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str, ...] = ()) -> None:
-    """Queue one experiment per name (replacing an earlier one of that name) reproducing `targets` (default:
-    every stage), run them `jobs` at a time, and wait for them all; a failed one names its log."""
-    from tqdm import tqdm
-
-    earlier = sorted(set(runs) & (set(experiments()) | set(queue_status())))
-    if earlier:
-        _dvc("exp", "remove", *earlier)
-    for name, sets in runs.items():
-        args = ["exp", "run", "--queue", "--name", name, *set_params(sets), *targets]
-        print("$ " + " ".join(["dvc", *args]), flush=True)
-        _dvc(*args)
-    print(f"$ dvc queue start --jobs {jobs}   (follow one with `dvc queue logs NAME --follow`)", flush=True)
-    # Not through _dvc: the detached queue worker inherits the command's stdout, and a captured pipe stays open
-    # until the worker exits, i.e. until the whole queue is empty, so the wait below would begin only then.
-    subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    with tqdm(total=len(runs), desc="experiments", unit="exp") as bar:
-        while True:
-            status = queue_status()
-            done = [n for n in runs if status.get(n) in ("Success", "Failed")]
-            bar.update(len(done) - bar.n)
-            failed = [n for n in done if status[n] == "Failed"]
-            if failed:
-                raise SystemExit(f"error: experiment {failed[0]} failed: see `dvc queue logs {failed[0]}`")
-            if len(done) == len(runs):
-                return
-            if not any(status.get(n) in ("Queued", "Running") for n in runs):
-                raise SystemExit(f"error: the queue stopped with experiments missing; see `dvc queue status`")
-            time.sleep(POLL_SECONDS)
 
 
 @stage

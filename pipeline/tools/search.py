@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import io, paths
-from pipeline.tools import compare
+from pipeline.tools import compare, exp_queue
 from pipeline.tools import selection as sel
 from pipeline.params import LIBRARIES, Params, ParamsError
 from pipeline.errors import InputError
@@ -52,9 +52,9 @@ def search_runs(params: Params, variants: list[str], seeds: list[int]) -> dict[s
 
 def read_run(name: str, rev: str, variant: str, point: dict, seed: int) -> sel.Run:
     """A search run read back from its experiment commit: its params.yaml and its metrics/cl.json, no more."""
-    read = compare.reader(name, rev)
+    read = exp_queue.reader(name, rev)
     return sel.Run(name=name, variant=variant, point=point, seed=seed,
-                   params=yaml.safe_load(compare.git_text(rev, paths.PARAMS, name)), metrics=read(paths.CL))
+                   params=yaml.safe_load(exp_queue.git_text(rev, paths.PARAMS, name)), metrics=read(paths.CL))
 
 
 def apply(selection: dict, path: Path = paths.PARAMS) -> None:
@@ -96,9 +96,9 @@ def main(argv: list[str]) -> None:
     runs = search_runs(params, variants, args.seeds or params.compare.seeds)
     start = time.perf_counter()
     if not args.collect:
-        compare.check_up_to_date(("evaluate",))
-        compare.run_queued({n: r[3] for n, r in runs.items()}, args.jobs or compare.default_jobs(params), ("evaluate",))
-    found = compare.experiments(args.rev)
+        exp_queue.check_up_to_date(("evaluate",))
+        exp_queue.run_queued({n: r[3] for n, r in runs.items()}, args.jobs or compare.default_jobs(params), ("evaluate",))
+    found = exp_queue.experiments(args.rev)
     missing = [n for n in runs if n not in found]
     if missing:
         raise InputError(f"no experiment {missing[0]} (`dvc exp show`): run the search, or --collect --rev <its commit>")
