@@ -1,5 +1,5 @@
 """`python -m pipeline.tools.e0_spread`: how far E0's zero-shot accuracy moves over pretraining seeds. Writes
-metrics/e0_spread.json. This is a command, not a stage.
+metrics/e0_spread.json (or --out). This is a command, not a stage.
 
 E0 is pretrained once per seed of `--seeds` (default 0-4), each time as the pretrain stage does it: the
 params.yaml recipe with `pretrain.seed` set, plus `--set` overrides, which try another recipe. The tasks and
@@ -10,11 +10,11 @@ each seed's figures and, over the seeds, the mean, sample std, min, max and rang
 of the mean over all tasks. It also records the machine (CPU, torch, kernel capability), since E0's float
 results depend on the CPU's kernels.
 
-    python -m pipeline.tools.e0_spread                                   # today's recipe, seeds 0-4 (about 5 x 1-3 min)
+    python -m pipeline.tools.e0_spread                                   # params.yaml's recipe, seeds 0-4 (5 x ~5 min)
     python -m pipeline.tools.e0_spread --set pretrain.steps=1800 --out metrics/e0_spread-steps1800.json
     python -m pipeline.tools.e0_spread --set pretrain.steps=1800 --out metrics/e0_spread-steps1800.json --resume
 
-`--resume` keeps the seeds `--out` already holds when it was written with the same `--set` on the same machine
+`--resume` keeps the seeds `--out` already holds when it was written with the same recipe on the same machine
 (a screen on two seeds grows into the 5-seed run without repeating them); the others are pretrained.
 """
 from __future__ import annotations
@@ -43,16 +43,24 @@ def spread(values: list[float]) -> dict:
             "min": round(float(v.min()), 2), "max": round(float(v.max()), 2), "range": round(float(v.max() - v.min()), 2)}
 
 
-def previous_rows(path: str, sets: dict, seeds: list[int]) -> dict[int, dict[str, float]]:
-    """The per-task rows of `seeds` that `path` holds, if it was written with the same recipe change on this
-    machine (E0's floats depend on the CPU's kernels, so another machine's rows would not be this run's)."""
+def recipe(params) -> dict:
+    """What decides E0 but the seed: the model, the pretrain section and the data that builds the corpus."""
+    pretrain = params.pretrain.model_dump(mode="json")
+    pretrain.pop("seed")
+    return {"model": params.model.model_dump(mode="json"), "pretrain": pretrain,
+            "data": params.data.model_dump(mode="json"), "threads": params.runtime.threads}
+
+
+def previous_rows(path: str, wanted: dict, seeds: list[int]) -> dict[int, dict[str, float]]:
+    """The per-task rows of `seeds` that `path` holds, if it was written with the same recipe on this machine
+    (E0's floats depend on the CPU's kernels, so another machine's rows would not be this run's)."""
     try:
         old = io.read_json(path)
     except FileNotFoundError:
         return {}
-    if old.get("set") != sets or old.get("machine") != machine():
-        raise ParamsError(f"--resume: {path} was written with --set {old.get('set')} on {old.get('machine')}, "
-                          f"not --set {sets} on {machine()}: drop --resume or give another --out")
+    if old.get("recipe") != wanted or old.get("machine") != machine():
+        raise ParamsError(f"--resume: {path} was not written with this recipe (params.yaml with --set) on this "
+                          f"machine ({machine()['cpu']}): drop --resume or give another --out")
     return {int(s): row["tasks"] for s, row in old["per_seed"].items() if int(s) in seeds}
 
 
@@ -62,7 +70,7 @@ def main(argv):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a recipe change (repeatable)")
     parser.add_argument("--out", default=str(OUT))
-    parser.add_argument("--resume", action="store_true", help="keep the seeds --out holds (same --set, same machine)")
+    parser.add_argument("--resume", action="store_true", help="keep the seeds --out holds (same recipe, same machine)")
     args = parser.parse_args(argv)
     sets = {}
     for item in args.set:
@@ -77,7 +85,8 @@ def main(argv):
     names = base.task_names
     tasks = {n: build_task(base.data, n) for n in names}
     corpus = build_corpus(base.data, names)
-    rows = previous_rows(args.out, sets, args.seeds) if args.resume else {}
+    first = next(iter(runs.values()))
+    rows = previous_rows(args.out, recipe(first), args.seeds) if args.resume else {}
     losses: dict[int, float] = {}
     for seed, params in runs.items():
         if seed in rows:
@@ -90,24 +99,24 @@ def main(argv):
         rows[seed] = accuracy_row(clip, tasks, params.eval.batch_size, params.runtime.precision)
         print(f"seed {seed} ({time.perf_counter() - start:.0f} s): Transfer "
               f"{metrics.zero_shot_transfer(list(rows[seed].values())):.2f}", flush=True)
-        write(args.out, argv, args.seeds, sets, names, rows, losses, base.runtime.threads)  # a stopped run keeps its seeds
-    summary = write(args.out, argv, args.seeds, sets, names, rows, losses, base.runtime.threads)
+        write(args.out, argv, args.seeds, sets, recipe(first), names, rows, losses)  # a stopped run keeps its seeds
+    summary = write(args.out, argv, args.seeds, sets, recipe(first), names, rows, losses)
     print(f"E0 Transfer over seeds {sorted(rows)}: {summary['transfer']}; wrote {args.out}")
 
 
-def write(out: str, argv: list[str], planned: list[int], sets: dict, names: list[str], rows: dict[int, dict],
-          losses: dict[int, float], threads: int) -> dict:
+def write(out: str, argv: list[str], planned: list[int], sets: dict, used: dict, names: list[str],
+          rows: dict[int, dict], losses: dict[int, float]) -> dict:
     """The file for the seeds done so far (`seeds`; `planned`: the run's --seeds), with their spread."""
     done = sorted(rows)
     transfer = {s: round(metrics.zero_shot_transfer(list(rows[s].values())), 4) for s in done}
     mean_all = {s: round(float(np.mean(list(rows[s].values()))), 4) for s in done}
     summary = {
-        "seeds": done, "planned": planned, "set": sets, "tasks": names,
+        "seeds": done, "planned": planned, "set": sets, "recipe": used, "tasks": names,
         "per_seed": {str(s): {"transfer": transfer[s], "mean_all_tasks": mean_all[s], "tasks": rows[s],
                               **({"final_loss": round(losses[s], 4)} if s in losses else {})} for s in done},
         "transfer": spread(list(transfer.values())), "mean_all_tasks": spread(list(mean_all.values())),
         "per_task": {n: spread([rows[s][n] for s in done]) for n in names},
-        "machine": machine(), "threads": threads,
+        "machine": machine(),
         "command": "python -m pipeline.tools.e0_spread " + " ".join(argv)}
     io.write_json(out, summary)
     return summary
