@@ -37,3 +37,12 @@ def test_smoke_run_writes_every_variant(tmp_path, monkeypatch):
     assert set(out["methods"]) == {"finetune", "dual_teacher current", "dual_teacher seen", "dual_teacher seen K=3"}
     assert out["methods"]["finetune"]["vs_finetune"] == 1.0
     assert all(m["median_ms"] > 0 for m in out["methods"].values())
+
+
+def test_the_full_seen_variant_can_be_left_out():
+    from pipeline.tools.bench_seen import variants
+
+    assert list(variants([8, 32])) == ["finetune", "dual_teacher current", "dual_teacher seen",
+                                       "dual_teacher seen K=8", "dual_teacher seen K=32"]
+    assert "dual_teacher seen" not in variants([8], full_seen=False)
+    assert variants([8], full_seen=False)["dual_teacher seen K=8"]["loss.dis_seen_sample"] == 8
