@@ -17,7 +17,7 @@ Each variant x seed is one `dvc exp run --queue -S ...`; `dvc queue start --jobs
 copy of the repository, and the results are read back from the experiments' commits (`dvc exp show --json`
 names them). The workspace is never touched: the stages upstream of what a variant changes (data, E0, prototypes, the CNN teacher) are checked out
 from DVC's cache in every copy, never re-run, which is why the workspace's pipeline must be up to date first
-(`make repro`); the summary records which stages the experiments ran."""
+(`make repro`; `make compress` for the compression tables); the summary records which stages the experiments ran."""
 from __future__ import annotations
 
 import argparse

@@ -74,7 +74,8 @@ def main(argv: list[str]) -> None:
     # open_clip warns on every model it builds that no pretrained weights were loaded: ours load right after.
     logging.getLogger().setLevel(logging.ERROR)
     if args.model is not None and not paths.model_dir(args.model).is_dir():  # named before asking for --task
-        how = {"student": "make compress", "teacher": "make compress", "cohort": "make cohort"}.get(args.model, "make repro")
+        how = {"student": "make compress", "student_alone": "make compress", "cnn": "make compress",
+               "cohort": "make cohort"}.get(args.model, "make repro")  # models/<stage output>, by branch
         raise MissingInput(f"--model: no model {args.model!r} in {paths.MODELS}/ (has its stage run? `{how}`)")
     if classifier_kind(args.model) in CLASSIFIER_KINDS:
         if args.task is not None:
