@@ -317,6 +317,45 @@ def test_experiments_of_earlier_baselines_are_collected_by_rev(monkeypatch, caps
     assert info.value.code == 2 and "--rev: only with --collect" in capsys.readouterr().err
 
 
+def test_resume_queues_only_the_runs_this_commit_has_not_made(monkeypatch, capsys):
+    """A queue stopped part way (or a session that ended): `--resume` keeps the finished experiments of HEAD and
+    queues the rest; without it every name is removed and queued again."""
+    calls, queued = [], []
+
+    def fake_dvc(*args):
+        calls.append(args)
+        if args[:2] == ("exp", "show"):
+            return json.dumps([{"rev": "head", "experiments": [{"revs": [{"name": "cmp-a-s0", "rev": "e1"}]}]}])
+        if args[:2] == ("exp", "run"):
+            queued.append(args[args.index("--name") + 1])
+        if args[:2] == ("queue", "status"):
+            return "\n".join(f"abcdef{i} {name} 06:39 AM Success" for i, name in enumerate(queued))
+        return ""
+
+    monkeypatch.setattr(exp_queue, "_dvc", fake_dvc)
+    monkeypatch.setattr(exp_queue, "POLL_SECONDS", 0)
+    monkeypatch.setattr(exp_queue.subprocess, "run", lambda *a, **k: None)  # `dvc queue start`
+    runs = {"cmp-a-s0": {"x": 1}, "cmp-b-s0": {"x": 2}}
+    exp_queue.run_queued(runs, 1, ("evaluate",), resume=True)
+    assert queued == ["cmp-b-s0"] and not [c for c in calls if c[:2] == ("exp", "remove")]
+    assert "--resume: 1 of 2 experiments already run on this commit, kept" in capsys.readouterr().out
+    queued.clear()
+    exp_queue.run_queued(runs, 1, ("evaluate",))
+    assert queued == ["cmp-a-s0", "cmp-b-s0"] and ("exp", "remove", "cmp-a-s0") in calls
+    queued.clear()
+    calls.clear()
+    exp_queue.run_queued({"cmp-a-s0": {"x": 1}}, 1, resume=True)  # nothing left: no queue started
+    assert queued == [] and not [c for c in calls if c[0] == "queue"]
+    with pytest.raises(SystemExit) as info:
+        compare.main(["--resume", "--collect"])
+    assert info.value.code == 2 and "--resume" in capsys.readouterr().err
+    from pipeline.tools import search
+
+    with pytest.raises(SystemExit) as info:
+        search.main(["--resume", "--collect"])
+    assert info.value.code == 2 and "--resume" in capsys.readouterr().err
+
+
 def test_a_comparison_records_its_machine_and_commit():
     import torch
 

@@ -185,6 +185,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rev", action="append", metavar="COMMIT",
                         help="with --collect: the experiments of these baseline commits (repeatable) instead of "
                              "HEAD's, e.g. a sweep queued before later commits")
+    parser.add_argument("--resume", action="store_true",
+                        help="queue only the experiments this commit has not run yet (after a stopped queue)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for every variant alike (a sweep; repeatable; needs --tag)")
     parser.add_argument("--order", help="cl, ablation: train in this order of compare.orders (e.g. the held-out "
@@ -194,6 +196,8 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if args.rev and not args.collect:
         raise ParamsError("--rev: only with --collect (experiments are queued on HEAD)")
+    if args.resume and args.collect:
+        raise ParamsError("--resume: queues the missing runs; --collect queues none")
     branch = BRANCHES[args.branch]
     if args.order and branch.seed_key:  # the continual branches only (their seed keys are compare.seed_keys)
         raise ParamsError(f"--order: the {branch.name} comparison has no task order")
@@ -219,7 +223,7 @@ def main(argv: list[str]) -> None:
     if not args.collect:
         check_up_to_date(branch.targets)
         run_queued({names[v, s]: overrides(params, v, s, branch, extra) for v, s in names},
-                   args.jobs or default_jobs(params), branch.targets)
+                   args.jobs or default_jobs(params), branch.targets, resume=args.resume)
     seconds = None if args.collect else round(time.perf_counter() - start)  # a collected run's time is unknown here
     reference = branch.collect(io.read_json)  # the committed default run (E0 zero-shot, the teacher, ...)
     results = experiments(args.rev)

@@ -80,11 +80,20 @@ def stages_run(name: str) -> list[str]:
 POLL_SECONDS = 30
 
 
-def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str, ...] = ()) -> None:
+def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str, ...] = (), resume: bool = False) -> None:
     """Queue one experiment per name (replacing an earlier one of that name) reproducing `targets` (default:
-    every stage), run them `jobs` at a time, and wait for them all; a failed one names its log."""
+    every stage), run them `jobs` at a time, and wait for them all; a failed one names its log. `resume`: an
+    experiment of that name already run on this commit is kept, not queued again (a queue that stopped, or a
+    session that ended, part way: the finished runs stand, with their own logs)."""
     from tqdm import tqdm
 
+    if resume:
+        done = set(experiments())
+        kept = [n for n in runs if n in done]
+        print(f"--resume: {len(kept)} of {len(runs)} experiments already run on this commit, kept", flush=True)
+        runs = {n: sets for n, sets in runs.items() if n not in done}
+        if not runs:
+            return
     earlier = sorted(set(runs) & (set(experiments()) | set(queue_status())))
     if earlier:
         _dvc("exp", "remove", *earlier)

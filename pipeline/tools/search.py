@@ -83,6 +83,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--jobs", type=int, help="experiments at once (default: compare.jobs)")
     parser.add_argument("--collect", action="store_true", help="queue nothing: choose from the runs already made")
     parser.add_argument("--rev", action="append", metavar="COMMIT", help="with --collect: the runs of these baseline commits")
+    parser.add_argument("--resume", action="store_true", help="queue only the runs this commit has not made yet")
     parser.add_argument("--apply", action="store_true", help="write the chosen values into params.yaml's compare.variants")
     args = parser.parse_args(argv)
     params = load_params(*LIBRARIES)
@@ -93,11 +94,14 @@ def main(argv: list[str]) -> None:
         raise ParamsError(f"--variants: {unknown[0]!r} is not in both compare.search and compare.variants")
     if args.jobs is not None and args.jobs < 1:
         raise ParamsError(f"--jobs: {args.jobs} must be at least 1")
+    if args.resume and args.collect:
+        raise ParamsError("--resume: queues the missing runs; --collect queues none")
     runs = search_runs(params, variants, args.seeds or params.compare.seeds)
     start = time.perf_counter()
     if not args.collect:
         exp_queue.check_up_to_date(("evaluate",))
-        exp_queue.run_queued({n: r[3] for n, r in runs.items()}, args.jobs or compare.default_jobs(params), ("evaluate",))
+        exp_queue.run_queued({n: r[3] for n, r in runs.items()}, args.jobs or compare.default_jobs(params), ("evaluate",),
+                             resume=args.resume)
     found = exp_queue.experiments(args.rev)
     missing = [n for n in runs if n not in found]
     if missing:
