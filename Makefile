@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python` and `dvc`: run them from the venv.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: repro compress cohort test data-fashion-mnist room compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc bench-repro bench-gpu bench-memory clean-venv
+.PHONY: repro compress cohort test data-fashion-mnist room compare compare-ablation compare-distill compare-token compare-cohort bench bench-steps bench-dvc bench-repro travel bench-gpu bench-memory clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -86,6 +86,11 @@ bench-dvc: $(STAMP)
 # `make repro` from 3 fresh clones of HEAD, stage by stage (a quiet machine only): metrics/bench_repro.json
 bench-repro: $(STAMP)
 	$(RUN) VENV=$(abspath $(VENV)) python -m pipeline.tools.bench_repro
+
+# The default's metrics under another CPU's kernels (capped on this one), read against the committed comparison's
+# seed interval: metrics/travel.json (a fresh clone's `make repro`; slower than native kernels)
+travel: $(STAMP)
+	$(RUN) VENV=$(abspath $(VENV)) python -m pipeline.tools.travel
 
 # On a GPU: training images/s and peak memory of fine-tuning, dual-teacher and ZSCL steps (open_clip ViT-B-16, random
 # weights, bf16, batch 64, 224 px) and the students' inference images/s, on synthetic data (no `make repro` needed):

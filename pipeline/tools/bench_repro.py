@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from pipeline import io, paths
 from pipeline.stages.common import stage
@@ -35,26 +36,31 @@ def stage_seconds(stamped: list[tuple[float, str]], end: float) -> dict[str, flo
     return {name: round(stop - start, 2) for (start, name), stop in zip(starts, bounds)}
 
 
-def one_run(venv: Path, target: str) -> dict:
+def one_run(venv: Path, target: str, env: dict[str, str] | None = None,
+            read: Callable[[Path], dict] | None = None) -> dict:
+    """`make target` in a fresh clone of HEAD, with `env` added to the environment; `read(clone)`, if given,
+    keeps what it returns (under "read") before the clone is deleted."""
     with tempfile.TemporaryDirectory(prefix="bench-repro-") as tmp:
         clone = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "-q", ".", str(clone)], check=True)
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         proc = subprocess.Popen(["make", target, f"VENV={venv}"], cwd=clone, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
         stamped = []
         for line in proc.stdout:
             stamped.append((time.perf_counter() - start, line.rstrip("\n")))
         rc = proc.wait()
         total = time.perf_counter() - start
+        kept = read(clone) if read and rc == 0 else None
     if rc:
         tail = "\n".join(line for _, line in stamped[-20:])
         raise RuntimeError(f"make {target} failed with exit {rc} in the fresh clone:\n{tail}")
     stages = stage_seconds(stamped, total)
     first = next((t for t, line in stamped if STAGE_LINE.search(line)), total)
-    return {"seconds": round(total, 1), "before_first_stage_s": round(first, 1), "stages": stages,
-            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
+    run = {"seconds": round(total, 1), "before_first_stage_s": round(first, 1), "stages": stages,
+           "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
+    return run | ({"read": kept} if read else {})
 
 
 @stage

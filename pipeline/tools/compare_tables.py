@@ -40,6 +40,30 @@ def collect_cl(read: Reader = io.read_json) -> dict:
     }
 
 
+def default_row(summary: dict, params: dict) -> tuple[str, int] | None:
+    """The (variant, seed) of a comparison whose every override (the shared setting, the variant's own, the seed on
+    each seed key) equals `params` (params.yaml as a dict): the run `make repro` makes. None when no row does, or
+    the file is from before comparisons recorded their overrides."""
+    if not {"setting", "variant_overrides", "seed_keys"} <= set(summary):
+        return None
+    missing = object()
+
+    def dotted(key: str) -> object:
+        tree = params
+        for part in key.split("."):
+            if not isinstance(tree, dict) or part not in tree:
+                return missing
+            tree = tree[part]
+        return tree
+
+    for variant, own in summary["variant_overrides"].items():
+        for seed in summary["variants"][variant]["seeds"]:
+            sets = {**summary["setting"], **own, **{key: seed for key in summary["seed_keys"]}}
+            if all(dotted(key) == value for key, value in sets.items()):
+                return variant, seed
+    return None
+
+
 def average_curve(matrix) -> list[float]:
     """Average accuracy over all tasks of each row: E0, then the model after each task."""
     return [round(float(np.mean(row)), 2) for row in matrix]

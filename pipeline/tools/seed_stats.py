@@ -38,3 +38,16 @@ def _gain_cell(entry: dict) -> str:
         return f"{entry['mean']:+.2f} ± {entry['std']:.2f}"
     low, high = entry["ci95"]
     return f"{entry['mean']:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def prediction(values) -> dict:
+    """`mean_std` plus the 95 % prediction interval of one more run, mean ± t_{0.975, n-1} std sqrt(1 + 1/n):
+    where a single run of the same params should fall given the spread over seeds (not the mean's interval,
+    which narrows with n). Fewer than 2 values: no interval."""
+    entry = mean_std(values)
+    n = len(entry["values"])
+    if n < 2:
+        return entry | {"pi95": None}
+    values = np.asarray(entry["values"], dtype=np.float64)
+    half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) * np.sqrt(1 + 1 / n))
+    return entry | {"pi95": [round(float(values.mean()) - half, 2), round(float(values.mean()) + half, 2)]}
