@@ -356,6 +356,11 @@ def test_resume_queues_only_the_runs_this_commit_has_not_made(monkeypatch, capsy
     assert info.value.code == 2 and "--resume" in capsys.readouterr().err
 
 
+def test_the_queue_is_looked_at_soon_at_first_and_then_twice_a_minute():
+    assert exp_queue.poll_wait(0) == 2 and exp_queue.poll_wait(40) == 6
+    assert exp_queue.poll_wait(3600) == exp_queue.POLL_SECONDS == 30
+
+
 def test_a_comparison_records_its_machine_and_commit():
     import torch
 

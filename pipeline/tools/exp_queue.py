@@ -76,8 +76,15 @@ def stages_run(name: str) -> list[str]:
 
 
 # Between two looks at the queue: each `dvc queue status` costs about a second of CPU, which the experiments'
-# step times would pay for (every 5 s it was a fifth of a core on a 2-core machine).
+# step times would pay for (every 5 s it was a fifth of a core on a 2-core machine). The wait grows with the time
+# waited, from 2 s to POLL_SECONDS: a queue of seconds-long runs is not left idle for half a minute, and one of
+# hours is looked at twice a minute.
 POLL_SECONDS = 30
+
+
+def poll_wait(waited: float) -> float:
+    """Seconds until the next look at the queue, `waited` seconds after the queue started."""
+    return min(POLL_SECONDS, 2 + waited / 10)
 
 
 def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str, ...] = (), resume: bool = False) -> None:
@@ -106,6 +113,7 @@ def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str
     # until the worker exits, i.e. until the whole queue is empty, so the wait below would begin only then.
     subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
+    start = time.monotonic()
     with tqdm(total=len(runs), desc="experiments", unit="exp") as bar:
         while True:
             status = queue_status()
@@ -118,7 +126,7 @@ def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str
                 return
             if not any(status.get(n) in ("Queued", "Running") for n in runs):
                 raise SystemExit(f"error: the queue stopped with experiments missing; see `dvc queue status`")
-            time.sleep(POLL_SECONDS)
+            time.sleep(poll_wait(time.monotonic() - start))
 
 
 def set_params(sets: dict[str, object]) -> list[str]:
