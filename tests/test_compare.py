@@ -336,11 +336,11 @@ def test_resume_queues_only_the_runs_this_commit_has_not_made(monkeypatch, capsy
     monkeypatch.setattr(exp_queue, "POLL_SECONDS", 0)
     monkeypatch.setattr(exp_queue.subprocess, "run", lambda *a, **k: None)  # `dvc queue start`
     runs = {"cmp-a-s0": {"x": 1}, "cmp-b-s0": {"x": 2}}
-    exp_queue.run_queued(runs, 1, ("evaluate",), resume=True)
+    assert exp_queue.run_queued(runs, 1, ("evaluate",), resume=True) == 1
     assert queued == ["cmp-b-s0"] and not [c for c in calls if c[:2] == ("exp", "remove")]
     assert "--resume: 1 of 2 experiments already run on this commit, kept" in capsys.readouterr().out
     queued.clear()
-    exp_queue.run_queued(runs, 1, ("evaluate",))
+    assert exp_queue.run_queued(runs, 1, ("evaluate",)) == 0
     assert queued == ["cmp-a-s0", "cmp-b-s0"] and ("exp", "remove", "cmp-a-s0") in calls
     queued.clear()
     calls.clear()

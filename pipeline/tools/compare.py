@@ -219,12 +219,13 @@ def main(argv: list[str]) -> None:
         raise ParamsError(f"--jobs: {args.jobs} must be at least 1")
     seeds = args.seeds if args.seeds else params.compare.seeds
     names = {(v, s): experiment_name(branch, v, s, args.tag) for v in variants for s in seeds}
-    start = time.perf_counter()
+    start, kept = time.perf_counter(), 0
     if not args.collect:
         check_up_to_date(branch.targets)
-        run_queued({names[v, s]: overrides(params, v, s, branch, extra) for v, s in names},
-                   args.jobs or default_jobs(params), branch.targets, resume=args.resume)
-    seconds = None if args.collect else round(time.perf_counter() - start)  # a collected run's time is unknown here
+        kept = run_queued({names[v, s]: overrides(params, v, s, branch, extra) for v, s in names},
+                          args.jobs or default_jobs(params), branch.targets, resume=args.resume)
+    # a collected run's time is unknown here, and a resumed one's covers only the runs it queued
+    seconds = None if args.collect or kept else round(time.perf_counter() - start)
     reference = branch.collect(io.read_json)  # the committed default run (E0 zero-shot, the teacher, ...)
     results = experiments(args.rev)
     missing = [n for n in names.values() if n not in results]

@@ -87,20 +87,21 @@ def poll_wait(waited: float) -> float:
     return min(POLL_SECONDS, 2 + waited / 10)
 
 
-def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str, ...] = (), resume: bool = False) -> None:
+def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str, ...] = (), resume: bool = False) -> int:
     """Queue one experiment per name (replacing an earlier one of that name) reproducing `targets` (default:
     every stage), run them `jobs` at a time, and wait for them all; a failed one names its log. `resume`: an
     experiment of that name already run on this commit is kept, not queued again (a queue that stopped, or a
-    session that ended, part way: the finished runs stand, with their own logs)."""
+    session that ended, part way: the finished runs stand, with their own logs). Returns how many were kept."""
     from tqdm import tqdm
 
+    kept = []
     if resume:
         done = set(experiments())
         kept = [n for n in runs if n in done]
         print(f"--resume: {len(kept)} of {len(runs)} experiments already run on this commit, kept", flush=True)
         runs = {n: sets for n, sets in runs.items() if n not in done}
         if not runs:
-            return
+            return len(kept)
     earlier = sorted(set(runs) & (set(experiments()) | set(queue_status())))
     if earlier:
         _dvc("exp", "remove", *earlier)
@@ -123,7 +124,7 @@ def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str
             if failed:
                 raise SystemExit(f"error: experiment {failed[0]} failed: see `dvc queue logs {failed[0]}`")
             if len(done) == len(runs):
-                return
+                return len(kept)
             if not any(status.get(n) in ("Queued", "Running") for n in runs):
                 raise SystemExit(f"error: the queue stopped with experiments missing; see `dvc queue status`")
             time.sleep(poll_wait(time.monotonic() - start))

@@ -97,11 +97,11 @@ def main(argv: list[str]) -> None:
     if args.resume and args.collect:
         raise ParamsError("--resume: queues the missing runs; --collect queues none")
     runs = search_runs(params, variants, args.seeds or params.compare.seeds)
-    start = time.perf_counter()
+    start, kept = time.perf_counter(), 0
     if not args.collect:
         exp_queue.check_up_to_date(("evaluate",))
-        exp_queue.run_queued({n: r[3] for n, r in runs.items()}, args.jobs or compare.default_jobs(params), ("evaluate",),
-                             resume=args.resume)
+        kept = exp_queue.run_queued({n: r[3] for n, r in runs.items()}, args.jobs or compare.default_jobs(params),
+                                    ("evaluate",), resume=args.resume)
     found = exp_queue.experiments(args.rev)
     missing = [n for n in runs if n not in found]
     if missing:
@@ -109,7 +109,8 @@ def main(argv: list[str]) -> None:
     held_out = params.compare.orders.get(params.compare.held_out_order or "")
     chosen = sel.choose([read_run(n, found[n], *r[:3]) for n, r in runs.items()], params.compare.search_metric, held_out)
     chosen |= {"command": "python -m pipeline.tools.search " + " ".join(argv), "order": params.compare.selection_order,
-               "setting": params.compare.search_setting, "seconds": None if args.collect else round(time.perf_counter() - start)}
+               "setting": params.compare.search_setting,
+               "seconds": None if args.collect or kept else round(time.perf_counter() - start)}
     io.write_json(SELECTION, chosen)
     io.write_text(SELECTION_TABLE, sel.markdown(chosen))
     print(sel.markdown(chosen))
