@@ -103,6 +103,11 @@ def test_the_choice_is_the_best_mean_over_seeds_of_the_validation_metric():
     tie = sel.choose([_run("lwf", a, 0, 56.0), _run("lwf", b, 0, 56.0)], "average")
     assert tie["variants"]["lwf"]["chosen"] == a  # the first of equals, in grid order
     assert "**kd_weight1.0**" in sel.markdown(chosen) and "validation average" in sel.markdown(chosen)
+    # the other metrics are kept beside the choice, and do not move it
+    runs[0] = sel.Run(runs[0].name, "lwf", a, 0, runs[0].params, {"transfer": 90.0, "average": 60.0, "last": 10.0})
+    entry = sel.choose(runs, "average")["variants"]["lwf"]
+    assert entry["chosen"] == b and entry["points"]["kd_weight0.5"]["others_mean"] == {"transfer": 45.0, "last": 5.0}
+    assert "| lwf | kd_weight0.5 | 55.00 ± 7.07 | 45.00 | 5.00 | 0, 1 |" in sel.markdown(sel.choose(runs, "average"))
 
 
 def test_the_choice_never_reads_test_metrics_or_the_held_out_order():

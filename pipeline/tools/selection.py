@@ -85,14 +85,18 @@ def choose(runs: list[Run], metric: str, held_out: list[str] | None = None) -> d
     out: dict[str, dict] = {}
     for run in runs:
         variant = out.setdefault(run.variant, {"points": {}})
-        point = variant["points"].setdefault(point_name(run.point), {"point": run.point, "seeds": [], "values": []})
+        point = variant["points"].setdefault(point_name(run.point), {"point": run.point, "seeds": [], "values": [],
+                                                                     "others": {m: [] for m in METRICS if m != metric}})
         point["seeds"].append(run.seed)
         point["values"].append(float(run.metrics[metric]))
+        for m, values in point["others"].items():  # kept to read the choice by, never to make it
+            values.append(float(run.metrics[m]))
     for variant in out.values():
         for point in variant["points"].values():
             values = np.asarray(point["values"])
             point["mean"] = round(float(values.mean()), 2)
             point["std"] = round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 2)
+            point["others_mean"] = {m: round(float(np.mean(v)), 2) for m, v in point.pop("others").items()}
         best = max(variant["points"].values(), key=lambda p: p["mean"])  # max keeps the first of equals
         variant["chosen"], variant["score"] = best["point"], best["mean"]
     return {"metric": metric, "split": "validation", "variants": out}
@@ -101,13 +105,16 @@ def choose(runs: list[Run], metric: str, held_out: list[str] | None = None) -> d
 def markdown(selection: dict) -> str:
     """The search table: every variant's grid points with their validation metric, the chosen one in bold."""
     metric = selection["metric"]
-    lines = [f"| variant | values | {metric} (validation) | seeds |", "|---|---|---|---|"]
+    others = [m for m in METRICS if m != metric]
+    lines = [f"| variant | values | {metric} (validation) | {' | '.join(others)} | seeds |", "|---|---|---|---|---|---|"]
     for variant, entry in selection["variants"].items():
         for name, p in entry["points"].items():
             cell = f"{p['mean']:.2f} ± {p['std']:.2f}"
             chosen = p["point"] == entry["chosen"]
+            rest = " | ".join(f"{p['others_mean'][m]:.2f}" if "others_mean" in p else "" for m in others)
             lines.append(f"| {variant} | {'**' + name + '**' if chosen else name} | {'**' + cell + '**' if chosen else cell} "
-                         f"| {', '.join(map(str, p['seeds']))} |")
+                         f"| {rest} | {', '.join(map(str, p['seeds']))} |")
     lines += ["", f"Mean ± sample std over seeds of validation {metric} (training images carved out per class, "
-                  "the test split never written), in the selection order; the chosen values in bold."]
+                  "the test split never written), in the selection order; the chosen values in bold. The other "
+                  "metrics (means, validation too) are for reading the choice, which they do not enter."]
     return "\n".join(lines) + "\n"
