@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from pipeline.tools import exp_queue, search
+from pipeline.params import editing
 from pipeline.tools import selection as sel
 from pipeline.params import Params, ParamsError
 from pipeline.data.domains import build_domain_task
@@ -144,9 +145,38 @@ def test_apply_writes_the_chosen_values_into_the_comparison_variants(tmp_path, m
     text = (tmp_path / "params.yaml").read_text()
     assert "# The selection protocol" in text  # comments kept
     assert "lwf: {train.method: lwf, loss.kd_weight: 2.0, loss.kd_temperature: 4.0}" in text
+    # the variant's line alone changed: every other line (nulls, long lines, comments) byte for byte
+    committed = Path("params.yaml").read_text().splitlines()
+    changed = [(a, b) for a, b in zip(committed, text.splitlines()) if a != b]
+    assert len(committed) == len(text.splitlines()) and [a.split(":")[0] for a, _ in changed] == ["    lwf"]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "images").mkdir()
     after = Params.load(tmp_path / "params.yaml")
     assert after.compare.variants["lwf"] == {"train.method": "lwf", "loss.kd_weight": 2.0, "loss.kd_temperature": 4.0}
     before = Params.load(Path(__file__).resolve().parent.parent / "params.yaml")
     assert after.loss == before.loss and after.compare.variants["zscl"] == before.compare.variants["zscl"]
+
+
+def test_default_writes_the_default_variants_chosen_values_into_its_own_keys(tmp_path):
+    """`--default`: the variant whose overrides are params.yaml's own values (dual_teacher) gives the loss section
+    its chosen values, the one line of each changed value; a variant of other params is never the default's."""
+    shutil.copy("params.yaml", tmp_path / "params.yaml")
+    doc = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert search.default_variant(doc) == "dual_teacher"
+    chosen = {"variants": {"dual_teacher": {"chosen": {"loss.dis_weight": 0.5, "loss.tau": doc["loss"]["tau"]}}}}
+    changed = search.set_default(chosen, "dual_teacher", tmp_path / "params.yaml")
+    assert changed == {"loss.dis_weight": (doc["loss"]["dis_weight"], 0.5)}  # tau was the default's already
+    lines = zip(Path("params.yaml").read_text().splitlines(), (tmp_path / "params.yaml").read_text().splitlines())
+    assert [b for a, b in lines if a != b] == ["  dis_weight: 0.5"]
+    doc["train"]["method"] = "ewc"  # params no variant runs: no default's variant
+    assert search.default_variant(doc) is None
+    assert editing.edit(tmp_path / "params.yaml", {"loss.dis_weight": 0.5}) == {}  # unchanged: not rewritten
+    with pytest.raises(KeyError, match="no key loss.nope"):
+        editing.edit(tmp_path / "params.yaml", {"loss.nope": 1})
+
+
+def test_default_refuses_a_search_without_the_defaults_variant_before_any_run(monkeypatch, capsys):
+    monkeypatch.setattr(exp_queue, "_dvc", lambda *a: pytest.fail("nothing may be queued"))
+    with pytest.raises(SystemExit) as info:
+        search.main(["--default", "--variants", "lwf"])
+    assert info.value.code == 2 and "--default: the default's variant 'dual_teacher' is not searched" in capsys.readouterr().err

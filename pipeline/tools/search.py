@@ -18,7 +18,7 @@ import yaml
 from pipeline import io, paths
 from pipeline.tools import compare, exp_queue
 from pipeline.tools import selection as sel
-from pipeline.params import LIBRARIES, Params, ParamsError
+from pipeline.params import LIBRARIES, Params, ParamsError, editing
 from pipeline.errors import InputError
 from pipeline.stages.common import load_params, stage
 
@@ -57,22 +57,27 @@ def read_run(name: str, rev: str, variant: str, point: dict, seed: int) -> sel.R
                    params=yaml.safe_load(exp_queue.git_text(rev, paths.PARAMS, name)), metrics=read(paths.CL))
 
 
-def apply(selection: dict, path: Path = paths.PARAMS) -> None:
-    """Write each variant's chosen values into params.yaml's compare.variants.<variant> (a round trip that keeps
-    the file's comments and layout elsewhere)."""
-    from ruamel.yaml import YAML  # DVC's own YAML library: a round trip keeps comments
-    from ruamel.yaml.comments import CommentedMap
+def apply(selection: dict, path: Path = paths.PARAMS) -> dict:
+    """Write each variant's chosen values into params.yaml's compare.variants.<variant> (the variant's line alone
+    changes). Returns key -> (old, new) of what changed."""
+    variants = yaml.safe_load(Path(path).read_text())["compare"]["variants"]
+    return editing.edit(path, {f"compare.variants.{v}": {**variants[v], **e["chosen"]}
+                               for v, e in selection["variants"].items()})
 
-    y = YAML()
-    y.preserve_quotes = True
-    doc = y.load(Path(path).read_text())
-    for variant, entry in selection["variants"].items():
-        current = doc["compare"]["variants"][variant]
-        merged = CommentedMap({**current, **entry["chosen"]})
-        merged.fa.set_flow_style()
-        doc["compare"]["variants"][variant] = merged
-    with open(path, "w") as f:
-        y.dump(doc, f)
+
+def default_variant(doc: dict) -> str | None:
+    """The comparison variant the default pipeline runs: the one whose every override is params.yaml's own value
+    (read before --apply writes the chosen values into it)."""
+    for name, sets in doc["compare"]["variants"].items():
+        if all(editing.get(doc, key) == value for key, value in sets.items()):
+            return name
+    return None
+
+
+def set_default(selection: dict, variant: str, path: Path = paths.PARAMS) -> dict:
+    """`--default`: the default variant's chosen values into params.yaml's own keys, so `make repro` runs what the
+    search chose (and the committed comparison's seed-0 row is the default pipeline). key -> (old, new)."""
+    return editing.edit(path, selection["variants"][variant]["chosen"])
 
 
 @stage
@@ -85,6 +90,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rev", action="append", metavar="COMMIT", help="with --collect: the runs of these baseline commits")
     parser.add_argument("--resume", action="store_true", help="queue only the runs this commit has not made yet")
     parser.add_argument("--apply", action="store_true", help="write the chosen values into params.yaml's compare.variants")
+    parser.add_argument("--default", action="store_true",
+                        help="also write the default's variant's chosen values into params.yaml's own keys (then make repro)")
     args = parser.parse_args(argv)
     params = load_params(*LIBRARIES)
     known = params.compare.search
@@ -96,6 +103,11 @@ def main(argv: list[str]) -> None:
         raise ParamsError(f"--jobs: {args.jobs} must be at least 1")
     if args.resume and args.collect:
         raise ParamsError("--resume: queues the missing runs; --collect queues none")
+    default = default_variant(yaml.safe_load(paths.PARAMS.read_text()))
+    if args.default and default not in variants:  # before any run: the hours of a search are not lost to it
+        raise ParamsError("--default: " + ("no compare.variants entry runs the default params (each override equal "
+                                           "to params.yaml's value)" if default is None else
+                                           f"the default's variant {default!r} is not searched (--variants)"))
     runs = search_runs(params, variants, args.seeds or params.compare.seeds)
     start, kept = time.perf_counter(), 0
     if not args.collect:
@@ -117,6 +129,11 @@ def main(argv: list[str]) -> None:
     if args.apply:
         apply(chosen)
         print(f"chosen values written to {paths.PARAMS} (compare.variants)")
+    if args.default:
+        changed = set_default(chosen, default)
+        print(f"the default ({default}) now runs the chosen values: "
+              + (", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()) or "no value changed")
+              + ("; run `make repro`" if changed else ""))
 
 
 if __name__ == "__main__":
