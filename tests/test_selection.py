@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from pipeline.tools import exp_queue, search
-from pipeline.params import editing
+from pipeline.tools import params_edit as editing
 from pipeline.tools import selection as sel
 from pipeline.params import Params, ParamsError
 from pipeline.data.domains import build_domain_task

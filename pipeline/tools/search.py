@@ -18,7 +18,8 @@ import yaml
 from pipeline import io, paths
 from pipeline.tools import compare, exp_queue
 from pipeline.tools import selection as sel
-from pipeline.params import LIBRARIES, Params, ParamsError, editing
+from pipeline.params import LIBRARIES, Params, ParamsError
+from pipeline.tools import params_edit as editing
 from pipeline.errors import InputError
 from pipeline.stages.common import load_params, stage
 
