@@ -163,6 +163,8 @@ def test_default_writes_the_default_variants_chosen_values_into_its_own_keys(tmp
     shutil.copy("params.yaml", tmp_path / "params.yaml")
     doc = yaml.safe_load((tmp_path / "params.yaml").read_text())
     assert search.default_variant(doc) == "dual_teacher"
+    doc["compare"]["variants"]["dual_teacher"]["loss.dis_weight"] = 0.5  # after --apply: still the default's
+    assert search.default_variant(doc) == "dual_teacher"
     chosen = {"variants": {"dual_teacher": {"chosen": {"loss.dis_weight": 0.5, "loss.tau": doc["loss"]["tau"]}}}}
     changed = search.set_default(chosen, "dual_teacher", tmp_path / "params.yaml")
     assert changed == {"loss.dis_weight": (doc["loss"]["dis_weight"], 0.5)}  # tau was the default's already

@@ -67,10 +67,11 @@ def apply(selection: dict, path: Path = paths.PARAMS) -> dict:
 
 
 def default_variant(doc: dict) -> str | None:
-    """The comparison variant the default pipeline runs: the one whose every override is params.yaml's own value
-    (read before --apply writes the chosen values into it)."""
+    """The comparison variant the default pipeline runs: the one whose every override is params.yaml's own value,
+    the keys its search sets aside (--apply may have written chosen values there that the default has not yet)."""
     for name, sets in doc["compare"]["variants"].items():
-        if all(editing.get(doc, key) == value for key, value in sets.items()):
+        searched = set(doc["compare"]["search"].get(name, {}))
+        if all(editing.get(doc, key) == value for key, value in sets.items() if key not in searched):
             return name
     return None
 
