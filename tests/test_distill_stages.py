@@ -79,11 +79,19 @@ def test_the_teacher_changes_the_student(branch):
 
 def test_bench_writes_throughput(branch, monkeypatch, capsys):
     project, _ = branch
-    run_in(project.root, monkeypatch, "pipeline.tools.bench", "--repeats", "2", "--warmup", "1")
+    run_in(project.root, monkeypatch, "pipeline.tools.bench", "--repeats", "2", "--warmup", "1", "--variants", "layers_3")
     result = _read(project, "metrics/throughput.json")
     assert result["teacher"]["images_per_s"] > 0 and result["student"]["images_per_s"] > 0
+    # a recipe's student, built untrained from its overrides: 3 layers against the micro student's 1
+    layers_3 = result["variants"]["layers_3"]
+    assert layers_3["overrides"] == {"distill.token.student.n_layers": 3} and layers_3["images_per_s"] > 0
+    assert layers_3["parameters"] > result["student"]["parameters"]
+    assert layers_3["speedup"] == pytest.approx(layers_3["images_per_s"] / result["teacher"]["images_per_s"], rel=0.01)
     assert result["speedup"] == pytest.approx(result["student"]["images_per_s"] / result["teacher"]["images_per_s"], rel=0.01)
     assert "speed-up" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        run_in(project.root, monkeypatch, "pipeline.tools.bench", "--variants", "nope")
+    assert info.value.code == 2 and "--variants: 'nope'" in capsys.readouterr().err
 
 
 def test_bench_steps_times_every_method(branch, monkeypatch, capsys):
