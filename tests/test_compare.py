@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
+
 import pytest
 
 from pipeline import io, paths
@@ -185,6 +187,26 @@ def test_markdown_cl():
     runs["ft"] = [_cl_run(1.0, 2.0, 3.0, s, 800.0, [[1.0], [2.0]]) for s in (5.0, 50.0, 6.0)]  # one slowed run
     summary = compare_tables.summarise_cl(runs, [0, 1, 2]) | {"reference": {"zero_shot_transfer": 55.5}, "seconds": 12}
     assert "| 6.0 | 800 |" in compare_tables.markdown_cl(summary)  # the median
+
+
+def test_the_cost_grows_task_by_task_against_fine_tunings():
+    """Each task's training seconds (median over seeds) in training order, with the classes seen by then (from each
+    task's chance level: 100 / classes), and the last task's against fine-tuning's."""
+    def run(method, seconds):
+        return _cl_run(1.0, 2.0, 3.0, float(np.mean(seconds)), 800.0, [[1.0, 1.0]] * 3) | {
+            "method": method, "tasks": ["b", "a"], "chance": [20.0, 10.0], "seconds_by_task": seconds}
+
+    runs = {"finetune": [run("finetune", [10.0, 10.0]), run("finetune", [12.0, 14.0]), run("finetune", [11.0, 90.0])],
+            "dual_teacher": [run("dual_teacher", [10.0, 20.0]), run("dual_teacher", [12.0, 28.0]),
+                             run("dual_teacher", [30.0, 21.0])]}
+    summary = compare_tables.summarise_cl(runs, [0, 1, 2]) | {"reference": {"zero_shot_transfer": 1.0}, "seconds": None}
+    entry = summary["variants"]["dual_teacher"]
+    assert entry["seconds_by_task"] == [12.0, 21.0] and entry["classes_seen"] == [5, 15]  # b: 5 classes, a: 10 more
+    table = compare_tables.markdown_cl(summary)
+    assert "| variant | b (5) | a (15) | last task / finetune's |" in table
+    assert "| dual_teacher | 12.0 | 21.0 | 1.50x |" in table and "| finetune | 11.0 | 14.0 | 1.00x |" in table
+    assert "time not recorded: collected or resumed" in table
+    assert compare_tables.markdown_cost({"variants": {"x": {}}}) == ""  # an older summary: no per-task times
 
 
 def _distill_run(method, student, accuracy, alone, step, added=0, rule=None):

@@ -251,6 +251,8 @@ def main(argv: list[str]) -> None:
                                                "commit": ", ".join(_commits(args.rev)), "machine": machine()}
     if args.tag:
         summary["tag"] = args.tag
+    if not branch.seed_key:  # a continual table: its per-task times are of this many steps a task
+        summary["train_steps"] = extra.get("train.steps", params.train.steps)
     if args.merge and summary_path.is_file():
         summary = merge_summaries(io.read_json(summary_path), summary, variants)
     if branch.name == "cl":

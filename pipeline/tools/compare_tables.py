@@ -33,9 +33,11 @@ def collect_cl(read: Reader = io.read_json) -> dict:
     costs = [read(paths.task_cost(t)) for t in matrix["columns"]]
     return cl | {
         "matrix": matrix["matrix"],
+        "tasks": list(matrix["columns"]),  # in training order
         "chance": [zero_shot["tasks"][t]["chance"] for t in matrix["columns"]],
         "zero_shot_transfer": zero_shot["transfer"],
         "seconds_per_task": float(np.mean([c["seconds"] for c in costs])),
+        "seconds_by_task": [c["seconds"] for c in costs],
         "peak_memory_mb": max(c["peak_memory_mb"] for c in costs),
     }
 
@@ -75,6 +77,10 @@ def summarise_cl(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
         entry = {"method": results[0]["method"], "seeds": seeds}
         entry.update({k: mean_std([r[k] for r in results]) for k in CL_KEYS})
         entry["seconds_per_task"] = mean_std([r["seconds_per_task"] for r in results])
+        if all("seconds_by_task" in r for r in results):  # task by task: how the cost grows with the classes seen
+            entry["tasks"] = results[0]["tasks"]
+            entry["seconds_by_task"] = [round(float(np.median(s)), 1) for s in zip(*(r["seconds_by_task"] for r in results))]
+            entry["classes_seen"] = np.cumsum([round(100 / c) for c in results[0]["chance"]]).tolist()
         entry["peak_memory_mb"] = mean_std([r["peak_memory_mb"] for r in results])
         # E0 of each run: the same for every seed unless the seeds redraw it (compare.seed_keys)
         entry["zero_shot_transfer"] = mean_std([r["zero_shot_transfer"] for r in results])
@@ -154,11 +160,14 @@ def markdown_cl(summary: dict) -> str:
         "Train s / task: wall time of a task's training loop (teacher features included, evaluation not), mean "
         "over tasks, median over seeds; peak memory: the train process's peak resident set (CPU) or CUDA allocation, "
         f"largest over tasks, mean over seeds. "
-        + (f"All runs in one `{summary.get('command', 'make compare')}` ({summary['seconds']} s)."
-           if not summary.get("merged") else
-           f"Runs of `{summary.get('command', 'make compare')}` ({summary['seconds']} s in all); "
-           f"{', '.join(summary['merged'])} re-run later (`--merge`), so its time is from another run."),
+        + _runs_time(summary),
     ]
+    cost_table = markdown_cost(summary)
+    if cost_table:
+        lines += ["", "Training wall time of each task in seconds (median over seeds; the task's training loop, teacher "
+                  f"features included, evaluation not; {summary.get('train_steps') or 'train.steps'} steps a task), in "
+                  "training order with the classes seen by then: how each method's cost grows along the chain.", "",
+                  cost_table.rstrip("\n")]
     paired_table = markdown_paired(summary)
     if paired_table:
         lines += ["", f"Differences from `{summary['headline']}`, paired by seed (each seed's runs share data, E0 and "
@@ -167,6 +176,32 @@ def markdown_cl(summary: dict) -> str:
     if summary.get("checks"):
         lines += ["", "Is the benchmark in the MTIL regime, and do the baselines rank as published (`pipeline/tools/regime.py`, "
                   "from the mean matrices above)?", "", markdown_checks(summary["checks"]).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def _runs_time(summary: dict) -> str:
+    command = summary.get("command", "make compare")
+    seconds = f"{summary['seconds']} s" if summary.get("seconds") is not None else "time not recorded: collected or resumed"
+    if summary.get("merged"):
+        return (f"Runs of `{command}` ({seconds} in all); {', '.join(summary['merged'])} re-run later (`--merge`), "
+                "so its time is from another run.")
+    return f"All runs in one `{command}` ({seconds})."
+
+
+def markdown_cost(summary: dict) -> str:
+    """Seconds of each task's training, task by task, each variant; a last column against fine-tuning's at the last
+    task where the table has it. Empty for an older summary without per-task times."""
+    rows = {v: e for v, e in summary["variants"].items() if "seconds_by_task" in e}
+    if not rows:
+        return ""
+    first = next(iter(rows.values()))
+    base = rows.get("finetune", {}).get("seconds_by_task")
+    head = [f"{t} ({n})" for t, n in zip(first["tasks"], first["classes_seen"])]
+    lines = ["| variant | " + " | ".join(head) + (" | last task / finetune's |" if base else " |"),
+             "|---|" + "---|" * (len(head) + bool(base))]
+    for variant, entry in rows.items():
+        ratio = f" | {entry['seconds_by_task'][-1] / base[-1]:.2f}x |" if base else " |"
+        lines.append(f"| {variant} | " + " | ".join(f"{x:.1f}" for x in entry["seconds_by_task"]) + ratio)
     return "\n".join(lines) + "\n"
 
 
