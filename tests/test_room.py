@@ -64,6 +64,8 @@ def test_the_plan_gives_the_tables_params_seed_by_seed(micro_params, tmp_path):
     assert student["distill.lr"] == 0.005 and student["distill.seed"] == 0
     assert runs[2][3]["cohort.lr"] == 0.02 and runs[2][3]["cohort.method"] == "alone" and runs[2][3]["cohort.seed"] == 0
     assert runs[3][3]["teacher.seed"] == 1
+    restemmed = room.plan(params, [0], {**extra, "distill.stem_stride": 2})  # a probe's --set names its rows truly
+    assert restemmed[1][0] == "alone shufflenet_v2_x0_5 stem 2" and restemmed[1][3]["distill.stem_stride"] == 2
     commands = room.table_commands(params, extra, "fm")
     assert len(commands) == 3 and all(f"--set target.root={tmp_path}" in c and c.endswith("--tag fm") for c in commands)
     assert all(f"--set {k}=" in commands[0] for k in extra)

@@ -34,10 +34,12 @@ STEADY = 1.0  # points: the largest sample std over seeds of a steady run
 ROOM_POINTS = 4.0  # points: the least gap under the teacher (distillation) or under 100 % (cohort)
 
 
-def student_variants(params: Params) -> dict[str, str]:
-    """One distill variant per distinct student (its student and stem stride): label -> variant name."""
+def student_variants(params: Params, extra: dict | None = None) -> dict[str, str]:
+    """One distill variant per distinct student (its student and stem stride, as the runs get them: `--set` over
+    the variant's own): label -> variant name."""
     seen = {}
     for name, sets in params.compare.distill_variants.items():
+        sets = {**sets, **(extra or {})}
         label = f"{sets.get('distill.student', params.distill.student)} stem {sets.get('distill.stem_stride')}"
         seen.setdefault(label, name)
     return seen
@@ -52,7 +54,7 @@ def plan(params: Params, seeds: list[int], extra: dict) -> list[tuple[str, str, 
         # target's images too. (The committed probe of 2026-12-06 ran before that, at data.seed 0 for every seed.)
         runs.append(("teacher", "teacher", seed, {**distill.setting(params), **extra,
                                                   **{key: seed for key in distill.seed_keys(params)}}))
-        for label, variant in student_variants(params).items():
+        for label, variant in student_variants(params, extra).items():
             runs.append((f"alone {label}", "student", seed, compare.overrides(params, variant, seed, distill, extra)))
         sets = {**cohort.setting(params), **extra, "cohort.method": "alone",
                 **{key: seed for key in cohort.seed_keys(params)}}
