@@ -391,7 +391,7 @@ def test_a_comparison_records_its_machine_and_commit():
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     if info["cpu_capability"] in ("AVX2", "AVX512"):  # the kernels torch chose need the flags they are named for
         assert "avx2" in info["flags"]
-    (commit,) = compare._commits(None)
+    (commit,) = compare.commits_of(None)
     assert len(commit) >= 7 and int(commit, 16) >= 0  # HEAD's short hash
 
 

@@ -182,3 +182,26 @@ def test_default_refuses_a_search_without_the_defaults_variant_before_any_run(mo
     with pytest.raises(SystemExit) as info:
         search.main(["--default", "--variants", "lwf"])
     assert info.value.code == 2 and "--default: the default's variant 'dual_teacher' is not searched" in capsys.readouterr().err
+
+
+def test_a_search_of_some_variants_keeps_the_others_of_the_same_protocol():
+    """Variants searched one at a time (each committed as it ends) gather in one selection, each with its own
+    command and commit; a selection of another protocol (setting, order, metric) is replaced whole."""
+    point = {"loss.kd_weight": 1.0}
+    head = {"order": "order_1", "setting": {"data.val_per_class": 20}}
+    lwf = sel.choose([_run("lwf", point, 0, 50.0)], "average") | head
+    lwf["variants"]["lwf"] |= {"command": "python -m pipeline.tools.search --variants lwf", "baseline": "abc1234",
+                               "seconds": 600}
+    zscl = sel.choose([_run("zscl", {"loss.zscl_weight": 1.0}, 0, 40.0)], "average") | head
+    zscl["variants"]["zscl"] |= {"command": "python -m pipeline.tools.search --variants zscl", "baseline": "def5678",
+                                 "seconds": None}
+    both = sel.merge(lwf, zscl, ["zscl", "lwf"])
+    assert list(both["variants"]) == ["zscl", "lwf"] and both["variants"]["lwf"] == lwf["variants"]["lwf"]
+    table = sel.markdown(both)
+    assert "- lwf: `python -m pipeline.tools.search --variants lwf` on abc1234, 600 s" in table
+    assert "- zscl: `python -m pipeline.tools.search --variants zscl` on def5678" in table
+    again = sel.choose([_run("lwf", point, 0, 55.0)], "average") | head  # a variant searched again: replaced
+    assert sel.merge(both, again, ["zscl", "lwf"])["variants"]["lwf"]["score"] == 55.0
+    other = zscl | {"setting": {"data.val_per_class": 10}}
+    assert list(sel.merge(lwf, other, ["zscl", "lwf"])["variants"]) == ["zscl"]
+    assert list(sel.merge(None, lwf, ["lwf"])["variants"]) == ["lwf"]

@@ -248,7 +248,7 @@ def main(argv: list[str]) -> None:
                                                "stages_run": ran, "setting": {**branch.setting(params), **extra},
                                                "seed_keys": list(branch.seed_keys(params)),
                                                "variant_overrides": {v: branch.variants(params)[v] for v in variants},
-                                               "commit": ", ".join(_commits(args.rev)), "machine": machine()}
+                                               "commit": ", ".join(commits_of(args.rev)), "machine": machine()}
     if args.tag:
         summary["tag"] = args.tag
     if not branch.seed_key:  # a continual table: its per-task times are of this many steps a task
@@ -280,7 +280,7 @@ def merge_summaries(previous: dict, summary: dict, variants: list[str]) -> dict:
     return merged
 
 
-def _commits(revs: list[str] | None) -> list[str]:
+def commits_of(revs: list[str] | None) -> list[str]:
     """The commits the experiments were queued on: the --rev baselines, else HEAD (short hashes)."""
     return [subprocess.run(["git", "rev-parse", "--short", rev], check=True, capture_output=True, text=True).stdout.strip()
             for rev in revs or ["HEAD"]]

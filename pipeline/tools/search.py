@@ -122,9 +122,14 @@ def main(argv: list[str]) -> None:
         raise InputError(f"no experiment {missing[0]} (`dvc exp show`): run the search, or --collect --rev <its commit>")
     held_out = params.compare.orders.get(params.compare.held_out_order or "")
     chosen = sel.choose([read_run(n, found[n], *r[:3]) for n, r in runs.items()], params.compare.search_metric, held_out)
-    chosen |= {"command": "python -m pipeline.tools.search " + " ".join(argv), "order": params.compare.selection_order,
-               "setting": params.compare.search_setting,
-               "seconds": None if args.collect or kept else round(time.perf_counter() - start)}
+    chosen |= {"order": params.compare.selection_order, "setting": params.compare.search_setting}
+    # each variant's provenance: a selection may gather variants searched one at a time on different commits
+    command, baselines = "python -m pipeline.tools.search " + " ".join(argv), compare.commits_of(args.rev)
+    seconds = None if args.collect or kept else round(time.perf_counter() - start)
+    for entry in chosen["variants"].values():
+        entry |= {"command": command, "baseline": ", ".join(baselines), "seconds": seconds}
+    earlier = io.read_json(SELECTION) if SELECTION.exists() else None
+    chosen = sel.merge(earlier, chosen, list(known))
     io.write_json(SELECTION, chosen)
     io.write_text(SELECTION_TABLE, sel.markdown(chosen))
     print(sel.markdown(chosen))

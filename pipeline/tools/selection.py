@@ -102,6 +102,18 @@ def choose(runs: list[Run], metric: str, held_out: list[str] | None = None) -> d
     return {"metric": metric, "split": "validation", "variants": out}
 
 
+def merge(earlier: dict | None, new: dict, order: list[str]) -> dict:
+    """A search of some variants replaces their entries and keeps the others' from an earlier selection, when that
+    one chose by the same metric on the same split, order and setting: a search takes hours, so its variants may
+    run one at a time, each committed as it ends (each entry names its own command and baseline commit). Another
+    protocol's selection is replaced whole. Variants in `order` (compare.search's), then any others."""
+    keys = ("metric", "split", "order", "setting")
+    kept = earlier["variants"] if earlier and all(earlier.get(k) == new.get(k) for k in keys) else {}
+    variants = {**kept, **new["variants"]}
+    ranked = [v for v in order if v in variants] + [v for v in variants if v not in order]
+    return {**new, "variants": {v: variants[v] for v in ranked}}
+
+
 def markdown(selection: dict) -> str:
     """The search table: every variant's grid points with their validation metric, the chosen one in bold."""
     metric = selection["metric"]
@@ -117,4 +129,9 @@ def markdown(selection: dict) -> str:
     lines += ["", f"Mean ± sample std over seeds of validation {metric} (training images carved out per class, "
                   "the test split never written), in the selection order; the chosen values in bold. The other "
                   "metrics (means, validation too) are for reading the choice, which they do not enter."]
+    made = [f"- {v}: `{e['command']}` on {e['baseline']}"
+            + (f", {e['seconds']} s" if e.get("seconds") is not None else "")
+            for v, e in selection["variants"].items() if "command" in e]
+    if made:
+        lines += ["", "Each variant's runs: the command and the commit they were queued on.", "", *made]
     return "\n".join(lines) + "\n"
