@@ -94,6 +94,7 @@ def test_every_results_table_is_a_generated_block():
 def test_the_blocks_name_every_comparison_file():
     named = {m["spec"].split()[0] for page in PAGES for m in docs.BLOCK.finditer(page.read_text())}
     files = {p.relative_to(ROOT).as_posix() for p in (ROOT / "metrics").glob("compare*.json")} - {"metrics/compare_curves.json"}
+    files |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "metrics").glob("selection.json")}
     assert files <= named, f"comparison files no page shows: {sorted(files - named)}"
     assert docs.DAG in named
 
@@ -130,6 +131,24 @@ def test_a_block_is_rewritten_from_its_file_and_the_rest_is_left(tmp_path):
     assert "Commit: abc1234." in text and "Machine: cores 2, cpu X." in text
     assert "every row `cohort.epochs=9`; per row alone: `cohort.method=alone`" in text
     assert docs.stale_blocks(tmp_path) == []
+
+
+def test_the_selection_block_names_each_variants_command_commit_and_the_machine(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    point = {"point": {"loss.kd_weight": 1.0}, "seeds": [0], "values": [50.0], "mean": 50.0, "std": 0.0,
+             "others_mean": {"transfer": 40.0, "last": 60.0}}
+    entry = {"points": {"kd_weight1.0": point}, "chosen": {"loss.kd_weight": 1.0}, "score": 50.0,
+             "command": "python -m pipeline.tools.search --variants lwf", "baseline": "abc1234", "seconds": 600,
+             "machine": {"cpu": "X", "cores": 2}}
+    summary = {"metric": "average", "split": "validation", "order": "order_1", "setting": {"data.val_per_class": 20},
+               "variants": {"lwf": entry}}
+    (tmp_path / "metrics" / "selection.json").write_text(json.dumps(summary))
+    (tmp_path / "README.md").write_text("<!-- generated: metrics/selection.json -->\n<!-- end generated -->\n")
+    docs.update(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "| lwf | **kd_weight1.0** | **50.00 ± 0.00** | 40.00 | 60.00 | 0 |" in text
+    assert "- lwf: `python -m pipeline.tools.search --variants lwf` on abc1234, 600 s" in text
+    assert "every run `data.val_per_class=20`, the tasks in order_1" in text and "Machine: cores 2, cpu X." in text
 
 
 def test_an_old_file_says_what_it_does_not_record():

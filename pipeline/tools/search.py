@@ -20,6 +20,7 @@ from pipeline.tools import compare, exp_queue
 from pipeline.tools import selection as sel
 from pipeline.params import LIBRARIES, Params, ParamsError
 from pipeline.tools import params_edit as editing
+from pipeline.tools.machine import machine
 from pipeline.errors import InputError
 from pipeline.stages.common import load_params, stage
 
@@ -126,8 +127,9 @@ def main(argv: list[str]) -> None:
     # each variant's provenance: a selection may gather variants searched one at a time on different commits
     command, baselines = "python -m pipeline.tools.search " + " ".join(argv), compare.commits_of(args.rev)
     seconds = None if args.collect or kept else round(time.perf_counter() - start)
-    for entry in chosen["variants"].values():
-        entry |= {"command": command, "baseline": ", ".join(baselines), "seconds": seconds}
+    for entry in chosen["variants"].values():  # experiments are local to the repository (unless `dvc exp pull`ed):
+        # collected here, they ran here
+        entry |= {"command": command, "baseline": ", ".join(baselines), "seconds": seconds, "machine": machine()}
     earlier = io.read_json(SELECTION) if SELECTION.exists() else None
     chosen = sel.merge(earlier, chosen, list(known))
     io.write_json(SELECTION, chosen)
