@@ -2,6 +2,7 @@
 grid queued as search runs, and a choice that reads validation metrics only."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -205,3 +206,29 @@ def test_a_search_of_some_variants_keeps_the_others_of_the_same_protocol():
     other = zscl | {"setting": {"data.val_per_class": 10}}
     assert list(sel.merge(lwf, other, ["zscl", "lwf"])["variants"]) == ["zscl"]
     assert list(sel.merge(None, lwf, ["lwf"])["variants"]) == ["lwf"]
+
+
+def test_from_file_applies_the_committed_selection_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    """Variants searched one at a time on earlier commits: --from-file writes the choices metrics/selection.json
+    holds (all its variants) with no run queued or read; a missing file, or one of another protocol, is one line."""
+    shutil.copy("params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    monkeypatch.setattr(exp_queue, "_dvc", lambda *a: pytest.fail("nothing may be queued or read"))
+    with pytest.raises(SystemExit) as info:
+        search.main(["--from-file", "--apply"])
+    assert info.value.code == 2 and "--from-file: metrics/selection.json does not exist" in capsys.readouterr().err
+    (tmp_path / "metrics").mkdir()
+    params = Params.load()
+    chosen = {"dual_teacher": {"loss.dis_weight": 0.5, "loss.tau": 0.1},
+              "lwf": {"loss.kd_weight": 2.0, "loss.kd_temperature": 1.0}}
+    doc = {**search.protocol(params), "variants": {v: {"points": {}, "chosen": c, "score": 1.0} for v, c in chosen.items()}}
+    (tmp_path / "metrics" / "selection.json").write_text(json.dumps({**doc, "order": "order_2"}))
+    with pytest.raises(SystemExit) as info:
+        search.main(["--from-file", "--apply"])
+    assert info.value.code == 2 and "was chosen by another protocol" in capsys.readouterr().err
+    (tmp_path / "metrics" / "selection.json").write_text(json.dumps(doc))
+    search.main(["--from-file", "--apply", "--default", "--variants", "lwf"])  # the default's variant is in the file
+    after = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert after["compare"]["variants"]["lwf"] == {"train.method": "lwf", **chosen["lwf"]}
+    assert after["loss"]["dis_weight"] == 0.5 and after["loss"]["tau"] == 0.1

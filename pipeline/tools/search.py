@@ -83,6 +83,44 @@ def set_default(selection: dict, variant: str, path: Path = paths.PARAMS) -> dic
     return editing.edit(path, selection["variants"][variant]["chosen"])
 
 
+def protocol(params: Params) -> dict:
+    """What a selection is chosen by: variants chosen by the same protocol may gather in one file (selection.merge)."""
+    return {"metric": params.compare.search_metric, "split": "validation", "order": params.compare.selection_order,
+            "setting": params.compare.search_setting}
+
+
+def earlier_selection(params: Params) -> dict | None:
+    """metrics/selection.json when it was chosen by this protocol (its variants are kept beside a new search's)."""
+    if not SELECTION.exists():
+        return None
+    earlier = io.read_json(SELECTION)
+    return earlier if sel.same_protocol(earlier, protocol(params)) else None
+
+
+def search(params: Params, args: argparse.Namespace, variants: list[str], command: str) -> dict:
+    """Queue (unless --collect) and read back the runs of `variants`; their choice, each entry with its provenance."""
+    runs = search_runs(params, variants, args.seeds or params.compare.seeds)
+    start, kept = time.perf_counter(), 0
+    if not args.collect:
+        exp_queue.check_up_to_date(("evaluate",))
+        kept = exp_queue.run_queued({n: r[3] for n, r in runs.items()}, args.jobs or compare.default_jobs(params),
+                                    ("evaluate",), resume=args.resume)
+    found = exp_queue.experiments(args.rev)
+    missing = [n for n in runs if n not in found]
+    if missing:
+        raise InputError(f"no experiment {missing[0]} (`dvc exp show`): run the search, or --collect --rev <its commit>")
+    held_out = params.compare.orders.get(params.compare.held_out_order or "")
+    chosen = sel.choose([read_run(n, found[n], *r[:3]) for n, r in runs.items()], params.compare.search_metric, held_out)
+    chosen |= protocol(params)
+    # each variant's provenance: a selection may gather variants searched one at a time on different commits
+    seconds = None if args.collect or kept else round(time.perf_counter() - start)
+    baseline = ", ".join(compare.commits_of(args.rev))
+    for entry in chosen["variants"].values():  # experiments are local to the repository (unless `dvc exp pull`ed):
+        # collected here, they ran here
+        entry |= {"command": command, "baseline": baseline, "seconds": seconds, "machine": machine()}
+    return chosen
+
+
 @stage
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.tools.search", description=__doc__.splitlines()[0])
@@ -92,6 +130,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--collect", action="store_true", help="queue nothing: choose from the runs already made")
     parser.add_argument("--rev", action="append", metavar="COMMIT", help="with --collect: the runs of these baseline commits")
     parser.add_argument("--resume", action="store_true", help="queue only the runs this commit has not made yet")
+    parser.add_argument("--from-file", action="store_true",
+                        help=f"queue and read no run: --apply / --default write the choices {SELECTION} holds")
     parser.add_argument("--apply", action="store_true", help="write the chosen values into params.yaml's compare.variants")
     parser.add_argument("--default", action="store_true",
                         help="also write the default's variant's chosen values into params.yaml's own keys (then make repro)")
@@ -106,35 +146,25 @@ def main(argv: list[str]) -> None:
         raise ParamsError(f"--jobs: {args.jobs} must be at least 1")
     if args.resume and args.collect:
         raise ParamsError("--resume: queues the missing runs; --collect queues none")
+    earlier = earlier_selection(params)
+    if args.from_file and earlier is None:
+        raise InputError(f"--from-file: {SELECTION} " + ("does not exist: run the search" if not SELECTION.exists()
+                                                          else "was chosen by another protocol (compare.search_*)"))
     default = default_variant(yaml.safe_load(paths.PARAMS.read_text()))
-    if args.default and default not in variants:  # before any run: the hours of a search are not lost to it
+    chosen_before = set(earlier["variants"]) if earlier else set()
+    if args.default and default not in (chosen_before if args.from_file else chosen_before | set(variants)):
+        # before any run: the hours of a search are not lost to it
         raise ParamsError("--default: " + ("no compare.variants entry runs the default params (each override equal "
                                            "to params.yaml's value)" if default is None else
                                            f"the default's variant {default!r} is not searched (--variants)"))
-    runs = search_runs(params, variants, args.seeds or params.compare.seeds)
-    start, kept = time.perf_counter(), 0
-    if not args.collect:
-        exp_queue.check_up_to_date(("evaluate",))
-        kept = exp_queue.run_queued({n: r[3] for n, r in runs.items()}, args.jobs or compare.default_jobs(params),
-                                    ("evaluate",), resume=args.resume)
-    found = exp_queue.experiments(args.rev)
-    missing = [n for n in runs if n not in found]
-    if missing:
-        raise InputError(f"no experiment {missing[0]} (`dvc exp show`): run the search, or --collect --rev <its commit>")
-    held_out = params.compare.orders.get(params.compare.held_out_order or "")
-    chosen = sel.choose([read_run(n, found[n], *r[:3]) for n, r in runs.items()], params.compare.search_metric, held_out)
-    chosen |= {"order": params.compare.selection_order, "setting": params.compare.search_setting}
-    # each variant's provenance: a selection may gather variants searched one at a time on different commits
-    command, baselines = "python -m pipeline.tools.search " + " ".join(argv), compare.commits_of(args.rev)
-    seconds = None if args.collect or kept else round(time.perf_counter() - start)
-    for entry in chosen["variants"].values():  # experiments are local to the repository (unless `dvc exp pull`ed):
-        # collected here, they ran here
-        entry |= {"command": command, "baseline": ", ".join(baselines), "seconds": seconds, "machine": machine()}
-    earlier = io.read_json(SELECTION) if SELECTION.exists() else None
-    chosen = sel.merge(earlier, chosen, list(known))
-    io.write_json(SELECTION, chosen)
-    io.write_text(SELECTION_TABLE, sel.markdown(chosen))
-    print(sel.markdown(chosen))
+    if args.from_file:
+        chosen = earlier
+    else:
+        chosen = sel.merge(earlier, search(params, args, variants, "python -m pipeline.tools.search " + " ".join(argv)),
+                           list(known))
+        io.write_json(SELECTION, chosen)
+        io.write_text(SELECTION_TABLE, sel.markdown(chosen))
+        print(sel.markdown(chosen))
     if args.apply:
         apply(chosen)
         print(f"chosen values written to {paths.PARAMS} (compare.variants)")

@@ -102,13 +102,19 @@ def choose(runs: list[Run], metric: str, held_out: list[str] | None = None) -> d
     return {"metric": metric, "split": "validation", "variants": out}
 
 
+PROTOCOL = ("metric", "split", "order", "setting")  # what a choice is made by
+
+
+def same_protocol(a: dict | None, b: dict) -> bool:
+    return a is not None and all(a.get(k) == b.get(k) for k in PROTOCOL)
+
+
 def merge(earlier: dict | None, new: dict, order: list[str]) -> dict:
     """A search of some variants replaces their entries and keeps the others' from an earlier selection, when that
     one chose by the same metric on the same split, order and setting: a search takes hours, so its variants may
     run one at a time, each committed as it ends (each entry names its own command and baseline commit). Another
     protocol's selection is replaced whole. Variants in `order` (compare.search's), then any others."""
-    keys = ("metric", "split", "order", "setting")
-    kept = earlier["variants"] if earlier and all(earlier.get(k) == new.get(k) for k in keys) else {}
+    kept = earlier["variants"] if same_protocol(earlier, new) else {}
     variants = {**kept, **new["variants"]}
     ranked = [v for v in order if v in variants] + [v for v in variants if v not in order]
     return {**new, "variants": {v: variants[v] for v in ranked}}
