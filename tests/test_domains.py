@@ -110,6 +110,27 @@ def test_corpus_covers_every_domain_unevenly_with_noisy_captions():
         assert any(cap in domain.generic for cap in captions)  # captions that say nothing of the class
 
 
+def test_the_corpus_phrases_captions_in_the_tasks_templates_only_when_asked():
+    """`data.corpus_templates`: E0's corpus then holds captions worded as the tasks' prompts (a template with a
+    class name or a description in its slot); without it, no caption has a template's wording."""
+    def worded_as_templates(captions: list[str], domain) -> int:
+        heads = [t.split("{}")[0] for t in domain.templates if t.split("{}")[0] not in
+                 [f.split("{}")[0] for f in domain.caption_forms]]  # the wording a template alone has
+        return sum(any(cap.startswith(h) for h in heads) for cap in captions)
+
+    plain = build_domain_corpus(image_size=16, size=600, seed=0)
+    phrased = build_domain_corpus(image_size=16, size=600, seed=0, templates=True)
+    digits = DOMAINS["digits"]
+    assert worded_as_templates(plain.captions, digits) == 0
+    assert worded_as_templates(phrased.captions, digits) > 0  # 'a photo of the number: "4".'
+    assert torch.equal(plain.images, phrased.images)  # the images are the same draw
+    prompts = {t.replace("{}", c) for d in DOMAINS.values() for t in d.templates if t not in d.caption_forms
+               for c in d.classes}  # "a photo of a {}." is a caption form of its own too
+    assert prompts & set(phrased.captions)  # the prompts themselves, class names in the slot
+    wording = build_domain_corpus(image_size=16, size=600, seed=0, templates=True, template_names=False)
+    assert worded_as_templates(wording.captions, digits) > 0 and not prompts & set(wording.captions)
+
+
 def test_unknown_domain():
     with pytest.raises(ValueError, match="unknown domain 'cars'"):
         build_domain_task("cars", **SMALL)

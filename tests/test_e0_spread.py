@@ -47,3 +47,14 @@ def test_each_seed_is_the_pretrain_stages_e0_and_the_spread_is_summarised(tmp_pa
     with pytest.raises(SystemExit) as info:
         e0_spread.main(["--seeds", "0", "--set", "pretrain.lr=0.01", "--out", "spread.json", "--resume"])
     assert info.value.code == 2 and len(trained) == 1
+    # a --set of the data section builds the corpus and tasks every seed pretrains and is read on
+    class Built(Exception):
+        pass
+
+    def build_corpus(data, names):
+        raise Built(data.corpus_templates)
+
+    monkeypatch.setattr(e0_spread, "build_corpus", build_corpus)
+    with pytest.raises(Built) as built:
+        e0_spread.main(["--seeds", "0", "--set", "data.corpus_templates=true", "--out", "other.json"])
+    assert built.value.args == (True,)

@@ -103,7 +103,8 @@ def build_corpus(data, names: list[str]) -> CaptionCorpus:
     ``data.pretrain_on_tasks``, the tasks' training images; with neither it is empty (data/corpus still
     exists for DVC), and Params.load has already refused any params that read it. MTIL: always empty."""
     if data.benchmark == "domains":
-        return build_domain_corpus(image_size=data.image_size, size=data.corpus_size, seed=data.seed)
+        return build_domain_corpus(image_size=data.image_size, size=data.corpus_size, seed=data.seed,
+                                   templates=data.corpus_templates, template_names=data.corpus_template_names)
     if data.benchmark == "facets":
         return build_facet_corpus(image_size=data.image_size, size=data.corpus_size, seed=data.seed)
     kw = dict(image_size=data.image_size, templates=list(data.templates), per_class=data.corpus_per_class)

@@ -29,6 +29,12 @@ class DataParams(Section):
     test_per_class: int = Field(50, ge=1)
     corpus_size: int = Field(20000, ge=1)  # domains, facets: E0's pretraining image-caption pairs
     corpus_per_class: int | None = Field(None, ge=1)  # folder: cap on pretraining images per class
+    # domains: E0's corpus phrases captions in the tasks' prompt templates too (CLIP's templates were written to
+    # read like its web captions); false: only the domains' own caption forms, never a template's wording
+    corpus_templates: bool = False
+    # with corpus_templates: false puts only other words for a class in a template's slot, never its name, so E0
+    # learns the templates' wording and not the prompts themselves (its zero-shot level stays the names' to earn)
+    corpus_template_names: bool = True
     templates: list[str] = ["a photo of a {}."]  # folder: prompt templates
     # folder: pretrain E0 on the tasks' training images too (after <root>/pretrain/, or alone without it).
     # Opt-in: E0 would then have seen every task, so its zero-shot row would not measure zero-shot transfer.

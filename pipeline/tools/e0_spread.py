@@ -82,10 +82,10 @@ def main(argv):
     if base.model.pretrained is not None:
         raise ParamsError(f"model.pretrained: {base.model.pretrained!r}: E0 is loaded, not pretrained; nothing to spread")
     runs = {s: base.with_overrides({**sets, "pretrain.seed": s}, source="--set") for s in args.seeds}  # all checked first
-    names = base.task_names
-    tasks = {n: build_task(base.data, n) for n in names}
-    corpus = build_corpus(base.data, names)
-    first = next(iter(runs.values()))
+    first = next(iter(runs.values()))  # the runs differ in pretrain.seed alone: one corpus and task set for all,
+    names = first.task_names           # built with --set's data keys (data.corpus_templates, data.corpus_size)
+    tasks = {n: build_task(first.data, n) for n in names}
+    corpus = build_corpus(first.data, names)
     rows = previous_rows(args.out, recipe(first), args.seeds) if args.resume else {}
     losses: dict[int, float] = {}
     for seed, params in runs.items():

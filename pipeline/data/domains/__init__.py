@@ -55,8 +55,11 @@ def corpus_counts(size: int) -> dict[str, int]:
     return dict(zip(DOMAINS, counts.tolist()))
 
 
-def build_domain_corpus(*, image_size: int, size: int, seed: int) -> CaptionCorpus:
-    """`size` captioned "web" images covering every domain, from streams no task uses."""
+def build_domain_corpus(*, image_size: int, size: int, seed: int, templates: bool = False,
+                        template_names: bool = True) -> CaptionCorpus:
+    """`size` captioned "web" images covering every domain, from streams no task uses; `templates`: captions are
+    worded as the tasks' prompt templates too (`data.corpus_templates`), with the class name in the slot or, with
+    `template_names` false, only other words for it (`data.corpus_template_names`)."""
     images, captions = [], []
     for name, n in corpus_counts(size).items():
         domain, rng = DOMAINS[name], stream_rng(seed, name, "corpus")
@@ -64,5 +67,5 @@ def build_domain_corpus(*, image_size: int, size: int, seed: int) -> CaptionCorp
         per_class[: n % len(domain.classes)] += 1
         x, y = domain.sample(per_class, "corpus", rng, image_size)
         images.append(web_style(x, rng))
-        captions += [domain.caption(int(label), rng) for label in y]
+        captions += [domain.caption(int(label), rng, templates, template_names) for label in y]
     return CaptionCorpus(images=torch.from_numpy(np.concatenate(images)), captions=captions)

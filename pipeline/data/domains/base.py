@@ -46,11 +46,15 @@ class Domain:
         if self.name_rate + self.desc_rate > 1:
             raise ValueError(f"domain {self.name}: name_rate + desc_rate > 1")
 
-    def caption(self, label: int, rng: np.random.Generator) -> str:
-        """One corpus caption of an image of class `label` (see the module docstring for the mix)."""
+    def caption(self, label: int, rng: np.random.Generator, templates: bool = False, template_names: bool = True) -> str:
+        """One corpus caption of an image of class `label` (see the module docstring for the mix). `templates`:
+        the task's prompt templates are among the forms too (`data.corpus_templates`); `template_names` false:
+        a template's slot holds only other words for the class, never its name (`data.corpus_template_names`)."""
         r = rng.random()
-        form = self.caption_forms[int(rng.integers(len(self.caption_forms)))]
-        if r < self.name_rate:
+        named = r < self.name_rate
+        forms = self.caption_forms + self.templates if templates and (template_names or not named) else self.caption_forms
+        form = forms[int(rng.integers(len(forms)))]
+        if named:
             if rng.random() < self.wrong_rate:
                 label = int(rng.integers(len(self.classes)))
             return form.replace("{}", self.classes[label])
