@@ -114,10 +114,11 @@ def search(params: Params, args: argparse.Namespace, variants: list[str], comman
     chosen |= protocol(params)
     # each variant's provenance: a selection may gather variants searched one at a time on different commits
     seconds = None if args.collect or kept else round(time.perf_counter() - start)
-    baseline = ", ".join(compare.commits_of(args.rev))
-    for entry in chosen["variants"].values():  # experiments are local to the repository (unless `dvc exp pull`ed):
-        # collected here, they ran here
-        entry |= {"command": command, "baseline": baseline, "seconds": seconds, "machine": machine()}
+    # experiments are local to the repository (unless `dvc exp pull`ed): collected here, they ran here
+    made = {"command": command, "baseline": ", ".join(compare.commits_of(args.rev)), "seconds": seconds,
+            "machine": machine()}
+    for entry in chosen["variants"].values():
+        entry |= made
     return chosen
 
 
