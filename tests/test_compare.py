@@ -421,3 +421,20 @@ def test_continual_variants_are_paired_with_the_headline_seed_by_seed():
     assert diff["average"]["mean"] == -0.33 and diff["average"]["ci95"] == [-1.77, 1.1] and diff["average"]["inside_noise"]
     table = compare_tables.markdown_paired(summary)
     assert "| zscl | +1.00 [+1.00, +1.00] | -0.33 [-1.77, +1.10] (noise) |" in table
+
+
+def test_jobs_fill_the_cores_at_the_threads_the_runs_get(monkeypatch):
+    """A --set runtime.threads=1 sweep on 2 cores runs 2 experiments at once (params.yaml's 2 threads: 1)."""
+    from pipeline.stages.common import load_params
+    from pipeline.params import LIBRARIES
+
+    params = load_params(*LIBRARIES)
+    params = params.model_copy(update={"compare": params.compare.model_copy(update={"jobs": None}),
+                                       "runtime": params.runtime.model_copy(update={"threads": 2})})
+    monkeypatch.setattr(compare.os, "cpu_count", lambda: 2)
+    assert compare.default_jobs(params) == 1
+    assert compare.default_jobs(params, [{"runtime.threads": 2}]) == 1
+    assert compare.default_jobs(params, [{"runtime.threads": 1}, {"runtime.threads": 1}]) == 2
+    assert compare.default_jobs(params, [{"loss.tau": 0.1}]) == 1  # no override: params.yaml's threads
+    pinned = params.model_copy(update={"compare": params.compare.model_copy(update={"jobs": 3})})
+    assert compare.default_jobs(pinned, [{"runtime.threads": 1}]) == 3

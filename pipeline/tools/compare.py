@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable
+from typing import Callable, Iterable
 
 import yaml
 
@@ -163,11 +163,13 @@ def check_variants(params: Params, branch: Branch = BRANCHES["cl"], extra: dict[
                               source=f"compare.{branch.variants_key}.{variant}" + (" with --set" if extra else ""))
 
 
-def default_jobs(params: Params) -> int:
-    """Experiments at once: compare.jobs, else as many as the cores hold at runtime.threads each."""
+def default_jobs(params: Params, runs: Iterable[dict[str, object]] = ()) -> int:
+    """Experiments at once: compare.jobs, else as many as the cores hold at the threads the runs get (their
+    `runtime.threads` override, e.g. a --set's, else params.yaml's: the largest of them)."""
     if params.compare.jobs is not None:
         return params.compare.jobs
-    return max(1, (os.cpu_count() or 1) // params.runtime.threads)
+    threads = max([int(r.get("runtime.threads", params.runtime.threads)) for r in runs] or [params.runtime.threads])
+    return max(1, (os.cpu_count() or 1) // threads)
 
 
 @stage
@@ -222,8 +224,9 @@ def main(argv: list[str]) -> None:
     start, kept = time.perf_counter(), 0
     if not args.collect:
         check_up_to_date(branch.targets)
-        kept = run_queued({names[v, s]: overrides(params, v, s, branch, extra) for v, s in names},
-                          args.jobs or default_jobs(params), branch.targets, resume=args.resume)
+        queued = {names[v, s]: overrides(params, v, s, branch, extra) for v, s in names}
+        kept = run_queued(queued, args.jobs or default_jobs(params, queued.values()), branch.targets,
+                          resume=args.resume)
     # a collected run's time is unknown here, and a resumed one's covers only the runs it queued
     seconds = None if args.collect or kept else round(time.perf_counter() - start)
     reference = branch.collect(io.read_json)  # the committed default run (E0 zero-shot, the teacher, ...)

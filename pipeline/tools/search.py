@@ -103,7 +103,8 @@ def search(params: Params, args: argparse.Namespace, variants: list[str], comman
     start, kept = time.perf_counter(), 0
     if not args.collect:
         exp_queue.check_up_to_date(("evaluate",))
-        kept = exp_queue.run_queued({n: r[3] for n, r in runs.items()}, args.jobs or compare.default_jobs(params),
+        queued = {n: r[3] for n, r in runs.items()}
+        kept = exp_queue.run_queued(queued, args.jobs or compare.default_jobs(params, queued.values()),
                                     ("evaluate",), resume=args.resume)
     found = exp_queue.experiments(args.rev)
     missing = [n for n in runs if n not in found]
