@@ -247,7 +247,7 @@ def summarise_token(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
             "alone": mean_std([r["alone"]["accuracy"] for r in results]),
             "gain": paired([r["distill"]["accuracy"] - r["alone"]["accuracy"] for r in results]),
         }
-    return {"seeds": seeds, "variants": variants}
+    return {"seeds": seeds, "variants": variants, "teacher": runs_teacher(runs)}
 
 
 def _reference_line(summary: dict, what: str) -> str:
@@ -312,11 +312,17 @@ def summarise_distill(runs: dict[str, list[dict]], seeds: list[int]) -> dict:
             "accuracy": mean_std([r["alone"]["accuracy"] for r in results]),
             "step_ms": round(1000 * float(np.median([r["alone_cost"]["step_seconds"] for r in results])), 2),
         })
+    return {"seeds": seeds, "variants": variants, "alone": alone, "teacher": runs_teacher(runs)}
+
+
+def runs_teacher(runs: dict[str, list[dict]]) -> dict:
+    """The teacher the runs distilled from (target, classes, network, accuracy), as they recorded it: a --set
+    sweep on another target has its own, not the committed default run's."""
     first = next(iter(runs.values()))
     teacher = {k: first[0]["distill"][k] for k in ("task", "classes", "teacher", "teacher_parameters", "teacher_accuracy")}
     # Each seed's own teacher where the seeds redraw it (compare.DISTILL_SEEDS): its accuracy over those seeds.
     teacher["teacher_accuracy_over_seeds"] = mean_std([r["distill"]["teacher_accuracy"] for r in first])
-    return {"seeds": seeds, "variants": variants, "alone": alone, "teacher": teacher}
+    return teacher
 
 
 def markdown_distill(summary: dict) -> str:
