@@ -443,3 +443,15 @@ def test_jobs_fill_the_cores_at_the_threads_the_runs_get(monkeypatch):
     assert compare.default_jobs(params, [{"loss.tau": 0.1}]) == 1  # no override: params.yaml's threads
     pinned = params.model_copy(update={"compare": params.compare.model_copy(update={"jobs": 3})})
     assert compare.default_jobs(pinned, [{"runtime.threads": 1}]) == 3
+
+
+@pytest.mark.parametrize("value", [None, 8, 0.01, True, "fashion_mnist", "null", "/data/with space",
+                                   ["shufflenet_v2_x0_5", "shufflenet_v2_x0_5"]])
+def test_a_tables_command_gives_back_the_values_it_ran_with(value):
+    """The command a table records is one a shell runs again: each --set reads back (YAML) to the same value
+    (a None printed as `None` read back as the string 'None'; a list's spaces split the argument)."""
+    import shlex
+
+    words = shlex.split(compare.set_arg("target.test_per_class", value))
+    assert words[0] == "--set" and len(words) == 2
+    assert compare.parse_sets([words[1]], "t") == {"target.test_per_class": value}

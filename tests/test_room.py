@@ -91,6 +91,7 @@ def test_a_micro_probe_writes_every_row_and_merges_a_parallel_seed(micro_params,
     assert result["rows"]["teacher"]["accuracy"]["values"] == [result["runs"]["teacher"][s]["accuracy"] for s in "01"]
     assert set(result["criterion"]) == {"alone shufflenet_v2_x0_5 stem None", "cohort alone"}
     assert len(result["rows"]["cohort alone"]["network_accuracy"]) == 2
+    assert result["command"] == "python -m pipeline.tools.room --merge one.json --out all.json"  # as it ran
     capsys.readouterr()
     # Another cohort recipe: the teacher's and the students' runs are reused, the cohort's run again.
     run_in(tmp_path, monkeypatch, "pipeline.tools.room", "--set", "cohort.lr=0.03", "--out", "all.json")
@@ -98,3 +99,11 @@ def test_a_micro_probe_writes_every_row_and_merges_a_parallel_seed(micro_params,
     assert "cohort alone seed 0:" in out and "cohort alone seed 1:" in out and "teacher seed" not in out
     again = io.read_json(tmp_path / "all.json")
     assert again["runs"]["teacher"] == result["runs"]["teacher"] and again["setting"]["cohort.lr"] == 0.03
+    assert again["command"] == "python -m pipeline.tools.room --set cohort.lr=0.03 --out all.json"
+    # Rows chosen by --only (every run reused here): the file's command names them, quoted for a shell.
+    run_in(tmp_path, monkeypatch, "pipeline.tools.room", "--set", "cohort.lr=0.03", "--only", "teacher",
+           "alone shufflenet_v2_x0_5 stem None", "--out", "all.json")
+    assert "seed 0:" not in capsys.readouterr().out
+    assert io.read_json(tmp_path / "all.json")["command"] == (
+        "python -m pipeline.tools.room --set cohort.lr=0.03 --only teacher 'alone shufflenet_v2_x0_5 stem None' "
+        "--out all.json")

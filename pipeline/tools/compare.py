@@ -24,6 +24,7 @@ import argparse
 import fnmatch
 import os
 import re
+import shlex
 import subprocess
 import time
 from collections.abc import Mapping
@@ -149,6 +150,14 @@ def parse_sets(sets: list[str], tag: str | None) -> dict[str, object]:
     return extra
 
 
+def set_arg(key: str, value: object) -> str:
+    """`--set KEY=VALUE` as a shell reads it back into the same value (parse_sets' YAML: null, not None; a
+    list in flow style, quoted when it holds spaces)."""
+    text = "\n".join(line for line in yaml.safe_dump(value, default_flow_style=True, width=1 << 20).splitlines()
+                     if line != "...")
+    return f"--set {shlex.quote(f'{key}={text}')}"
+
+
 def outputs(branch: Branch, tag: str | None) -> tuple[Path, Path]:
     """The branch's summary and table; a tagged sweep's beside them (metrics/compare_distill-TAG.json ...)."""
     if not tag:
@@ -244,7 +253,7 @@ def main(argv: list[str]) -> None:
     command = "make compare" if branch.name == "cl" else f"make compare-{branch.name}"
     if args.tag:
         command = " ".join(["python -m pipeline.tools.compare --branch", branch.name, "--variants", *variants,
-                            *(f"--set {k}={v}" for k, v in extra.items() if not k.startswith("tasks.")),
+                            *(set_arg(k, v) for k, v in extra.items() if not k.startswith("tasks.")),
                             *(["--order", args.order] if args.order else []), "--tag", args.tag])
     summary = branch.summarise(runs, seeds) | {"reference": reference, "seconds": seconds, "command": command,
                                                "order": args.order,

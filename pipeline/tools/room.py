@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -152,7 +153,7 @@ def table_commands(params: Params, extra: dict, tag: str) -> list[str]:
     teacher = {k: v for k, v in compare.BRANCHES["distill"].setting(params).items() if k.startswith("teacher.")}
     commands = []
     for branch, sets in (("distill", extra), ("cohort", extra), ("token", {**teacher, **extra})):
-        args = " ".join(f"--set {k}={'null' if v is None else v}" for k, v in sets.items())
+        args = " ".join(compare.set_arg(k, v) for k, v in sets.items())
         commands.append(f"python -m pipeline.tools.compare --branch {branch} {args} --tag {tag}")
     return commands
 
@@ -185,8 +186,10 @@ def main(argv: list[str]) -> None:
         for row, by_seed in reusable(params, io.read_json(earlier), wanted).items():
             results.setdefault(row, {}).update(by_seed)
     command = " ".join(["python -m pipeline.tools.room", *(f"--set {s}" for s in args.set),
+                        *(["--only", *(shlex.quote(r) for r in args.only)] if args.only else []),
                         *(["--merge", *map(str, args.merge)] if args.merge else []),
-                        *(["--seeds", *map(str, seeds)] if args.seeds else [])])
+                        *(["--seeds", *map(str, seeds)] if args.seeds else []),
+                        *(["--out", str(args.out)] if args.out != ROOM else [])])
     for row, kind, seed, sets in runs:
         if str(seed) in results.get(row, {}) or (args.only and row not in args.only):
             continue
