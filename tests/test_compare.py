@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline import io, paths
-from pipeline.tools import compare, compare_tables, exp_queue
+from pipeline.tools import compare, compare_tables, compression_tables, exp_queue
 from pipeline.errors import InputError
 from pipeline.params import Params, ParamsError
 
@@ -116,7 +116,7 @@ def test_publish_writes_the_table_the_blocks_naming_its_file_and_the_untagged_fi
     monkeypatch.setattr(compare, "outputs", lambda branch, tag: (tmp_path / f"s-{tag}.json", tmp_path / f"t-{tag}.md"))
     branch = dataclasses.replace(DISTILL, plots=((lambda summary, path: drawn.append(path), tmp_path / "g.png"),))
     runs = {"kd": [_distill_run("kd", "mbv2", 70.0, 60.0, 0.010)]}
-    summary = compare_tables.summarise_distill(runs, [0]) | {"reference": runs["kd"][0], "seconds": 3,
+    summary = compression_tables.summarise_distill(runs, [0]) | {"reference": runs["kd"][0], "seconds": 3,
                                                              "setting": {"distill.feature.weight": 3}}
     compare.publish(branch, summary, "w3")
     table = (tmp_path / "t-w3.md").read_text()
@@ -232,14 +232,14 @@ def test_paired_gains_carry_the_student_t_interval():
 
 def test_token_summary_and_table():
     runs = {"soft": [_distill_run("token", "token", 80.0, 60.0, 0.1), _distill_run("token", "token", 82.0, 61.0, 0.1)]}
-    summary = compare_tables.summarise_token(runs, [0, 1])
+    summary = compression_tables.summarise_token(runs, [0, 1])
     entry = summary["variants"]["soft"]
     assert entry["gain"]["values"] == [20.0, 21.0] and entry["gain"]["mean"] == 20.5
     # the committed default run (the reference) distilled from another teacher on another target: a --set sweep's
     # table names the runs' own teacher
     default = {"distill": runs["soft"][0]["distill"] | {"task": "shapes", "teacher": "cnn resnet10t",
                                                         "teacher_accuracy": 99.0}}
-    table = compare_tables.markdown_token(summary | {"reference": default, "seconds": 3})
+    table = compression_tables.markdown_token(summary | {"reference": default, "seconds": 3})
     # the gain paired by seed with its 95 % interval: 20.5 +- t(0.975, 1) 0.7071 / sqrt(2) = 20.5 +- 6.35
     assert "| soft | 1,234 | 80.00 ± 1.41 | 82.00 ± 1.41 | 81.00 ± 1.41 | 60.50 ± 0.71 | +20.50 [+14.15, +26.85] |" in table
     assert "Target `count+colour`" in table and "cnn resnet18" in table and "88.00 %" in table
@@ -254,15 +254,15 @@ def test_distill_summary_and_table_side_by_side():
         "sparse": [_distill_run("channel_matching", "mbv2", 74.0, 60.0, 0.023, rule="sparse"),
                    _distill_run("channel_matching", "mbv2", 74.0, 62.0, 0.021, rule="sparse")],
     }
-    summary = compare_tables.summarise_distill(runs, [0, 1])
+    summary = compression_tables.summarise_distill(runs, [0, 1])
     assert summary["alone"]["mbv2"]["accuracy"]["mean"] == 61.0 and summary["variants"]["fitnet"]["step_ms"] == 21.0
-    table = compare_tables.markdown_distill(summary | {"reference": runs["kd"][0], "seconds": 3})
+    table = compression_tables.markdown_distill(summary | {"reference": runs["kd"][0], "seconds": 3})
     assert "| mbv2 (1,234) | alone | 61.00 ± 1.41 | | 0 | 5.5 | |" in table
     # gains paired by seed, 95 % interval mean +- t(0.975, 1) std / sqrt(2): [11, 11] -> no spread; [14, 12] -> 13 +- 12.71
     assert "| | fitnet | 72.00 ± 1.41 | +11.00 [+11.00, +11.00] | 500 | 21.0 | 1.00 |" in table
     assert "| | channel_matching (sparse) | 74.00 ± 0.00 | +13.00 [+0.29, +25.71] | 0 | 22.0 | 1.05 |" in table
     # the runs' own teacher and the setting under every row; the command as it is typed
-    table = compare_tables.markdown_distill(summary | {"reference": {"distill": {}}, "seconds": 3,
+    table = compression_tables.markdown_distill(summary | {"reference": {"distill": {}}, "seconds": 3,
                                                        "command": "make compare-distill",
                                                        "setting": {"distill.lr": 0.01}})
     assert "teacher `cnn resnet18`" in table and "Setting (every row): `distill.lr: 0.01`." in table
@@ -271,18 +271,18 @@ def test_distill_summary_and_table_side_by_side():
 
 def test_a_collected_table_says_so():
     runs = {"kd": [_distill_run("kd", "mbv2", 70.0, 60.0, 0.010)]}
-    summary = compare_tables.summarise_distill(runs, [0]) | {"reference": {"distill": {}}, "seconds": None,
+    summary = compression_tables.summarise_distill(runs, [0]) | {"reference": {"distill": {}}, "seconds": None,
                                                              "command": "make compare-distill"}
     assert "Runs of `make compare-distill`, tabled from DVC's experiments (`--collect`)." in \
-        compare_tables.markdown_distill(summary)
+        compression_tables.markdown_distill(summary)
 
 
 def test_random_selection_per_image_has_its_own_row_name():
     per_step = _distill_run("channel_matching", "mbv2", 74.0, 60.0, 0.02, rule="random")
     per_image = _distill_run("channel_matching", "mbv2", 75.0, 60.0, 0.02, rule="random")
     per_step["distill"]["select_per"], per_image["distill"]["select_per"] = "step", "sample"
-    summary = compare_tables.summarise_distill({"step": [per_step], "image": [per_image]}, [0])
-    table = compare_tables.markdown_distill(summary | {"reference": {"distill": {}}, "seconds": 1})
+    summary = compression_tables.summarise_distill({"step": [per_step], "image": [per_image]}, [0])
+    table = compression_tables.markdown_distill(summary | {"reference": {"distill": {}}, "seconds": 1})
     assert "| | channel_matching (random) | 74.00 ± 0.00 |" in table
     assert "| | channel_matching (random, per image) | 75.00 ± 0.00 |" in table
 
@@ -305,11 +305,11 @@ def _cohort_run(method, accuracies, ensemble, step, memory=900.0):
 def test_cohort_summary_pairs_each_seed_with_the_cohort_alone(tmp_path):
     runs = {"alone": [_cohort_run("alone", [60.0, 70.0], 72.0, 0.010), _cohort_run("alone", [62.0, 72.0], 74.0, 0.012)],
             "mcl": [_cohort_run("mcl", [66.0, 74.0], 76.0, 0.020), _cohort_run("mcl", [64.0, 74.0], 75.0, 0.022)]}
-    summary = compare_tables.summarise_cohort(runs, [0, 1])
+    summary = compression_tables.summarise_cohort(runs, [0, 1])
     mcl = summary["variants"]["mcl"]
     assert mcl["network_accuracy"][0]["values"] == [66.0, 64.0] and mcl["accuracy"]["mean"] == 69.5
     assert mcl["gain"]["values"] == [5.0, 2.0] and mcl["step_ms"] == 21.0  # 70 - 65, 69 - 67
-    table = compare_tables.markdown_cohort(summary | {"seconds": 3, "setting": {"cohort.epochs": 9}})
+    table = compression_tables.markdown_cohort(summary | {"seconds": 3, "setting": {"cohort.epochs": 9}})
     assert "| method | a (10) | b (2,000) | mean network | gain over alone | ensemble |" in table
     assert "| alone | 61.00 ± 1.41 | 71.00 ± 1.41 | 66.00 ± 1.41 |  | 73.00 ± 1.41 | 11.0 | 1.00 | 900 |" in table
     # paired gains with their 95 % interval: network a [6, 2] -> 4 +- 25.41, b [4, 2] -> 3 +- 12.71, mean [5, 2] -> 3.5 +- 19.06
@@ -318,9 +318,9 @@ def test_cohort_summary_pairs_each_seed_with_the_cohort_alone(tmp_path):
     assert "Setting (every row): `cohort.epochs: 9`." in table and "(3 s)" in table
     assert mcl["network_gain"][0]["values"] == [6.0, 2.0]  # 66 - 60, 64 - 62
     runs["mcl_icl_positive"] = runs["mcl"]  # an ablation of a method: its row is named by the variant
-    table = compare_tables.markdown_cohort(compare_tables.summarise_cohort(runs, [0, 1]))
+    table = compression_tables.markdown_cohort(compression_tables.summarise_cohort(runs, [0, 1]))
     assert "| mcl | " in table and "| mcl_icl_positive | 65.00 ± 1.41 (+4.00 [" in table
-    compare_tables.plot_cohort(summary | {"task": "count+colour"}, tmp_path / "cohort.png")
+    compression_tables.plot_cohort(summary | {"task": "count+colour"}, tmp_path / "cohort.png")
     assert (tmp_path / "cohort.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

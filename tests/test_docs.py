@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.tools import compare_tables
+from pipeline.tools import compare_tables, compression_tables
 from pipeline.tools import compare_plots, docs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +161,7 @@ def test_the_short_views_keep_every_row():
     summary = json.loads((ROOT / "metrics" / "compare_distill.json").read_text())
     table = docs.short_distill(summary)
     assert len(table.strip().splitlines()) == 2 + 1 + len({docs._method_name(e) for e in summary["variants"].values()})
-    full = compare_tables.markdown_distill(summary)
+    full = compression_tables.markdown_distill(summary)
     for e in summary["variants"].values():
         assert compare_tables._cell(e["accuracy"]) in table and compare_tables._cell(e["accuracy"]) in full
 

@@ -35,7 +35,7 @@ from typing import Callable, Iterable
 
 import yaml
 
-from pipeline.tools import compare_tables as tables
+from pipeline.tools import compare_tables as tables, compression_tables
 from pipeline import io, paths
 from pipeline.params import LIBRARIES, Params, ParamsError
 from pipeline.errors import InputError
@@ -102,18 +102,18 @@ BRANCHES = {
                        tables.markdown_cl, (paths.COMPARE_ABLATION, paths.COMPARE_ABLATION_TABLE), ("train@*", "evaluate"),
                        plots=((compare_plots.ablation_dots, compare_plots.ABLATION),), targets=("evaluate",),
                        redrawn=CONTINUAL_REDRAWN),
-    "distill": Branch("distill", "distill_variants", DISTILL_SEEDS, tables.collect_distill, tables.summarise_distill,
-                      tables.markdown_distill, (paths.COMPARE_DISTILL, paths.COMPARE_DISTILL_TABLE),
+    "distill": Branch("distill", "distill_variants", DISTILL_SEEDS, compression_tables.collect_distill, compression_tables.summarise_distill,
+                      compression_tables.markdown_distill, (paths.COMPARE_DISTILL, paths.COMPARE_DISTILL_TABLE),
                       ("distill", "student_alone"), setting_key="distill_setting",
                       plots=((compare_plots.gains, compare_plots.DISTILL_GAINS),), targets=("distill", "student_alone"),
                       redrawn=COMPRESSION_REDRAWN),
-    "cohort": Branch("cohort", "cohort_variants", ("data.seed", "cohort.seed"), tables.collect_cohort, tables.summarise_cohort,
-                     tables.markdown_cohort, (paths.COMPARE_COHORT, paths.COMPARE_COHORT_TABLE), ("cohort",),
-                     setting_key="cohort_setting", plots=((tables.plot_cohort, paths.COMPARE_COHORT_PLOT),
+    "cohort": Branch("cohort", "cohort_variants", ("data.seed", "cohort.seed"), compression_tables.collect_cohort, compression_tables.summarise_cohort,
+                     compression_tables.markdown_cohort, (paths.COMPARE_COHORT, paths.COMPARE_COHORT_TABLE), ("cohort",),
+                     setting_key="cohort_setting", plots=((compression_tables.plot_cohort, paths.COMPARE_COHORT_PLOT),
                                                           (compare_plots.gains, compare_plots.COHORT_GAINS)),
                      targets=("cohort",), redrawn=COMPRESSION_REDRAWN),
-    "token": Branch("token", "token_variants", DISTILL_SEEDS, tables.collect_distill, tables.summarise_token,
-                    tables.markdown_token, (paths.COMPARE_TOKEN, paths.COMPARE_TOKEN_TABLE), ("distill", "student_alone"),
+    "token": Branch("token", "token_variants", DISTILL_SEEDS, compression_tables.collect_distill, compression_tables.summarise_token,
+                    compression_tables.markdown_token, (paths.COMPARE_TOKEN, paths.COMPARE_TOKEN_TABLE), ("distill", "student_alone"),
                     targets=("distill", "student_alone"), redrawn=COMPRESSION_REDRAWN),
 }
 
@@ -177,7 +177,7 @@ def default_jobs(params: Params, runs: Iterable[dict[str, object]] = ()) -> int:
     `runtime.threads` override, e.g. a --set's, else params.yaml's: the largest of them)."""
     if params.compare.jobs is not None:
         return params.compare.jobs
-    threads = max([int(r.get("runtime.threads", params.runtime.threads)) for r in runs] or [params.runtime.threads])
+    threads = max((int(r.get("runtime.threads", params.runtime.threads)) for r in runs), default=params.runtime.threads)
     return max(1, (os.cpu_count() or 1) // threads)
 
 

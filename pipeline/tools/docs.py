@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from pipeline.tools import compare_tables as tables
+from pipeline.tools import compare_tables as tables, compression_tables
 from pipeline.tools import selection, travel
 
 BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
@@ -52,8 +52,8 @@ def variants_key(branch: str) -> str:
 
 
 FULL: dict[str, Callable[[dict], str]] = {
-    "cl": tables.markdown_cl, "ablation": tables.markdown_cl, "distill": tables.markdown_distill,
-    "token": tables.markdown_token, "cohort": tables.markdown_cohort,
+    "cl": tables.markdown_cl, "ablation": tables.markdown_cl, "distill": compression_tables.markdown_distill,
+    "token": compression_tables.markdown_token, "cohort": compression_tables.markdown_cohort,
 }
 
 
