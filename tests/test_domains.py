@@ -131,6 +131,31 @@ def test_the_corpus_phrases_captions_in_the_tasks_templates_only_when_asked():
     assert worded_as_templates(wording.captions, digits) > 0 and not prompts & set(wording.captions)
 
 
+def test_a_domains_look_shift_moves_its_corpus_images_only(monkeypatch):
+    """`look_shift`: the shifted domain's corpus images are softer and further from what was drawn (a blur, deeper
+    zooms, a colour cast), from the same draw of classes and captions; every other domain's corpus is untouched,
+    so a domain is calibrated alone."""
+    import dataclasses
+
+    from pipeline.data.domains.base import web_style
+
+    x = build_domain_task("landuse", image_size=32, train_per_class=6, test_per_class=1, seed=0).train_images.numpy()
+    plain, shifted = (web_style(x, np.random.default_rng(1), s).astype(np.float32) for s in (0.0, 1.0))
+    assert np.abs(shifted - x).mean() > np.abs(plain - x).mean()  # further from the image drawn
+    edges = lambda im: np.abs(np.diff(im, axis=-1)).mean()  # noqa: E731
+    assert edges(shifted) < 0.8 * edges(plain)  # and softer
+    before = build_domain_corpus(image_size=16, size=600, seed=0)
+    monkeypatch.setitem(DOMAINS, "landuse", dataclasses.replace(DOMAINS["landuse"], look_shift=1.0))
+    after = build_domain_corpus(image_size=16, size=600, seed=0)
+    start = 0
+    for name, n in corpus_counts(600).items():
+        same = torch.equal(before.images[start : start + n], after.images[start : start + n])
+        assert same == (name != "landuse"), name
+        start += n
+    with pytest.raises(ValueError, match="domain landuse: look_shift 1.5 is outside 0..1"):
+        dataclasses.replace(DOMAINS["landuse"], look_shift=1.5)
+
+
 def test_unknown_domain():
     with pytest.raises(ValueError, match="unknown domain 'cars'"):
         build_domain_task("cars", **SMALL)

@@ -66,6 +66,6 @@ def build_domain_corpus(*, image_size: int, size: int, seed: int, templates: boo
         per_class = np.full(len(domain.classes), n // len(domain.classes))
         per_class[: n % len(domain.classes)] += 1
         x, y = domain.sample(per_class, "corpus", rng, image_size)
-        images.append(web_style(x, rng))
+        images.append(web_style(x, rng, domain.look_shift))
         captions += [domain.caption(int(label), rng, templates, template_names) for label in y]
     return CaptionCorpus(images=torch.from_numpy(np.concatenate(images)), captions=captions)

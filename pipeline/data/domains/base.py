@@ -11,7 +11,9 @@ How E0's zero-shot ability is made partial and uneven, as CLIP's is on MTIL (Air
   looks like), which E0 can only partly connect with the class name; the rest say nothing of the class
   ("a satellite photo."), and `wrong_rate` of the named ones name a wrong class (web alt-text is noisy).
 - **A shift of look**: corpus images are rendered as "web" images (`web_style`: zoom, colour and contrast
-  changes, some grey), the tasks' images as "data-set" images, so what E0 learned carries over only in part.
+  changes, some grey), the tasks' images as "data-set" images, so what E0 learned carries over only in part;
+  a domain's `look_shift` widens that gap (deeper zooms, blur, a colour cast) with its evidence kept, as
+  EuroSAT's satellite tiles and MNIST's scans are far from the web photos CLIP learned from.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class Domain:
     name_rate: float
     desc_rate: float
     wrong_rate: float = 0.05
+    look_shift: float = 0.0  # 0..1: how much further its corpus images are from its task images (`web_style`)
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -45,6 +48,8 @@ class Domain:
             raise ValueError(f"domain {self.name}: {len(self.descriptions)} descriptions for {len(self.classes)} classes")
         if self.name_rate + self.desc_rate > 1:
             raise ValueError(f"domain {self.name}: name_rate + desc_rate > 1")
+        if not 0 <= self.look_shift <= 1:
+            raise ValueError(f"domain {self.name}: look_shift {self.look_shift} is outside 0..1")
 
     def caption(self, label: int, rng: np.random.Generator, templates: bool = False, template_names: bool = True) -> str:
         """One corpus caption of an image of class `label` (see the module docstring for the mix). `templates`:
@@ -117,18 +122,33 @@ def finish(canvases: list[np.ndarray], rng: np.random.Generator, size: int, nois
     return np.clip(np.rint(x), 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
 
 
-def web_style(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def web_style(images: np.ndarray, rng: np.random.Generator, shift: float = 0.0) -> np.ndarray:
     """Corpus images look like web photos of the same things, not like the data set's: a random zoom
-    (crop 70-100 % of the side, resized back), brightness and contrast changes, and one in five grey."""
+    (crop 70-100 % of the side, resized back), brightness and contrast changes, and one in five grey.
+    `shift` (a domain's `look_shift`, 0..1) moves them further from the task's look with the evidence kept
+    (the same images and captions): deeper zooms (down to 40 % of the side at 1), a blur, a colour cast per
+    channel and more grey images, as EuroSAT's or MNIST's images are far from the web photos CLIP learned from.
+    At 0 it draws exactly what it drew before the shift existed."""
     n, _, s, _ = images.shape
     out = np.empty_like(images)
     for k in range(n):
-        side = int(round(s * rng.uniform(0.7, 1.0)))
+        side = int(round(s * rng.uniform(0.7 - 0.3 * shift, 1.0)))
         y0, x0 = rng.integers(0, s - side + 1, 2)
         idx = np.minimum((np.arange(s) * side / s).astype(np.int64), side - 1)
         img = images[k][:, y0 + idx][:, :, x0 + idx].astype(np.float32)
         img = (img - 128) * rng.uniform(0.7, 1.2) + 128 + rng.uniform(-30, 30)
-        if rng.random() < 0.2:
+        if rng.random() < 0.2 + 0.3 * shift:
             img[:] = img.mean(0, keepdims=True)
+        if shift > 0:
+            img = _blur(img, shift)
+            img = (img - 128) * rng.uniform(1 - 0.6 * shift, 1 + 0.6 * shift, size=(3, 1, 1)) + 128
         out[k] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     return out
+
+
+def _blur(img: np.ndarray, shift: float) -> np.ndarray:
+    """(3, S, S) float: a 3x3 box blur mixed in with weight `shift` (a web thumbnail's softness)."""
+    padded = np.pad(img, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    s = img.shape[-1]
+    box = sum(padded[:, i:i + s, j:j + s] for i in range(3) for j in range(3)) / 9
+    return (1 - shift) * img + shift * box
