@@ -81,8 +81,8 @@ class ModelParams(Section):
 
 
 class PretrainParams(Section):
-    steps: int = Field(1350, ge=1)
-    batch_size: int = Field(128, ge=2)
+    steps: int = Field(675, ge=1)
+    batch_size: int = Field(256, ge=2)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(50, ge=0)
