@@ -344,6 +344,26 @@ def test_experiments_of_earlier_baselines_are_collected_by_rev(monkeypatch, caps
     assert info.value.code == 2 and "--rev: only with --collect" in capsys.readouterr().err
 
 
+def test_the_wait_starts_the_workers_again_when_they_stop_with_runs_queued(monkeypatch, capsys):
+    """DVC's worker can leave with experiments still queued (a stale shutdown in its broker): the wait starts it
+    again after two looks with runs queued, none running and no worker busy, instead of waiting for ever."""
+    starts, looks = [], []
+
+    def fake_dvc(*args):
+        if args[:2] == ("queue", "status"):
+            looks.append(1)
+            state = "Success" if len(starts) > 1 else "Queued"
+            return f"abcdef0 cmp-a-s0 06:39 AM {state}\n\nWorker status: 0 active, 0 idle"
+        return "[]" if args[:2] == ("exp", "show") else ""
+
+    monkeypatch.setattr(exp_queue, "_dvc", fake_dvc)
+    monkeypatch.setattr(exp_queue, "POLL_SECONDS", 0)
+    monkeypatch.setattr(exp_queue.subprocess, "run", lambda cmd, **k: starts.append(cmd))
+    assert exp_queue.run_queued({"cmp-a-s0": {"x": 1}}, 1) == 0
+    assert starts == [["dvc", "queue", "start", "--jobs", "1"]] * 2 and len(looks) == 1 + 3  # 1: the names queued
+    assert "workers stopped with experiments queued" in capsys.readouterr().out
+
+
 def test_resume_queues_only_the_runs_this_commit_has_not_made(monkeypatch, capsys):
     """A queue stopped part way (or a session that ended): `--resume` keeps the finished experiments of HEAD and
     queues the rest; without it every name is removed and queued again."""

@@ -33,12 +33,19 @@ def check_up_to_date(targets: tuple[str, ...] = ()) -> None:
 
 def queue_status() -> dict[str, str]:
     """Name -> status (Queued, Running, Success, Failed) of the tasks `dvc queue status` lists."""
-    status = {}
+    return _queue_report()[0]
+
+
+def _queue_report() -> tuple[dict[str, str], int | None]:
+    """`dvc queue status`: each task's status by name, and how many workers are busy (None: not said)."""
+    status, busy = {}, None
     for line in _dvc("queue", "status").splitlines():
         fields = line.split()
         if len(fields) >= 3 and re.fullmatch(r"[0-9a-f]{7}", fields[0]):
             status[fields[1]] = fields[-1]
-    return status
+        elif found := re.match(r"Worker status: (\d+) active", line.strip()):
+            busy = int(found.group(1))
+    return status, busy
 
 
 def experiments(revs: list[str] | None = None) -> dict[str, str]:
@@ -110,14 +117,20 @@ def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str
         print("$ " + " ".join(["dvc", *args]), flush=True)
         _dvc(*args)
     print(f"$ dvc queue start --jobs {jobs}   (follow one with `dvc queue logs NAME --follow`)", flush=True)
-    # Not through _dvc: the detached queue worker inherits the command's stdout, and a captured pipe stays open
-    # until the worker exits, i.e. until the whole queue is empty, so the wait below would begin only then.
-    subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    start = time.monotonic()
+    _start_workers(jobs)
+    start, stalled = time.monotonic(), 0
     with tqdm(total=len(runs), desc="experiments", unit="exp") as bar:
         while True:
-            status = queue_status()
+            status, busy = _queue_report()
+            # A worker can leave with runs still queued: one that shut down as an earlier queue emptied takes
+            # the new start for its own, or a stale shutdown message in the broker reaches the new one. Two
+            # looks in a row with runs queued, none running and no worker busy: start the workers again.
+            states = {status.get(n) for n in runs}
+            stalled = stalled + 1 if "Queued" in states and "Running" not in states and busy == 0 else 0
+            if stalled >= 2:
+                tqdm.write("the queue's workers stopped with experiments queued: starting them again")
+                _start_workers(jobs)
+                stalled = 0
             done = [n for n in runs if status.get(n) in ("Success", "Failed")]
             bar.update(len(done) - bar.n)
             failed = [n for n in done if status[n] == "Failed"]
@@ -128,6 +141,13 @@ def run_queued(runs: dict[str, dict[str, object]], jobs: int, targets: tuple[str
             if not any(status.get(n) in ("Queued", "Running") for n in runs):
                 raise SystemExit(f"error: the queue stopped with experiments missing; see `dvc queue status`")
             time.sleep(poll_wait(time.monotonic() - start))
+
+
+def _start_workers(jobs: int) -> None:
+    # Not through _dvc: the detached queue worker inherits the command's stdout, and a captured pipe stays open
+    # until the worker exits, i.e. until the whole queue is empty, so the wait in run_queued would begin only then.
+    subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
 
 
 def set_params(sets: dict[str, object]) -> list[str]:
