@@ -146,7 +146,7 @@ def test_the_selection_block_names_each_variants_command_commit_and_the_machine(
     (tmp_path / "README.md").write_text("<!-- generated: metrics/selection.json -->\n<!-- end generated -->\n")
     docs.update(tmp_path)
     text = (tmp_path / "README.md").read_text()
-    assert "| lwf | **kd_weight1.0** | **50.00 ± 0.00** | 40.00 | 60.00 | 0 |" in text
+    assert "| lwf | **kd_weight1.0** | **50.00** | 40.00 | 60.00 | 0 |" in text
     assert "- lwf: `python -m pipeline.tools.search --variants lwf` on abc1234, 600 s" in text
     assert "every run `data.val_per_class=20`, the tasks in order_1" in text and "Machine: cores 2, cpu X." in text
 

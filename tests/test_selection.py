@@ -104,6 +104,9 @@ def test_the_choice_is_the_best_mean_over_seeds_of_the_validation_metric():
     assert entry["points"]["kd_weight0.5"]["mean"] == 55.0 and entry["points"]["kd_weight0.5"]["std"] == 7.07
     tie = sel.choose([_run("lwf", a, 0, 56.0), _run("lwf", b, 0, 56.0)], "average")
     assert tie["variants"]["lwf"]["chosen"] == a  # the first of equals, in grid order
+    # one seed: no std (not a spread of 0), and the table gives the value alone
+    assert tie["variants"]["lwf"]["points"]["kd_weight0.5"]["std"] is None
+    assert "| lwf | **kd_weight0.5** | **56.00** |" in sel.markdown(tie)
     assert "**kd_weight1.0**" in sel.markdown(chosen) and "validation average" in sel.markdown(chosen)
     # the other metrics are kept beside the choice, and do not move it
     runs[0] = sel.Run(runs[0].name, "lwf", a, 0, runs[0].params, {"transfer": 90.0, "average": 60.0, "last": 10.0})
@@ -180,6 +183,7 @@ def test_default_writes_the_default_variants_chosen_values_into_its_own_keys(tmp
 
 def test_default_refuses_a_search_without_the_defaults_variant_before_any_run(monkeypatch, capsys):
     monkeypatch.setattr(exp_queue, "_dvc", lambda *a: pytest.fail("nothing may be queued"))
+    monkeypatch.setattr(search, "earlier_selection", lambda params: None)  # not the committed selection's choices
     with pytest.raises(SystemExit) as info:
         search.main(["--default", "--variants", "lwf"])
     assert info.value.code == 2 and "--default: the default's variant 'dual_teacher' is not searched" in capsys.readouterr().err

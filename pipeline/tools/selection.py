@@ -95,7 +95,7 @@ def choose(runs: list[Run], metric: str, held_out: list[str] | None = None) -> d
         for point in variant["points"].values():
             values = np.asarray(point["values"])
             point["mean"] = round(float(values.mean()), 2)
-            point["std"] = round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 2)
+            point["std"] = round(float(values.std(ddof=1)), 2) if len(values) > 1 else None  # undefined for one seed
             point["others_mean"] = {m: round(float(np.mean(v)), 2) for m, v in point.pop("others").items()}
         best = max(variant["points"].values(), key=lambda p: p["mean"])  # max keeps the first of equals
         variant["chosen"], variant["score"] = best["point"], best["mean"]
@@ -127,12 +127,12 @@ def markdown(selection: dict) -> str:
     lines = [f"| variant | values | {metric} (validation) | {' | '.join(others)} | seeds |", "|---|---|---|---|---|---|"]
     for variant, entry in selection["variants"].items():
         for name, p in entry["points"].items():
-            cell = f"{p['mean']:.2f} ± {p['std']:.2f}"
+            cell = f"{p['mean']:.2f} ± {p['std']:.2f}" if len(p["seeds"]) > 1 else f"{p['mean']:.2f}"
             chosen = p["point"] == entry["chosen"]
             rest = " | ".join(f"{p['others_mean'][m]:.2f}" if "others_mean" in p else "" for m in others)
             lines.append(f"| {variant} | {'**' + name + '**' if chosen else name} | {'**' + cell + '**' if chosen else cell} "
                          f"| {rest} | {', '.join(map(str, p['seeds']))} |")
-    lines += ["", f"Mean ± sample std over seeds of validation {metric} (training images carved out per class, "
+    lines += ["", f"Mean ± sample std over seeds (one seed: its value) of validation {metric} (training images carved out per class, "
                   "the test split never written), in the selection order; the chosen values in bold. The other "
                   "metrics (means, validation too) are for reading the choice, which they do not enter."]
     made = [f"- {v}: `{e['command']}` on {e['baseline']}"
