@@ -310,12 +310,14 @@ def test_zscl_l2_is_the_squared_distance_from_the_tasks_starting_weights(workspa
     assert "l2" not in off.terms(Batch(*batch)) and "l2" not in off.weights()
 
 
-def test_zscl_weight_ensemble_is_the_mean_of_the_snapshots(workspace, monkeypatch):
-    """ensemble_every=1, 2 steps: theta_hat = mean(theta_0 (start), theta_1, theta_2) (ZSCL's merge_we)."""
+@pytest.mark.parametrize("method_name, key", [("zscl", "zscl_ensemble_every"), ("dual_teacher", "dual_ensemble_every")])
+def test_weight_ensemble_is_the_mean_of_the_snapshots(workspace, monkeypatch, method_name, key):
+    """ensemble_every=1, 2 steps: theta_hat = mean(theta_0 (start), theta_1, theta_2) (ZSCL's merge_we), for
+    ZSCL and for dual-teacher's data-free use of it."""
     root, params = workspace
     monkeypatch.chdir(root)
-    ctx = make_context(with_loss(params, train={"steps": 2, "warmup_steps": 2}, zscl_ensemble_every=1), "colour", "zscl")
-    method = get_method("zscl")(ctx)
+    ctx = make_context(with_loss(params, train={"steps": 2, "warmup_steps": 2}, **{key: 1}), "colour", method_name)
+    method = get_method(method_name)(ctx)
     snapshots = [floating_state(ctx.student.model)]
     step = method.after_step
 
@@ -332,6 +334,25 @@ def test_zscl_weight_ensemble_is_the_mean_of_the_snapshots(workspace, monkeypatc
         torch.testing.assert_close(final[key], expected, rtol=1e-5, atol=1e-6, msg=key)
     changed = [k for k in snapshots[0] if not torch.equal(snapshots[2][k], final[k])]
     assert changed  # the average is not simply the last weights
+
+
+def test_dual_teacher_keeps_its_trained_weights_without_the_ensemble(workspace, monkeypatch):
+    """dual_ensemble_every 0 (the default): the task ends on the last step's weights, bit for bit."""
+    root, params = workspace
+    monkeypatch.chdir(root)
+    assert params.loss.dual_ensemble_every == 0
+    ctx = make_context(with_loss(params, train={"steps": 2, "warmup_steps": 2}), "colour", "dual_teacher")
+    method = get_method("dual_teacher")(ctx)
+    last, step = {}, method.after_step
+
+    def recording_after_step():
+        step()
+        last.update(floating_state(ctx.student.model))
+
+    method.after_step = recording_after_step
+    train_task(method)
+    final = ctx.student.model.state_dict()
+    assert last and all(torch.equal(final[k], v) for k, v in last.items())
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])

@@ -15,6 +15,11 @@ update are functions of the whole batch, not means of per-sample terms, so every
 batch's V, labels and teacher rows (pipeline/distributed.py, `gather_rows`) and computes all three terms and the
 update on it: the same loss and the same prototypes as one process, on every rank.
 
+`loss.dual_ensemble_every` = N > 0 (off by default): ZSCL's weight ensemble on dual-teacher's own steps, the
+running mean of the task's weights every N steps put in the model at the task's end (pipeline/continual/weights.py,
+`WeightEnsemble`). It needs no data, so dual-teacher keeps its setting (the current task's images and earlier
+weights only); issue 33 tries it on validation data as weight-space ensembling of the method family.
+
 State saved beside the model (models/<task>/method_state.safetensors): `prototypes` is the task's own P_m as
 it ended, `prototypes/<task>` each earlier task's P_k as it was handed on; the next task reads them there.
 """
@@ -30,6 +35,7 @@ from pipeline.continual.base import Method
 from pipeline.continual.inputs import TaskInputs
 from pipeline.continual.prototypes import update_prototypes
 from pipeline.continual.registry import register_method
+from pipeline.continual.weights import WeightEnsemble
 from pipeline.losses import clip_ce, dual_teacher_distillation, prototype_contrastive
 from pipeline.errors import InputError
 
@@ -88,6 +94,7 @@ class DualTeacher(Method):
         # Kept and saved whatever loss.dis_scope is, so switching to "seen" later retrains no earlier task.
         self.earlier_prototypes = carried_prototypes(ctx)
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.ensemble = WeightEnsemble(ctx.student.model, ctx.params.loss.dual_ensemble_every)
         sample = ctx.params.loss.dis_seen_sample
         earlier = sum(len(t.classes) for t in ctx.base_tasks) if ctx.params.loss.dis_scope == "seen" else 0
         # Drawn only where it bounds something (fewer earlier classes than K: every one, as without it).
@@ -158,6 +165,11 @@ class DualTeacher(Method):
     def after_step(self):
         v, labels = self._batch
         self.prototypes = update_prototypes(self.prototypes, v, labels, self.ctx.params.loss.gamma)
+        self.ensemble.after_step(self.ctx.student.model)
+
+    def finish(self):
+        # The prototypes stay as the live student's features made them: the mean's own would need data again.
+        self.ensemble.finish(self.ctx.student.model)
 
     def state(self):
         earlier = {earlier_key(name): p for name, p in self.earlier_prototypes.items()}

@@ -1,5 +1,6 @@
 """Arithmetic on model weights for the methods that change the trained weights themselves: WiSE-FT's
-interpolation (Wortsman et al., CVPR 2022) and ZSCL's weight ensemble (Zheng et al., ICCV 2023).
+interpolation (Wortsman et al., CVPR 2022) and ZSCL's weight ensemble (Zheng et al., ICCV 2023), which
+dual-teacher can use too (`loss.dual_ensemble_every`).
 
 A "state" here is the floating-point part of a state_dict (parameters and float buffers such as BatchNorm
 running statistics), detached copies. Integer buffers (BatchNorm's num_batches_tracked) are not weights:
@@ -56,6 +57,31 @@ def running_average(average: State, current: State, count: int) -> State:
         k: average[k] if torch.equal(average[k], current[k]) else (average[k] * count + current[k]) / (count + 1)
         for k in average
     }
+
+
+class WeightEnsemble:
+    """ZSCL's weight ensemble ("Weight Ensemble in Parameter Space"), as its code (`merge_we`, `iteration %
+    avg_freq == 0`): the weights a task starts from count as the first snapshot, then the weights after steps 1,
+    N + 1, 2N + 1, ... (0-based step index divisible by N), each folded into the running mean; `finish` puts the
+    mean in the model. So the mean always holds at least one trained snapshot, and N = 1 averages the initial
+    weights and the weights after every step. `every` 0: off (nothing kept, the model left as trained). It needs
+    no data: only the model's own weights."""
+
+    def __init__(self, model: torch.nn.Module, every: int):
+        self.every = every
+        self.average = floating_state(model) if every else None
+        self.snapshots = 1  # the initial weights count as the first snapshot
+        self.steps_taken = 0
+
+    def after_step(self, model: torch.nn.Module) -> None:
+        if self.every and self.steps_taken % self.every == 0:
+            self.average = running_average(self.average, floating_state(model), self.snapshots)
+            self.snapshots += 1
+        self.steps_taken += 1
+
+    def finish(self, model: torch.nn.Module) -> None:
+        if self.average is not None:
+            assign(model, self.average)
 
 
 def _same_keys(a: State, b: State) -> None:

@@ -39,7 +39,7 @@ import torch
 from pipeline import runtime
 from pipeline.continual.base import Method
 from pipeline.continual.registry import register_method
-from pipeline.continual.weights import assign, floating_state, running_average
+from pipeline.continual.weights import WeightEnsemble
 from pipeline.losses import clip_ce, cosine_logits, weight_l2, zscl_distillation
 from pipeline.models import clip as clip_lib
 from pipeline.runtime import stable_seed
@@ -69,10 +69,7 @@ class ZSCL(Method):
         # Own stream, seeded by the seed and the task: reference batches are the same on every run and do not
         # shift the batches of the task (which come from the trainer's own seeded order).
         self.generator = torch.Generator().manual_seed(stable_seed(ctx.params.train.seed, ctx.name, "zscl"))
-        self.steps_taken = 0
-        self.every = ctx.params.loss.zscl_ensemble_every
-        self.average = floating_state(ctx.student.model) if self.every else None
-        self.snapshots = 1  # the initial weights count as the first snapshot
+        self.ensemble = WeightEnsemble(ctx.student.model, ctx.params.loss.zscl_ensemble_every)
         # L_l2's reference: the weights the task starts from (E_{m-1}), as ZSCL's `l2_model` (a copy at the start)
         self.start_weights = {n: p.detach().clone() for n, p in ctx.student.model.named_parameters()} if ctx.params.loss.zscl_l2 else None
 
@@ -113,12 +110,7 @@ class ZSCL(Method):
         return out
 
     def after_step(self):
-        # 0-based index of the step just taken, as ZSCL's `iteration`: the first step is always averaged in.
-        if self.every and self.steps_taken % self.every == 0:
-            self.average = running_average(self.average, floating_state(self.ctx.student.model), self.snapshots)
-            self.snapshots += 1
-        self.steps_taken += 1
+        self.ensemble.after_step(self.ctx.student.model)
 
     def finish(self):
-        if self.average is not None:
-            assign(self.ctx.student.model, self.average)
+        self.ensemble.finish(self.ctx.student.model)

@@ -123,6 +123,9 @@ class LossParams(Section):
     # seen: L_dis's rows hold this many of the earlier tasks' classes, drawn anew each step (all of this task's),
     # bounding the text tower's cost as classes accumulate; null: every seen class (the default)
     dis_seen_sample: int | None = Field(None, ge=1)
+    # dual_teacher: ZSCL's weight ensemble (the running mean of the task's weights every N steps, put in the model
+    # at the task's end) on dual-teacher's steps; data-free weight-space ensembling [choice, validation]; 0: off
+    dual_ensemble_every: int = Field(0, ge=0)
     adaptive_k: float = Field(6.0, gt=0)  # Select-and-Distill rule, arXiv 2403.09296
     adaptive_b: float = Field(0.2, ge=0)
     label_smoothing: float = Field(0.2, ge=0, lt=1)  # ZSCL trains every method of MTIL with 0.2
