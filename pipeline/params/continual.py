@@ -109,7 +109,7 @@ class LossParams(Section):
     ce_weight: float = Field(1.0, ge=0)
     con_weight: float = Field(0.2, ge=0)
     dis_weight: float = Field(0.2, ge=0)
-    tau: float = Field(1.0, gt=0)  # L_con temperature [choice]; the spec suggests 0.07, see README
+    tau: float = Field(0.1, gt=0)  # L_con temperature [choice], chosen on validation; the spec suggests 0.07
     gamma: float = Field(0.99, ge=0, le=1)  # sliding prototype coefficient [choice]
     # Which teachers L_dis distils from on tasks m >= 2: both (the spec), E0 alone, or E_{m-1} alone (an
     # ablation; on the first task E_{m-1} is E0 itself, so every choice is L_dis^E0 there).
