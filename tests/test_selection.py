@@ -74,8 +74,8 @@ def test_every_method_gets_its_grid_on_validation_data_in_the_selection_order():
         assert sets["data.val_per_class"] > 0 and all(sets[k] == v for k, v in point.items())
         assert params.with_overrides(sets).task_names == c.orders[c.selection_order]
         assert sets["train.method"] == c.variants[variant]["train.method"] and sets["pretrain.seed"] == seed
-    for space in c.search.values():  # the same small search for each: 3-4 values of 1-2 keys
-        assert 1 <= len(space) <= 2 and all(3 <= len(v) <= 4 for v in space.values())
+    for space in c.search.values():  # the same small search for each: 3-4 values of 1-2 keys, one more where grown
+        assert 1 <= len(space) <= 2 and all(3 <= len(v) <= 5 for v in space.values())
     with pytest.raises(ParamsError, match="data.val_per_class > 0"):
         search.search_runs(_params(search_setting={}), ["lwf"], [0])
     with pytest.raises(ParamsError, match="held-out order too"):
@@ -237,3 +237,48 @@ def test_from_file_applies_the_committed_selection_and_runs_nothing(tmp_path, mo
     after = yaml.safe_load((tmp_path / "params.yaml").read_text())
     assert after["compare"]["variants"]["lwf"] == {"train.method": "lwf", **chosen["lwf"]}
     assert after["loss"]["dis_weight"] == 0.5 and after["loss"]["tau"] == 0.1
+
+
+def test_an_extended_grid_runs_only_its_new_points_and_the_earlier_choice_again():
+    """A grid grown outward (its choice was on the edge) keeps the earlier entry's points measured at the same
+    seeds, runs the new ones and the earlier choice again, and chooses over them all; if the earlier choice gives
+    another value here, the code under the earlier points changed and the extension is refused."""
+    a, b, c = {"loss.kd_weight": 1.0}, {"loss.kd_weight": 2.0}, {"loss.kd_weight": 4.0}
+    earlier = sel.choose([_run("lwf", a, 0, 50.0), _run("lwf", b, 0, 55.0)], "average")["variants"]["lwf"]
+    earlier |= {"command": "python -m pipeline.tools.search --variants lwf", "baseline": "abc1234"}
+    names = [sel.point_name(p) for p in (a, b, c)]
+    assert sel.kept_points(earlier, names, [0]) == ["kd_weight1.0"]  # not the choice (run again), not other seeds
+    assert sel.kept_points(earlier, names, [0, 1]) == []
+    new = sel.choose([_run("lwf", b, 0, 55.0), _run("lwf", c, 0, 56.0)], "average")["variants"]["lwf"]
+    entry = sel.extend(earlier, new, names, "lwf")
+    assert list(entry["points"]) == names and entry["chosen"] == c and entry["score"] == 56.0
+    assert entry["kept"] == {"points": ["kd_weight1.0"], "command": earlier["command"], "baseline": "abc1234"}
+    lower = sel.choose([_run("lwf", b, 0, 55.0), _run("lwf", c, 0, 54.0)], "average")["variants"]["lwf"]
+    assert sel.extend(earlier, lower, names, "lwf")["chosen"] == b  # the earlier choice may stand
+    moved = sel.choose([_run("lwf", b, 0, 55.5), _run("lwf", c, 0, 56.0)], "average")["variants"]["lwf"]
+    with pytest.raises(InputError, match=r"--extend: lwf's earlier choice kd_weight2.0 gave \[55.5\] here and \[55.0\] on abc1234"):
+        sel.extend(earlier, moved, names, "lwf")
+    table = sel.markdown({"metric": "average", "variants": {"lwf": entry | {"command": "python -m pipeline.tools.search "
+                                                                           "--variants lwf --extend", "baseline": "def5678"}}})
+    assert "1 points kept from `python -m pipeline.tools.search --variants lwf` on abc1234" in table
+
+
+def test_extend_queues_only_the_new_points_and_the_earlier_choice(monkeypatch):
+    params = Params.load()
+    monkeypatch.setitem(params.compare.search, "lwf", {"loss.kd_weight": [1.0, 2.0, 4.0]})
+    earlier = {"variants": {"lwf": sel.choose([_run("lwf", {"loss.kd_weight": 1.0}, 0, 50.0),
+                                               _run("lwf", {"loss.kd_weight": 2.0}, 0, 55.0)], "average")["variants"]["lwf"]}}
+    queued = {}
+
+    def run_queued(runs, jobs, targets, resume):
+        queued.update(runs)
+        raise SystemExit("stop after queueing")
+
+    monkeypatch.setattr(exp_queue, "check_up_to_date", lambda targets: None)
+    monkeypatch.setattr(exp_queue, "run_queued", run_queued)
+    args = search.argparse.Namespace(seeds=[0], extend=True, collect=False, jobs=1, resume=False, rev=None)
+    with pytest.raises(SystemExit):
+        search.search(params, args, ["lwf"], "cmd", earlier)
+    assert sorted(queued) == ["sel-lwf-kd_weight2.0-s0", "sel-lwf-kd_weight4.0-s0"]
+    with pytest.raises(ParamsError, match="--extend: metrics/selection.json holds no lwm chosen by this protocol"):
+        search.search(params, args, ["lwm"], "cmd", earlier)

@@ -97,24 +97,42 @@ def earlier_selection(params: Params) -> dict | None:
     return earlier if sel.same_protocol(earlier, protocol(params)) else None
 
 
-def search(params: Params, args: argparse.Namespace, variants: list[str], command: str) -> dict:
-    """Queue (unless --collect) and read back the runs of `variants`; their choice, each entry with its provenance."""
-    runs = search_runs(params, variants, args.seeds or params.compare.seeds)
-    start, kept = time.perf_counter(), 0
+def extension(params: Params, variants: list[str], seeds: list[int], earlier: dict | None) -> dict[str, list[str]]:
+    """--extend: per variant, the points of its earlier entry (same protocol, same seeds) not run again."""
+    held = (earlier or {}).get("variants", {})
+    missing = [v for v in variants if v not in held]
+    if missing:
+        raise ParamsError(f"--extend: {SELECTION} holds no {missing[0]} chosen by this protocol: search its whole grid")
+    return {v: sel.kept_points(held[v], [sel.point_name(p) for p in sel.grid(params.compare.search[v])], seeds)
+            for v in variants}
+
+
+def search(params: Params, args: argparse.Namespace, variants: list[str], command: str,
+           earlier: dict | None = None) -> dict:
+    """Queue (unless --collect) and read back the runs of `variants`; their choice, each entry with its provenance.
+    --extend: only the points the earlier entries do not hold (and their choice again), chosen over them all."""
+    seeds = args.seeds or params.compare.seeds
+    runs = search_runs(params, variants, seeds)
+    kept = extension(params, variants, seeds, earlier) if args.extend else {}
+    runs = {n: r for n, r in runs.items() if sel.point_name(r[1]) not in kept.get(r[0], ())}
+    start, resumed = time.perf_counter(), 0
     if not args.collect:
         exp_queue.check_up_to_date(("evaluate",))
         queued = {n: r[3] for n, r in runs.items()}
-        kept = exp_queue.run_queued(queued, args.jobs or compare.default_jobs(params, queued.values()),
-                                    ("evaluate",), resume=args.resume)
+        resumed = exp_queue.run_queued(queued, args.jobs or compare.default_jobs(params, queued.values()),
+                                       ("evaluate",), resume=args.resume)
     found = exp_queue.experiments(args.rev)
     missing = [n for n in runs if n not in found]
     if missing:
         raise InputError(f"no experiment {missing[0]} (`dvc exp show`): run the search, or --collect --rev <its commit>")
     held_out = params.compare.orders.get(params.compare.held_out_order or "")
     chosen = sel.choose([read_run(n, found[n], *r[:3]) for n, r in runs.items()], params.compare.search_metric, held_out)
+    for variant in kept:
+        names = [sel.point_name(p) for p in sel.grid(params.compare.search[variant])]
+        chosen["variants"][variant] = sel.extend(earlier["variants"][variant], chosen["variants"][variant], names, variant)
     chosen |= protocol(params)
     # each variant's provenance: a selection may gather variants searched one at a time on different commits
-    seconds = None if args.collect or kept else round(time.perf_counter() - start)
+    seconds = None if args.collect or resumed else round(time.perf_counter() - start)
     # experiments are local to the repository (unless `dvc exp pull`ed): collected here, they ran here
     made = {"command": command, "baseline": ", ".join(compare.commits_of(args.rev)), "seconds": seconds,
             "machine": machine()}
@@ -132,6 +150,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--collect", action="store_true", help="queue nothing: choose from the runs already made")
     parser.add_argument("--rev", action="append", metavar="COMMIT", help="with --collect: the runs of these baseline commits")
     parser.add_argument("--resume", action="store_true", help="queue only the runs this commit has not made yet")
+    parser.add_argument("--extend", action="store_true",
+                        help=f"a grid grown outward: run only the points {SELECTION} does not hold for the variant "
+                             "(and its earlier choice again, which must give the same value), choose over them all")
     parser.add_argument("--from-file", action="store_true",
                         help=f"queue and read no run: --apply / --default write the choices {SELECTION} holds")
     parser.add_argument("--apply", action="store_true", help="write the chosen values into params.yaml's compare.variants")
@@ -148,6 +169,8 @@ def main(argv: list[str]) -> None:
         raise ParamsError(f"--jobs: {args.jobs} must be at least 1")
     if args.resume and args.collect:
         raise ParamsError("--resume: queues the missing runs; --collect queues none")
+    if args.extend and args.from_file:
+        raise ParamsError("--extend: runs the new points; --from-file runs none")
     earlier = earlier_selection(params)
     if args.from_file and earlier is None:
         raise InputError(f"--from-file: {SELECTION} " + ("does not exist: run the search" if not SELECTION.exists()
@@ -162,8 +185,8 @@ def main(argv: list[str]) -> None:
     if args.from_file:
         chosen = earlier
     else:
-        chosen = sel.merge(earlier, search(params, args, variants, "python -m pipeline.tools.search " + " ".join(argv)),
-                           list(known))
+        chosen = sel.merge(earlier, search(params, args, variants, "python -m pipeline.tools.search " + " ".join(argv),
+                                           earlier), list(known))
         io.write_json(SELECTION, chosen)
         io.write_text(SELECTION_TABLE, sel.markdown(chosen))
         print(sel.markdown(chosen))

@@ -97,9 +97,39 @@ def choose(runs: list[Run], metric: str, held_out: list[str] | None = None) -> d
             point["mean"] = round(float(values.mean()), 2)
             point["std"] = round(float(values.std(ddof=1)), 2) if len(values) > 1 else None  # undefined for one seed
             point["others_mean"] = {m: round(float(np.mean(v)), 2) for m, v in point.pop("others").items()}
-        best = max(variant["points"].values(), key=lambda p: p["mean"])  # max keeps the first of equals
-        variant["chosen"], variant["score"] = best["point"], best["mean"]
+        pick(variant)
     return {"metric": metric, "split": "validation", "variants": out}
+
+
+def pick(entry: dict) -> dict:
+    """The entry's best point by mean (the first of equals, in the order its points are listed: grid order)."""
+    best = max(entry["points"].values(), key=lambda p: p["mean"])  # max keeps the first of equals
+    entry["chosen"], entry["score"] = best["point"], best["mean"]
+    return entry
+
+
+def kept_points(earlier: dict, grid_names: list[str], seeds: list[int]) -> list[str]:
+    """The points of an earlier entry that an extended search does not run again: those of the grid measured at the
+    same seeds, except the earlier choice (run again to show the earlier points stand for this commit)."""
+    again = point_name(earlier["chosen"])
+    return [n for n, p in earlier["points"].items() if n in grid_names and n != again and p["seeds"] == list(seeds)]
+
+
+def extend(earlier: dict, new: dict, grid_names: list[str], variant: str) -> dict:
+    """An extended grid's entry: the earlier entry's kept points beside the new runs' points, in grid order, and the
+    choice over them all. The earlier choice was run again: if it does not give the value the earlier entry holds,
+    the code under the earlier points has changed and they do not stand for this commit (refused: run the grid)."""
+    again = point_name(earlier["chosen"])
+    before, now = earlier["points"][again], new["points"].get(again)
+    if now is None or now["values"] != before["values"]:
+        raise InputError(f"--extend: {variant}'s earlier choice {again} gave {now and now['values']} here and "
+                         f"{before['values']} on {earlier.get('baseline', 'its commit')}: the earlier points do not "
+                         "stand for this commit; search the whole grid")
+    points = {**{n: earlier["points"][n] for n in earlier["points"] if n != again}, **new["points"]}
+    entry = {**new, "points": {n: points[n] for n in grid_names if n in points}}
+    kept = [n for n in entry["points"] if n not in new["points"]]
+    entry["kept"] = {"points": kept, **{k: earlier[k] for k in ("command", "baseline") if k in earlier}}
+    return pick(entry)
 
 
 PROTOCOL = ("metric", "split", "order", "setting")  # what a choice is made by
@@ -137,6 +167,8 @@ def markdown(selection: dict) -> str:
                   "metrics (means, validation too) are for reading the choice, which they do not enter."]
     made = [f"- {v}: `{e['command']}` on {e['baseline']}"
             + (f", {e['seconds']} s" if e.get("seconds") is not None else "")
+            + (f"; {len(e['kept']['points'])} points kept from `{e['kept'].get('command')}` on "
+               f"{e['kept'].get('baseline')} (its choice, run again here, gave the same value)" if e.get("kept") else "")
             for v, e in selection["variants"].items() if "command" in e]
     if made:
         lines += ["", "Each variant's runs: the command and the commit they were queued on.", "", *made]
