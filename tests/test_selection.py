@@ -81,7 +81,7 @@ def test_every_method_gets_its_grid_on_validation_data_in_the_selection_order():
     with pytest.raises(ParamsError, match="held-out order too"):
         search.search_runs(_params(held_out_order=c.selection_order), ["lwf"], [0])
     with pytest.raises(ParamsError, match=r"compare.search.lwf at kd_weight-1"):
-        search.search_runs(_params(search={"lwf": {"loss.kd_weight": [-1]}}), ["lwf"], [0])
+        search.search_runs(_params(search={"lwf": {"loss.kd_weight": [-1]}}, refine={}), ["lwf"], [0])
 
 
 # --- the choice ---------------------------------------------------------------------------------------------
@@ -282,3 +282,42 @@ def test_extend_queues_only_the_new_points_and_the_earlier_choice(monkeypatch):
     assert sorted(queued) == ["sel-lwf-kd_weight2.0-s0", "sel-lwf-kd_weight4.0-s0"]
     with pytest.raises(ParamsError, match="--extend: metrics/selection.json holds no lwm chosen by this protocol"):
         search.search(params, args, ["lwm"], "cmd", earlier)
+
+
+def test_refine_tries_each_idea_alone_at_the_earlier_choice(monkeypatch):
+    """compare.refine (issue 33, item 7): each idea's values at the grid's choice, queued by --extend beside the
+    choice run again; the grid's point comes first, so a tie keeps it."""
+    chosen = {"loss.dis_weight": 0.2, "loss.tau": 0.1}
+    assert sel.refinements(chosen, {"loss.dual_ensemble_every": [0, 10], "loss.tau": [0.1]}) == [
+        {**chosen, "loss.dual_ensemble_every": 0}, {**chosen, "loss.dual_ensemble_every": 10}]
+    assert sel.refinements({**chosen, "loss.dual_ensemble_every": 0}, {"loss.dual_ensemble_every": [0, 10]}) == [
+        {**chosen, "loss.dual_ensemble_every": 10}]  # the choice's own value is the choice: not run twice
+    params = Params.load()
+    monkeypatch.setitem(params.compare.search, "dual_teacher", {"loss.dis_weight": [0.1, 0.2], "loss.tau": [0.1]})
+    monkeypatch.setitem(params.compare.refine, "dual_teacher", {"loss.dual_ensemble_every": [10]})
+    a, b = {"loss.dis_weight": 0.1, "loss.tau": 0.1}, chosen
+    earlier = {"variants": {"dual_teacher": sel.choose([_run("dual_teacher", a, 0, 60.0), _run("dual_teacher", b, 0, 64.0)],
+                                                       "average")["variants"]["dual_teacher"]}}
+    assert sel.point_name(search.points(params, "dual_teacher")[-1]) == "dis_weight0.2-tau0.1"  # no entry: the grid
+    queued = {}
+
+    def run_queued(runs, jobs, targets, resume):
+        queued.update(runs)
+        raise SystemExit("stop after queueing")
+
+    monkeypatch.setattr(exp_queue, "check_up_to_date", lambda targets: None)
+    monkeypatch.setattr(exp_queue, "run_queued", run_queued)
+    args = search.argparse.Namespace(seeds=[0], extend=True, collect=False, jobs=1, resume=False, rev=None)
+    with pytest.raises(SystemExit):
+        search.search(params, args, ["dual_teacher"], "cmd", earlier)
+    assert sorted(queued) == ["sel-dual_teacher-dis_weight0.2-tau0.1-dual_ensemble_every10-s0",
+                              "sel-dual_teacher-dis_weight0.2-tau0.1-s0"]
+    assert queued["sel-dual_teacher-dis_weight0.2-tau0.1-dual_ensemble_every10-s0"]["loss.dual_ensemble_every"] == 10
+    idea = {**b, "loss.dual_ensemble_every": 10}
+    names = [sel.point_name(p) for p in search.points(params, "dual_teacher", earlier["variants"]["dual_teacher"])]
+    tie = sel.choose([_run("dual_teacher", b, 0, 64.0), _run("dual_teacher", idea, 0, 64.0)], "average")
+    assert sel.extend(earlier["variants"]["dual_teacher"], tie["variants"]["dual_teacher"], names,
+                      "dual_teacher")["chosen"] == b
+    monkeypatch.setitem(params.compare.refine, "lwm_typo", {"loss.lwm_beta": [1.0]})
+    with pytest.raises(ParamsError, match="compare.refine.lwm_typo: not in compare.search"):
+        search.search_runs(params, ["dual_teacher"], [0])

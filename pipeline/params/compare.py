@@ -43,6 +43,9 @@ class CompareParams(Section):
     search_metric: Literal["transfer", "average", "last"] = "average"  # mean over seeds of this validation metric
     # per compare.variants entry: dotted key -> the values tried (their grid: every combination)
     search: dict[str, dict[str, list[Scalar]]] = {}
+    # per compare.search entry: the method family's further ideas (issue 33, item 7), each key tried alone at the
+    # grid's choice (`search --extend`) and chosen on validation like the grid, the grid's point winning a tie
+    refine: dict[str, dict[str, list[Scalar]]] = {}
     variants: dict[str, dict[str, Scalar]] = {"finetune": {"train.method": "finetune"}, "dual_teacher": {}}
     ablation_variants: dict[str, dict[str, Scalar]] = {}  # `make compare-ablation`: variants of dual_teacher
     distill_variants: dict[str, dict[str, Scalar | None]] = {}  # `make compare-distill`; seeds set distill.seed

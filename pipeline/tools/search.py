@@ -28,10 +28,22 @@ SELECTION = paths.METRICS / "selection.json"
 SELECTION_TABLE = paths.METRICS / "selection.md"
 
 
-def search_runs(params: Params, variants: list[str], seeds: list[int]) -> dict[str, tuple[str, dict, int, dict]]:
+def points(params: Params, variant: str, earlier: dict | None = None) -> list[dict]:
+    """The variant's grid and, given its earlier entry, compare.refine's ideas at the earlier choice (grid first:
+    a tie keeps the grid's point)."""
+    ideas = params.compare.refine.get(variant, {})
+    return sel.grid(params.compare.search[variant]) + (sel.refinements(earlier["chosen"], ideas) if earlier else [])
+
+
+def search_runs(params: Params, variants: list[str], seeds: list[int],
+                earlier: dict[str, dict] | None = None) -> dict[str, tuple[str, dict, int, dict]]:
     """Experiment name -> (variant, grid point, seed, overrides) of every search run, each checked to give valid
-    params (one line naming the variant and point, before anything is queued)."""
+    params (one line naming the variant and point, before anything is queued). `earlier`: variant -> its entry
+    in metrics/selection.json, whose choice compare.refine's ideas are tried at (--extend)."""
     c = params.compare
+    stray = [v for v in c.refine if v not in c.search]
+    if stray:
+        raise ParamsError(f"compare.refine.{stray[0]}: not in compare.search (an idea is tried at a grid's choice)")
     if not c.selection_order:
         raise ParamsError("compare.selection_order: name the order hyperparameters are chosen on")
     if c.selection_order == c.held_out_order:
@@ -43,7 +55,7 @@ def search_runs(params: Params, variants: list[str], seeds: list[int]) -> dict[s
         sel.order_overrides(params, c.held_out_order, "compare.held_out_order")
     runs = {}
     for variant in variants:
-        for point in sel.grid(c.search[variant]):
+        for point in points(params, variant, (earlier or {}).get(variant)):
             for seed in seeds:
                 sets = {**compare.overrides(params, variant, seed), **c.search_setting, **order, **point}
                 name = f"sel-{variant}-{sel.point_name(point)}-s{seed}"
@@ -103,7 +115,7 @@ def extension(params: Params, variants: list[str], seeds: list[int], earlier: di
     missing = [v for v in variants if v not in held]
     if missing:
         raise ParamsError(f"--extend: {SELECTION} holds no {missing[0]} chosen by this protocol: search its whole grid")
-    return {v: sel.kept_points(held[v], [sel.point_name(p) for p in sel.grid(params.compare.search[v])], seeds)
+    return {v: sel.kept_points(held[v], [sel.point_name(p) for p in points(params, v, held[v])], seeds)
             for v in variants}
 
 
@@ -112,8 +124,9 @@ def search(params: Params, args: argparse.Namespace, variants: list[str], comman
     """Queue (unless --collect) and read back the runs of `variants`; their choice, each entry with its provenance.
     --extend: only the points the earlier entries do not hold (and their choice again), chosen over them all."""
     seeds = args.seeds or params.compare.seeds
-    runs = search_runs(params, variants, seeds)
+    held = earlier["variants"] if args.extend and earlier else {}
     kept = extension(params, variants, seeds, earlier) if args.extend else {}
+    runs = search_runs(params, variants, seeds, held)
     runs = {n: r for n, r in runs.items() if sel.point_name(r[1]) not in kept.get(r[0], ())}
     start, resumed = time.perf_counter(), 0
     if not args.collect:
@@ -128,7 +141,7 @@ def search(params: Params, args: argparse.Namespace, variants: list[str], comman
     held_out = params.compare.orders.get(params.compare.held_out_order or "")
     chosen = sel.choose([read_run(n, found[n], *r[:3]) for n, r in runs.items()], params.compare.search_metric, held_out)
     for variant in kept:
-        names = [sel.point_name(p) for p in sel.grid(params.compare.search[variant])]
+        names = [sel.point_name(p) for p in points(params, variant, held[variant])]
         chosen["variants"][variant] = sel.extend(earlier["variants"][variant], chosen["variants"][variant], names, variant)
     chosen |= protocol(params)
     # each variant's provenance: a selection may gather variants searched one at a time on different commits
@@ -151,8 +164,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rev", action="append", metavar="COMMIT", help="with --collect: the runs of these baseline commits")
     parser.add_argument("--resume", action="store_true", help="queue only the runs this commit has not made yet")
     parser.add_argument("--extend", action="store_true",
-                        help=f"a grid grown outward: run only the points {SELECTION} does not hold for the variant "
-                             "(and its earlier choice again, which must give the same value), choose over them all")
+                        help=f"a grid grown outward, or compare.refine's ideas at the earlier choice: run only the points "
+                             f"{SELECTION} does not hold for the variant (and its earlier choice again, which must "
+                             "give the same value), choose over them all")
     parser.add_argument("--from-file", action="store_true",
                         help=f"queue and read no run: --apply / --default write the choices {SELECTION} holds")
     parser.add_argument("--apply", action="store_true", help="write the chosen values into params.yaml's compare.variants")

@@ -37,6 +37,11 @@ def grid(space: dict[str, list]) -> list[dict[str, object]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
 
 
+def refinements(chosen: dict[str, object], ideas: dict[str, list]) -> list[dict[str, object]]:
+    """Each idea (key -> values) tried alone at a grid's choice: one point per value other than the choice's own."""
+    return [{**chosen, key: value} for key, values in ideas.items() for value in values if chosen.get(key) != value]
+
+
 def point_name(point: dict[str, object]) -> str:
     """`loss.dis_weight: 0.2, loss.tau: 1.0` -> `dis_weight0.2-tau1.0` (an experiment name's part)."""
     return "-".join(f"{k.split('.')[-1]}{v}" for k, v in point.items()) or "defaults"
