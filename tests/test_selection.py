@@ -263,11 +263,8 @@ def test_an_extended_grid_runs_only_its_new_points_and_the_earlier_choice_again(
     assert "1 points kept from `python -m pipeline.tools.search --variants lwf` on abc1234" in table
 
 
-def test_extend_queues_only_the_new_points_and_the_earlier_choice(monkeypatch):
-    params = Params.load()
-    monkeypatch.setitem(params.compare.search, "lwf", {"loss.kd_weight": [1.0, 2.0, 4.0]})
-    earlier = {"variants": {"lwf": sel.choose([_run("lwf", {"loss.kd_weight": 1.0}, 0, 50.0),
-                                               _run("lwf", {"loss.kd_weight": 2.0}, 0, 55.0)], "average")["variants"]["lwf"]}}
+def _queued_by_extend(monkeypatch, params, variant, earlier) -> dict:
+    """The runs `search --extend --seeds 0` queues for `variant` (stopped there: nothing runs)."""
     queued = {}
 
     def run_queued(runs, jobs, targets, resume):
@@ -278,10 +275,19 @@ def test_extend_queues_only_the_new_points_and_the_earlier_choice(monkeypatch):
     monkeypatch.setattr(exp_queue, "run_queued", run_queued)
     args = search.argparse.Namespace(seeds=[0], extend=True, collect=False, jobs=1, resume=False, rev=None)
     with pytest.raises(SystemExit):
-        search.search(params, args, ["lwf"], "cmd", earlier)
+        search.search(params, args, [variant], "cmd", earlier)
+    return queued
+
+
+def test_extend_queues_only_the_new_points_and_the_earlier_choice(monkeypatch):
+    params = Params.load()
+    monkeypatch.setitem(params.compare.search, "lwf", {"loss.kd_weight": [1.0, 2.0, 4.0]})
+    earlier = {"variants": {"lwf": sel.choose([_run("lwf", {"loss.kd_weight": 1.0}, 0, 50.0),
+                                               _run("lwf", {"loss.kd_weight": 2.0}, 0, 55.0)], "average")["variants"]["lwf"]}}
+    queued = _queued_by_extend(monkeypatch, params, "lwf", earlier)
     assert sorted(queued) == ["sel-lwf-kd_weight2.0-s0", "sel-lwf-kd_weight4.0-s0"]
     with pytest.raises(ParamsError, match="--extend: metrics/selection.json holds no lwm chosen by this protocol"):
-        search.search(params, args, ["lwm"], "cmd", earlier)
+        _queued_by_extend(monkeypatch, params, "lwm", earlier)
 
 
 def test_refine_tries_each_idea_alone_at_the_earlier_choice(monkeypatch):
@@ -299,17 +305,7 @@ def test_refine_tries_each_idea_alone_at_the_earlier_choice(monkeypatch):
     earlier = {"variants": {"dual_teacher": sel.choose([_run("dual_teacher", a, 0, 60.0), _run("dual_teacher", b, 0, 64.0)],
                                                        "average")["variants"]["dual_teacher"]}}
     assert sel.point_name(search.points(params, "dual_teacher")[-1]) == "dis_weight0.2-tau0.1"  # no entry: the grid
-    queued = {}
-
-    def run_queued(runs, jobs, targets, resume):
-        queued.update(runs)
-        raise SystemExit("stop after queueing")
-
-    monkeypatch.setattr(exp_queue, "check_up_to_date", lambda targets: None)
-    monkeypatch.setattr(exp_queue, "run_queued", run_queued)
-    args = search.argparse.Namespace(seeds=[0], extend=True, collect=False, jobs=1, resume=False, rev=None)
-    with pytest.raises(SystemExit):
-        search.search(params, args, ["dual_teacher"], "cmd", earlier)
+    queued = _queued_by_extend(monkeypatch, params, "dual_teacher", earlier)
     assert sorted(queued) == ["sel-dual_teacher-dis_weight0.2-tau0.1-dual_ensemble_every10-s0",
                               "sel-dual_teacher-dis_weight0.2-tau0.1-s0"]
     assert queued["sel-dual_teacher-dis_weight0.2-tau0.1-dual_ensemble_every10-s0"]["loss.dual_ensemble_every"] == 10
