@@ -317,3 +317,17 @@ def test_refine_tries_each_idea_alone_at_the_earlier_choice(monkeypatch):
     monkeypatch.setitem(params.compare.refine, "lwm_typo", {"loss.lwm_beta": [1.0]})
     with pytest.raises(ParamsError, match="compare.refine.lwm_typo: not in compare.search"):
         search.search_runs(params, ["dual_teacher"], [0])
+
+
+def test_extend_finds_the_earlier_choice_in_a_file_that_sorted_its_keys(monkeypatch):
+    """metrics/selection.json sorts keys (kd_temperature before kd_weight) while the grid's names keep the grid's
+    order: the earlier choice is found by value, run again, and not kept."""
+    params = Params.load()
+    monkeypatch.setitem(params.compare.search, "lwf", {"loss.kd_weight": [1.0, 2.0], "loss.kd_temperature": [4.0, 8.0]})
+    points = [{"loss.kd_weight": w, "loss.kd_temperature": 4.0} for w in (1.0, 2.0)]
+    entry = sel.choose([_run("lwf", points[0], 0, 50.0), _run("lwf", points[1], 0, 55.0)], "average")["variants"]["lwf"]
+    earlier = {"variants": {"lwf": json.loads(json.dumps(entry, sort_keys=True))}}
+    assert sel.chosen_name(earlier["variants"]["lwf"]) == "kd_weight2.0-kd_temperature4.0"
+    queued = _queued_by_extend(monkeypatch, params, "lwf", earlier)
+    assert sorted(queued) == ["sel-lwf-kd_weight1.0-kd_temperature8.0-s0", "sel-lwf-kd_weight2.0-kd_temperature4.0-s0",
+                              "sel-lwf-kd_weight2.0-kd_temperature8.0-s0"]

@@ -31,8 +31,11 @@ SELECTION_TABLE = paths.METRICS / "selection.md"
 def points(params: Params, variant: str, earlier: dict | None = None) -> list[dict]:
     """The variant's grid and, given its earlier entry, compare.refine's ideas at the earlier choice (grid first:
     a tie keeps the grid's point)."""
-    ideas = params.compare.refine.get(variant, {})
-    return sel.grid(params.compare.search[variant]) + (sel.refinements(earlier["chosen"], ideas) if earlier else [])
+    ideas, grid = params.compare.refine.get(variant, {}), sel.grid(params.compare.search[variant])
+    if not earlier:
+        return grid
+    chosen = next((p for p in grid if p == earlier["chosen"]), earlier["chosen"])  # in grid order (JSON sorts keys)
+    return grid + sel.refinements(chosen, ideas)
 
 
 def search_runs(params: Params, variants: list[str], seeds: list[int],

@@ -113,10 +113,15 @@ def pick(entry: dict) -> dict:
     return entry
 
 
+def chosen_name(entry: dict) -> str:
+    """The name of an entry's choice among its points (matched by value: JSON keeps no key order, the names do)."""
+    return next(n for n, p in entry["points"].items() if p["point"] == entry["chosen"])
+
+
 def kept_points(earlier: dict, grid_names: list[str], seeds: list[int]) -> list[str]:
     """The points of an earlier entry that an extended search does not run again: those of the grid measured at the
     same seeds, except the earlier choice (run again to show the earlier points stand for this commit)."""
-    again = point_name(earlier["chosen"])
+    again = chosen_name(earlier)
     return [n for n, p in earlier["points"].items() if n in grid_names and n != again and p["seeds"] == list(seeds)]
 
 
@@ -124,7 +129,7 @@ def extend(earlier: dict, new: dict, grid_names: list[str], variant: str) -> dic
     """An extended grid's entry: the earlier entry's kept points beside the new runs' points, in grid order, and the
     choice over them all. The earlier choice was run again: if it does not give the value the earlier entry holds,
     the code under the earlier points has changed and they do not stand for this commit (refused: run the grid)."""
-    again = point_name(earlier["chosen"])
+    again = chosen_name(earlier)
     before, now = earlier["points"][again], new["points"].get(again)
     if now is None or now["values"] != before["values"]:
         raise InputError(f"--extend: {variant}'s earlier choice {again} gave {now and now['values']} here and "
