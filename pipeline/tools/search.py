@@ -118,8 +118,11 @@ def extension(params: Params, variants: list[str], seeds: list[int], earlier: di
     missing = [v for v in variants if v not in held]
     if missing:
         raise ParamsError(f"--extend: {SELECTION} holds no {missing[0]} chosen by this protocol: search its whole grid")
-    return {v: sel.kept_points(held[v], [sel.point_name(p) for p in points(params, v, held[v])], seeds)
-            for v in variants}
+    return {v: sel.kept_points(held[v], point_names(params, v, held[v]), seeds) for v in variants}
+
+
+def point_names(params: Params, variant: str, earlier: dict | None) -> list[str]:
+    return [sel.point_name(p) for p in points(params, variant, earlier)]
 
 
 def search(params: Params, args: argparse.Namespace, variants: list[str], command: str,
@@ -144,8 +147,8 @@ def search(params: Params, args: argparse.Namespace, variants: list[str], comman
     held_out = params.compare.orders.get(params.compare.held_out_order or "")
     chosen = sel.choose([read_run(n, found[n], *r[:3]) for n, r in runs.items()], params.compare.search_metric, held_out)
     for variant in kept:
-        names = [sel.point_name(p) for p in points(params, variant, held[variant])]
-        chosen["variants"][variant] = sel.extend(earlier["variants"][variant], chosen["variants"][variant], names, variant)
+        chosen["variants"][variant] = sel.extend(held[variant], chosen["variants"][variant],
+                                                 point_names(params, variant, held[variant]), variant)
     chosen |= protocol(params)
     # each variant's provenance: a selection may gather variants searched one at a time on different commits
     seconds = None if args.collect or resumed else round(time.perf_counter() - start)
